@@ -1,0 +1,174 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Haven.Api;
+
+// Wire contracts of havend's HTTP API (version 1, under /v1). JSON is camelCase, enums are strings.
+// docs/api.md lists the routes; change both together.
+
+[JsonConverter(typeof(JsonStringEnumConverter<CheckpointType>))]
+public enum CheckpointType { Production, ProductionOnly, Standard, Disabled }
+
+[JsonConverter(typeof(JsonStringEnumConverter<CheckpointKind>))]
+public enum CheckpointKind { Production, Standard }
+
+[JsonConverter(typeof(JsonStringEnumConverter<Consistency>))]
+public enum Consistency { ApplicationConsistent, CrashConsistent }
+
+[JsonConverter(typeof(JsonStringEnumConverter<VmState>))]
+public enum VmState { Off, Running, Paused }
+
+public sealed record DiskSpec
+{
+    /// <summary>Existing image (qcow2, raw or vhdx) to import; the daemon copies it into its data folder.</summary>
+    public string? ImportPath { get; init; }
+    /// <summary>Size of a new empty disk, in bytes; used when ImportPath is null.</summary>
+    public long? SizeBytes { get; init; }
+}
+
+public sealed record VmCreateRequest
+{
+    public required string Name { get; init; }
+    public int Vcpus { get; init; } = 1;
+    public int MemoryMiB { get; init; } = 256;
+    public List<DiskSpec> Disks { get; init; } = [];
+    public string? Kernel { get; init; }
+    public string? Initrd { get; init; }
+    public string? Append { get; init; }
+    public bool GuestAgent { get; init; } = true;
+    /// <summary>"none" or "user".</summary>
+    public string Network { get; init; } = "none";
+    /// <summary>"auto", "kvm" or "tcg".</summary>
+    public string Accelerator { get; init; } = "auto";
+    public CheckpointType CheckpointType { get; init; } = CheckpointType.Production;
+}
+
+public sealed record VmUpdateRequest
+{
+    public CheckpointType? CheckpointType { get; init; }
+}
+
+public sealed record VmStopRequest
+{
+    /// <summary>Skip the ACPI shutdown and end QEMU at once.</summary>
+    public bool Force { get; init; }
+    public int TimeoutSeconds { get; init; } = 30;
+}
+
+public sealed record LayerInfo(string Path, string? CheckpointName);
+
+public sealed record DiskInfo
+{
+    public required string DeviceId { get; init; }
+    public required long SizeBytes { get; init; }
+    /// <summary>The disk's current layer chain, writable top first, base last.</summary>
+    public required List<LayerInfo> Chain { get; init; }
+}
+
+public sealed record VmInfo
+{
+    public required string Id { get; init; }
+    public required string Name { get; init; }
+    public required VmState State { get; init; }
+    public required int Vcpus { get; init; }
+    public required int MemoryMiB { get; init; }
+    public required CheckpointType CheckpointType { get; init; }
+    public required string Accelerator { get; init; }
+    public required string Network { get; init; }
+    public required bool GuestAgent { get; init; }
+    public required List<DiskInfo> Disks { get; init; }
+    public required string QmpSocket { get; init; }
+    public string? GuestAgentSocket { get; init; }
+    public int? Pid { get; init; }
+    /// <summary>The checkpoint the running state descends from ("Now" hangs below it), if any.</summary>
+    public string? CurrentCheckpoint { get; init; }
+    public string? Kernel { get; init; }
+    public string? Initrd { get; init; }
+    public string? Append { get; init; }
+}
+
+public sealed record CheckpointInfo
+{
+    public required string Id { get; init; }
+    public required string Name { get; init; }
+    public string? Parent { get; init; }
+    public required CheckpointKind Kind { get; init; }
+    public required Consistency Consistency { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    /// <summary>Memory and device state saved with the checkpoint (Standard checkpoints of a running VM).</summary>
+    public required bool HasSavedState { get; init; }
+    /// <summary>True for the checkpoint the VM's current state descends from.</summary>
+    public required bool IsCurrent { get; init; }
+}
+
+public sealed record CheckpointCreateRequest
+{
+    public string? Name { get; init; }
+}
+
+public sealed record CheckpointCreateResult
+{
+    public required CheckpointInfo Checkpoint { get; init; }
+    /// <summary>How long guest file systems were frozen, in milliseconds; null when no freeze happened.</summary>
+    public double? FrozenMilliseconds { get; init; }
+    /// <summary>Why a Production checkpoint fell back to Standard, when it did.</summary>
+    public string? FallbackReason { get; init; }
+    public required double ElapsedMilliseconds { get; init; }
+}
+
+public sealed record CheckpointApplyRequest
+{
+    /// <summary>Take a checkpoint of the current state first, so it is not lost.</summary>
+    public bool CreateCheckpointFirst { get; init; }
+    public string? NewCheckpointName { get; init; }
+}
+
+public sealed record CheckpointApplyResult
+{
+    public required VmState State { get; init; }
+    public CheckpointInfo? CreatedFirst { get; init; }
+}
+
+public sealed record CheckpointRenameRequest
+{
+    public required string NewName { get; init; }
+}
+
+public sealed record CheckpointRemoveResult
+{
+    public required List<string> Removed { get; init; }
+    public required bool Live { get; init; }
+    public required double ElapsedMilliseconds { get; init; }
+}
+
+public sealed record CheckpointExportRequest
+{
+    public required string Path { get; init; }
+    /// <summary>"qcow2", "raw" or "vhdx". With several disks, Path gets "-diskN" before the extension.</summary>
+    public string Format { get; init; } = "qcow2";
+}
+
+public sealed record CheckpointExportResult
+{
+    public required List<string> Files { get; init; }
+}
+
+public sealed record HostInfo
+{
+    public required string Version { get; init; }
+    public required string DataDirectory { get; init; }
+    public required string Accelerator { get; init; }
+    public required int VmCount { get; init; }
+}
+
+/// <summary>Body of every non-2xx answer.</summary>
+public sealed record ErrorResponse(string Error, string Code);
+
+public static class ApiJson
+{
+    public static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
+    {
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        WriteIndented = false,
+    };
+}

@@ -1,0 +1,25 @@
+using System.CommandLine;
+
+namespace Haven.Cli.Commands.Vm;
+
+public static class VmCommand
+{
+    public static Command Create(CliContext ctx)
+    {
+        var vm = new Command("vm", "Create, inspect, start, stop and remove VMs")
+        {
+            new VmCreateCommand(ctx),
+            new VmListCommand(ctx),
+            new VmShowCommand(ctx),
+            new VmStartCommand(ctx),
+            new VmStopCommand(ctx),
+            new VmSetCommand(ctx),
+            new VmRemoveCommand(ctx),
+        };
+        HavenCli.ShowHelpWhenBare(vm);
+        return vm;
+    }
+
+    /// <summary>The NAME argument most vm commands take.</summary>
+    public static Argument<string> NameArgument() => new("NAME") { Description = "Name of the VM" };
+}

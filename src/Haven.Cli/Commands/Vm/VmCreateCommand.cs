@@ -1,0 +1,156 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using Haven.Api;
+
+namespace Haven.Cli.Commands.Vm;
+
+/// <summary>haven vm create: POST /v1/vms.</summary>
+public sealed class VmCreateCommand : Command
+{
+    static readonly VmCreateRequest Defaults = new() { Name = "" };
+
+    public Argument<string> VmName { get; } = VmCommand.NameArgument();
+
+    public Option<int> Vcpus { get; } = new("--vcpus")
+    {
+        Description = "Number of virtual CPUs",
+        HelpName = "N",
+        DefaultValueFactory = _ => Defaults.Vcpus,
+        CustomParser = r => Parsers.Int(r, min: 1),
+    };
+
+    public Option<int> Memory { get; } = new("--memory")
+    {
+        Description = "Memory in MiB",
+        HelpName = "MiB",
+        DefaultValueFactory = _ => Defaults.MemoryMiB,
+        CustomParser = r => Parsers.Int(r, min: 1),
+    };
+
+    public Option<string[]> Disk { get; } = new("--disk")
+    {
+        Description = "Existing image (qcow2, raw or vhdx) to import as a disk; repeatable",
+        HelpName = "PATH",
+        Arity = ArgumentArity.OneOrMore,
+        AllowMultipleArgumentsPerToken = false,
+    };
+
+    public Option<long[]> DiskSize { get; } = new("--disk-size")
+    {
+        Description = "Add a new empty disk of this size (e.g. 64M, 1G, 10G; binary units; a bare number is bytes); repeatable. "
+            + "Disks are attached in command-line order of --disk and --disk-size",
+        HelpName = "SIZE",
+        Arity = ArgumentArity.OneOrMore,
+        AllowMultipleArgumentsPerToken = false,
+        CustomParser = ParseSizes,
+    };
+
+    public Option<string?> Kernel { get; } = new("--kernel") { Description = "Kernel to boot directly", HelpName = "FILE" };
+    public Option<string?> Initrd { get; } = new("--initrd") { Description = "Initial ramdisk for --kernel", HelpName = "FILE" };
+    public Option<string?> Append { get; } = new("--append") { Description = "Kernel command line for --kernel", HelpName = "ARGS" };
+
+    public Option<bool> NoGuestAgent { get; } = new("--no-guest-agent")
+    {
+        Description = "Do not attach the QEMU guest agent channel (Production checkpoints then fall back or fail)",
+    };
+
+    public Option<string> Network { get; } = new("--network")
+    {
+        Description = "Network: none or user",
+        DefaultValueFactory = _ => Defaults.Network,
+    };
+
+    public Option<string> Accel { get; } = new("--accel")
+    {
+        Description = "Accelerator: auto, kvm or tcg",
+        DefaultValueFactory = _ => Defaults.Accelerator,
+    };
+
+    public Option<CheckpointType> CheckpointType { get; } = new("--checkpoint-type")
+    {
+        Description = "Kind of checkpoint 'checkpoint create' takes",
+        DefaultValueFactory = _ => Defaults.CheckpointType,
+    };
+
+    public VmCreateCommand(CliContext ctx) : base("create", "Create a VM")
+    {
+        Network.AcceptOnlyFromAmong("none", "user");
+        Accel.AcceptOnlyFromAmong("auto", "kvm", "tcg");
+        Add(VmName);
+        Add(Vcpus);
+        Add(Memory);
+        Add(Disk);
+        Add(DiskSize);
+        Add(Kernel);
+        Add(Initrd);
+        Add(Append);
+        Add(NoGuestAgent);
+        Add(Network);
+        Add(Accel);
+        Add(CheckpointType);
+
+        ctx.SetAction(this, async (parseResult, client, output, ct) =>
+        {
+            var vm = await client.CreateVmAsync(BuildRequest(parseResult), ct);
+            output.Result(vm, console =>
+            {
+                console.Line($"Created VM '{vm.Name}' (id {vm.Id}).");
+                VmView.RenderDetails(console, vm);
+            });
+        });
+    }
+
+    /// <summary>The request this command sends for <paramref name="parseResult"/> (paths made absolute).</summary>
+    public VmCreateRequest BuildRequest(ParseResult parseResult) => new()
+    {
+        Name = parseResult.GetRequiredValue(VmName),
+        Vcpus = parseResult.GetValue(Vcpus),
+        MemoryMiB = parseResult.GetValue(Memory),
+        Disks = DisksInOrder(parseResult),
+        Kernel = FullPathOrNull(parseResult.GetValue(Kernel)),
+        Initrd = FullPathOrNull(parseResult.GetValue(Initrd)),
+        Append = parseResult.GetValue(Append),
+        GuestAgent = !parseResult.GetValue(NoGuestAgent),
+        Network = parseResult.GetValue(Network) ?? Defaults.Network,
+        Accelerator = parseResult.GetValue(Accel) ?? Defaults.Accelerator,
+        CheckpointType = parseResult.GetValue(CheckpointType),
+    };
+
+    /// <summary>--disk and --disk-size values, interleaved in the order they appear on the command line.</summary>
+    List<DiskSpec> DisksInOrder(ParseResult parseResult)
+    {
+        var imports = new Queue<string>(parseResult.GetValue(Disk) ?? []);
+        var sizes = new Queue<long>(parseResult.GetValue(DiskSize) ?? []);
+        var disks = new List<DiskSpec>();
+        foreach (var token in parseResult.Tokens)
+        {
+            if (token.Type != TokenType.Option)
+                continue;
+            if (Names(Disk).Contains(token.Value) && imports.TryDequeue(out var path))
+                disks.Add(new DiskSpec { ImportPath = Path.GetFullPath(path) });
+            else if (Names(DiskSize).Contains(token.Value) && sizes.TryDequeue(out var size))
+                disks.Add(new DiskSpec { SizeBytes = size });
+        }
+        // Anything the token walk missed (it should not happen) goes last rather than being dropped.
+        disks.AddRange(imports.Select(p => new DiskSpec { ImportPath = Path.GetFullPath(p) }));
+        disks.AddRange(sizes.Select(s => new DiskSpec { SizeBytes = s }));
+        return disks;
+    }
+
+    static IEnumerable<string> Names(Option option) => option.Aliases.Prepend(option.Name);
+
+    static long[] ParseSizes(ArgumentResult result)
+    {
+        var sizes = new List<long>();
+        foreach (var token in result.Tokens)
+        {
+            if (SizeParser.TryParse(token.Value, out var bytes, out var error))
+                sizes.Add(bytes);
+            else
+                result.AddError(Parsers.OptionName(result) + ": " + error);
+        }
+        return [.. sizes];
+    }
+
+    static string? FullPathOrNull(string? path) => string.IsNullOrEmpty(path) ? null : Path.GetFullPath(path);
+}

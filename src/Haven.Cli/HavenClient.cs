@@ -1,0 +1,253 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Haven.Api;
+
+namespace Haven.Cli;
+
+/// <summary>havend answered with a non-2xx status.</summary>
+public sealed class HavenApiException(string message, string code, HttpStatusCode status) : Exception(message)
+{
+    /// <summary>The ErrorResponse code ("not_found", "conflict", ...), or "" when the body held none.</summary>
+    public string Code { get; } = code;
+    public HttpStatusCode Status { get; } = status;
+}
+
+/// <summary>havend could not be reached (no socket, nobody listening, unreadable token, ...).</summary>
+public sealed class HavenUnreachableException(string where, string reason, Exception? inner = null)
+    : Exception($"cannot reach havend at {where}: {reason}", inner)
+{
+    public string Where { get; } = where;
+    public string Reason { get; } = reason;
+}
+
+/// <summary>The connection broke after the request was sent, or the answer was not what the API promises.</summary>
+public sealed class HavenProtocolException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>Thin typed client of havend's HTTP API (routes under /v1, see src/Haven.Api/Contracts.cs).</summary>
+public sealed class HavenClient : IDisposable
+{
+    readonly HttpClient http;
+    readonly HavenEndpoint endpoint;
+    string? token;
+    bool tokenLoaded;
+
+    public HavenClient(HavenEndpoint endpoint)
+    {
+        this.endpoint = endpoint;
+        var handler = new SocketsHttpHandler { ConnectTimeout = TimeSpan.FromSeconds(10) };
+        if (endpoint.SocketPath is { } socketPath)
+        {
+            handler.ConnectCallback = async (_, cancellationToken) =>
+            {
+                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken);
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+        // Checkpoints, merges and exports can take long; Ctrl-C cancels instead.
+        http = new HttpClient(handler) { BaseAddress = endpoint.BaseAddress, Timeout = Timeout.InfiniteTimeSpan };
+    }
+
+    public HavenEndpoint Endpoint => endpoint;
+
+    public void Dispose() => http.Dispose();
+
+    // --- host ---
+    public Task<HostInfo> GetHostAsync(CancellationToken ct) =>
+        SendAsync<HostInfo>(HttpMethod.Get, "/v1/host", null, ct);
+
+    // --- vms ---
+    public Task<List<VmInfo>> ListVmsAsync(CancellationToken ct) =>
+        SendAsync<List<VmInfo>>(HttpMethod.Get, "/v1/vms", null, ct);
+
+    public Task<VmInfo> CreateVmAsync(VmCreateRequest request, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Post, "/v1/vms", request, ct);
+
+    public Task<VmInfo> GetVmAsync(string vm, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Get, VmPath(vm), null, ct);
+
+    public Task<VmInfo> UpdateVmAsync(string vm, VmUpdateRequest request, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Patch, VmPath(vm), request, ct);
+
+    public Task RemoveVmAsync(string vm, CancellationToken ct) =>
+        SendAsync(HttpMethod.Delete, VmPath(vm), null, ct);
+
+    public Task<VmInfo> StartVmAsync(string vm, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Post, VmPath(vm) + "/start", null, ct);
+
+    public Task<VmInfo> StopVmAsync(string vm, VmStopRequest request, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Post, VmPath(vm) + "/stop", request, ct);
+
+    // --- checkpoints ---
+    public Task<List<CheckpointInfo>> ListCheckpointsAsync(string vm, CancellationToken ct) =>
+        SendAsync<List<CheckpointInfo>>(HttpMethod.Get, VmPath(vm) + "/checkpoints", null, ct);
+
+    public Task<CheckpointCreateResult> CreateCheckpointAsync(string vm, CheckpointCreateRequest request, CancellationToken ct) =>
+        SendAsync<CheckpointCreateResult>(HttpMethod.Post, VmPath(vm) + "/checkpoints", request, ct);
+
+    public Task<CheckpointApplyResult> ApplyCheckpointAsync(string vm, string checkpoint, CheckpointApplyRequest request, CancellationToken ct) =>
+        SendAsync<CheckpointApplyResult>(HttpMethod.Post, CheckpointPath(vm, checkpoint) + "/apply", request, ct);
+
+    public Task<CheckpointInfo> RenameCheckpointAsync(string vm, string checkpoint, CheckpointRenameRequest request, CancellationToken ct) =>
+        SendAsync<CheckpointInfo>(HttpMethod.Post, CheckpointPath(vm, checkpoint) + "/rename", request, ct);
+
+    public Task<CheckpointRemoveResult> RemoveCheckpointAsync(string vm, string checkpoint, bool subtree, CancellationToken ct) =>
+        SendAsync<CheckpointRemoveResult>(HttpMethod.Delete, CheckpointPath(vm, checkpoint) + (subtree ? "?subtree=true" : ""), null, ct);
+
+    public Task<CheckpointExportResult> ExportCheckpointAsync(string vm, string checkpoint, CheckpointExportRequest request, CancellationToken ct) =>
+        SendAsync<CheckpointExportResult>(HttpMethod.Post, CheckpointPath(vm, checkpoint) + "/export", request, ct);
+
+    public static string VmPath(string vm) => "/v1/vms/" + Uri.EscapeDataString(vm);
+
+    public static string CheckpointPath(string vm, string checkpoint) =>
+        VmPath(vm) + "/checkpoints/" + Uri.EscapeDataString(checkpoint);
+
+    // --- plumbing ---
+    async Task<T> SendAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct)
+    {
+        using var response = await SendCoreAsync(method, path, body, ct);
+        string text;
+        try
+        {
+            text = await response.Content.ReadAsStringAsync(ct);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new HavenProtocolException($"lost connection to havend at {endpoint.Display}: {Innermost(e).Message}", e);
+        }
+        try
+        {
+            return JsonSerializer.Deserialize<T>(text, ApiJson.Options)
+                ?? throw new JsonException("the body is null");
+        }
+        catch (JsonException e)
+        {
+            throw new HavenProtocolException($"havend sent an answer to {method} {path} that is not a {typeof(T).Name}: {e.Message}", e);
+        }
+    }
+
+    async Task SendAsync(HttpMethod method, string path, object? body, CancellationToken ct)
+    {
+        using var response = await SendCoreAsync(method, path, body, ct);
+    }
+
+    async Task<HttpResponseMessage> SendCoreAsync(HttpMethod method, string path, object? body, CancellationToken ct)
+    {
+        using var request = new HttpRequestMessage(method, path);
+        if (LoadToken() is { } t)
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", t);
+        if (body is not null)
+            request.Content = new StringContent(JsonSerializer.Serialize(body, body.GetType(), ApiJson.Options), Encoding.UTF8, "application/json");
+
+        HttpResponseMessage response;
+        try
+        {
+            response = await http.SendAsync(request, ct);
+        }
+        catch (HttpRequestException e) when (IsConnectError(e))
+        {
+            throw new HavenUnreachableException(endpoint.Display, ConnectFailureReason(e), e);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new HavenProtocolException($"lost connection to havend at {endpoint.Display}: {Innermost(e).Message}", e);
+        }
+        catch (TaskCanceledException e) when (!ct.IsCancellationRequested)
+        {
+            // The connect timeout surfaces as a cancellation that is not ours.
+            throw new HavenUnreachableException(endpoint.Display, "timed out connecting", e);
+        }
+
+        if (response.IsSuccessStatusCode)
+            return response;
+
+        using (response)
+        {
+            var text = "";
+            try
+            {
+                text = await response.Content.ReadAsStringAsync(ct);
+            }
+            catch (HttpRequestException)
+            {
+                // Report the status alone.
+            }
+            throw ToApiException(method, path, response.StatusCode, response.ReasonPhrase, text);
+        }
+    }
+
+    internal static HavenApiException ToApiException(HttpMethod method, string path, HttpStatusCode status, string? reason, string body)
+    {
+        try
+        {
+            var error = JsonSerializer.Deserialize<ErrorResponse>(body, ApiJson.Options);
+            if (error is { Error: { Length: > 0 } message })
+                return new HavenApiException(message, error.Code ?? "", status);
+        }
+        catch (JsonException)
+        {
+            // Not an ErrorResponse: fall through.
+        }
+        var phrase = string.IsNullOrEmpty(reason) ? "" : $" ({reason})";
+        return new HavenApiException($"havend answered HTTP {(int)status}{phrase} to {method} {path}", "", status);
+    }
+
+    string? LoadToken()
+    {
+        if (tokenLoaded)
+            return token;
+        tokenLoaded = true;
+        token = endpoint.Token;
+        if (token is null && endpoint.TokenFile is { } file)
+        {
+            try
+            {
+                token = File.ReadAllText(file).Trim();
+                if (token.Length == 0)
+                    token = null;
+            }
+            catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+            {
+                // No token file: send no token; the daemon (if any) says what it thinks of that.
+                token = null;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new HavenUnreachableException(endpoint.Display, $"cannot read token file {file}: {e.Message}", e);
+            }
+        }
+        return token;
+    }
+
+    string ConnectFailureReason(HttpRequestException e)
+    {
+        if (endpoint.SocketPath is { } socket && !File.Exists(socket))
+            return "the socket does not exist (is havend running?)";
+        var inner = Innermost(e);
+        if (inner is SocketException { SocketErrorCode: SocketError.ConnectionRefused })
+            return "connection refused (is havend running?)";
+        return inner.Message;
+    }
+
+    static bool IsConnectError(HttpRequestException e) => e.HttpRequestError is
+        HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or
+        HttpRequestError.SecureConnectionError or HttpRequestError.ProxyTunnelError;
+
+    static Exception Innermost(Exception e)
+    {
+        while (e.InnerException is not null)
+            e = e.InnerException;
+        return e;
+    }
+}

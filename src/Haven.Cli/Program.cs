@@ -1,0 +1,3 @@
+using Haven.Cli;
+
+return await HavenCli.RunAsync(args, CliEnvironment.FromProcess());

@@ -1,0 +1,66 @@
+using Haven.Api;
+using Haven.Daemon;
+using Haven.Host;
+using System.Text.Json;
+
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
+
+// havend: one per host. Owns the data folder (state database, disks, QEMU runtime files) and serves
+// the API on a unix socket in it, and optionally on a loopback TCP port.
+var dataDir = Arg("--data") ?? Environment.GetEnvironmentVariable("HAVEN_HOME")
+    ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local", "share", "haven");
+var listen = Arg("--listen");
+
+HavenHost host;
+try
+{
+    host = new HavenHost(dataDir);
+}
+catch (Exception e)
+{
+    Console.Error.WriteLine($"havend: cannot open data folder {dataDir}: {e.Message}");
+    return 1;
+}
+var report = await host.StartAsync();
+Console.WriteLine($"havend: data {host.Paths.Root}; reattached {report.VmsReattached} VM(s); repaired {report.OperationsRepaired.Count} operation(s); " +
+    $"removed {report.OrphanFilesRemoved.Count} orphan file(s), {report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es)");
+foreach (var op in report.OperationsRepaired) Console.WriteLine("havend: repaired " + op);
+
+var token = ApiToken.LoadOrCreate(host.Paths.TokenFile);
+File.Delete(host.Paths.ApiSocket);
+
+var builder = WebApplication.CreateSlimBuilder();
+builder.Logging.SetMinimumLevel(LogLevel.Warning);
+builder.WebHost.ConfigureKestrel(k =>
+{
+    k.ListenUnixSocket(host.Paths.ApiSocket);
+    if (listen is not null)
+    {
+        var uri = new Uri(listen);
+        if (!System.Net.IPAddress.TryParse(uri.Host, out var ip) || !System.Net.IPAddress.IsLoopback(ip))
+            throw new ArgumentException("--listen takes a loopback address, e.g. http://127.0.0.1:7480");
+        k.Listen(ip, uri.Port);
+    }
+});
+builder.Services.ConfigureHttpJsonOptions(o =>
+{
+    o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.CamelCase;
+    o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull;
+});
+builder.Services.AddSingleton(host);
+var app = builder.Build();
+app.UseMiddleware<ErrorMiddleware>();
+app.UseMiddleware<TokenAuthMiddleware>(token);
+Routes.Map(app);
+await app.StartAsync();
+File.SetUnixFileMode(host.Paths.ApiSocket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+Console.WriteLine($"havend: listening on unix:{host.Paths.ApiSocket}" + (listen is null ? "" : " and " + listen));
+await app.WaitForShutdownAsync();
+await host.DisposeAsync();
+return 0;
+
+string? Arg(string name)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+}

@@ -1,0 +1,46 @@
+using Haven.Api;
+using Haven.Host;
+
+namespace Haven.Daemon;
+
+/// <summary>The /v1 HTTP API (docs/api.md). Handlers only translate; the work happens in Haven.Host.</summary>
+public static class Routes
+{
+    public static void Map(WebApplication app)
+    {
+        var v1 = app.MapGroup("/v1");
+        v1.MapGet("/host", (HavenHost h, CancellationToken ct) => HostInfoAsync(h, ct));
+
+        v1.MapGet("/vms", (HavenHost h, CancellationToken ct) => h.Vms.ListAsync(ct));
+        v1.MapPost("/vms", (HavenHost h, VmCreateRequest req, CancellationToken ct) => h.Vms.CreateAsync(req, ct));
+        v1.MapGet("/vms/{name}", (HavenHost h, string name, CancellationToken ct) => h.Vms.ShowAsync(name, ct));
+        v1.MapPatch("/vms/{name}", (HavenHost h, string name, VmUpdateRequest req, CancellationToken ct) => h.Vms.UpdateAsync(name, req, ct));
+        v1.MapDelete("/vms/{name}", async (HavenHost h, string name, CancellationToken ct) =>
+        {
+            await h.Vms.RemoveAsync(name, ct);
+            return Results.NoContent();
+        });
+        v1.MapPost("/vms/{name}/start", (HavenHost h, string name, CancellationToken ct) => h.Vms.StartAsync(name, ct));
+        v1.MapPost("/vms/{name}/stop", (HavenHost h, string name, VmStopRequest? req, CancellationToken ct) => h.Vms.StopAsync(name, req ?? new VmStopRequest(), ct));
+
+        v1.MapGet("/vms/{name}/checkpoints", (HavenHost h, string name) => h.Checkpoints.List(name));
+        v1.MapPost("/vms/{name}/checkpoints", (HavenHost h, string name, CheckpointCreateRequest? req, CancellationToken ct) =>
+            h.Checkpoints.CreateAsync(name, req?.Name, ct));
+        v1.MapPost("/vms/{name}/checkpoints/{cp}/apply", (HavenHost h, string name, string cp, CheckpointApplyRequest? req, CancellationToken ct) =>
+            h.Checkpoints.ApplyAsync(name, cp, req ?? new CheckpointApplyRequest(), ct));
+        v1.MapPost("/vms/{name}/checkpoints/{cp}/rename", (HavenHost h, string name, string cp, CheckpointRenameRequest req, CancellationToken ct) =>
+            h.Checkpoints.RenameAsync(name, cp, req.NewName, ct));
+        v1.MapDelete("/vms/{name}/checkpoints/{cp}", (HavenHost h, string name, string cp, bool? subtree, CancellationToken ct) =>
+            h.Removal.RemoveAsync(name, cp, subtree ?? false, ct));
+        v1.MapPost("/vms/{name}/checkpoints/{cp}/export", (HavenHost h, string name, string cp, CheckpointExportRequest req, CancellationToken ct) =>
+            h.Checkpoints.ExportAsync(name, cp, req, ct));
+    }
+
+    private static async Task<HostInfo> HostInfoAsync(HavenHost h, CancellationToken ct) => new()
+    {
+        Version = typeof(Routes).Assembly.GetName().Version?.ToString() ?? "0",
+        DataDirectory = h.Paths.Root,
+        Accelerator = (await h.ResolveAcceleratorAsync(Haven.Qemu.Runtime.AcceleratorSetting.Auto, ct)).ToString().ToLowerInvariant(),
+        VmCount = h.Store.ListVms().Count,
+    };
+}

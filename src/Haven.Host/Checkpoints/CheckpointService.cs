@@ -1,0 +1,397 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Haven.Api;
+using Haven.Host.State;
+using Haven.Qemu.GuestAgent;
+using Haven.Qemu.Images;
+using Haven.Qemu.Runtime;
+
+namespace Haven.Host.Checkpoints;
+
+/// <summary>
+/// Hyper-V checkpoints on qcow2 layers. Taking a checkpoint freezes each disk's writable layer (it
+/// becomes the checkpoint's layer) and puts a new writable overlay on top; applying one puts a fresh
+/// overlay on the checkpoint's layers; removing one merges its layer away (<see cref="CheckpointRemoval"/>).
+/// docs/checkpoints.md explains the mapping.
+/// </summary>
+public sealed class CheckpointService(HavenHost host)
+{
+    private static readonly TimeSpan AgentConnectTimeout = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan FreezeTimeout = TimeSpan.FromSeconds(60);
+
+    private HostStore Store => host.Store;
+    private HostPaths Paths => host.Paths;
+
+    public CheckpointRecord Find(VmRecord vm, string name)
+    {
+        Names.Validate(name, "checkpoint");
+        return Store.ListCheckpoints(vm.Id).Find(c => c.Name == name)
+            ?? throw HavenException.NotFound($"VM '{vm.Name}' has no checkpoint named '{name}'");
+    }
+
+    public List<CheckpointInfo> List(string vmName)
+    {
+        var vm = host.Vms.Find(vmName);
+        var all = Store.ListCheckpoints(vm.Id);
+        var names = all.ToDictionary(c => c.Id, c => c.Name);
+        return all.ConvertAll(c => ToInfo(c, names, vm));
+    }
+
+    private static CheckpointInfo ToInfo(CheckpointRecord c, Dictionary<string, string> names, VmRecord vm) => new()
+    {
+        Id = c.Id,
+        Name = c.Name,
+        Parent = c.ParentId is { } p && names.TryGetValue(p, out var pn) ? pn : null,
+        Kind = c.Kind,
+        Consistency = c.Consistency,
+        CreatedAt = c.CreatedAt,
+        HasSavedState = c.HasState,
+        IsCurrent = vm.CurrentCheckpointId == c.Id,
+    };
+
+    private CheckpointInfo Describe(string vmId, string checkpointId)
+    {
+        var vm = Store.FindVm(vmId)!;
+        var all = Store.ListCheckpoints(vmId);
+        return ToInfo(all.Find(c => c.Id == checkpointId)!, all.ToDictionary(c => c.Id, c => c.Name), vm);
+    }
+
+    // ---------------- create ----------------
+
+    public async Task<CheckpointCreateResult> CreateAsync(string vmName, string? name, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        return await CreateLockedAsync(Store.FindVm(vm.Id)!, name, ct);
+    }
+
+    private async Task<CheckpointCreateResult> CreateLockedAsync(VmRecord vm, string? requestedName, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        if (vm.CheckpointType == CheckpointType.Disabled) throw HavenException.Conflict($"checkpoints are disabled for VM '{vm.Name}'");
+        var name = Names.Validate(requestedName ?? $"{vm.Name} - ({DateTime.Now:yyyy-MM-dd HH:mm:ss})", "checkpoint");
+        if (Store.ListCheckpoints(vm.Id).Exists(c => c.Name == name))
+            throw HavenException.Conflict($"VM '{vm.Name}' already has a checkpoint named '{name}'");
+
+        var qemu = host.Runtimes.Get(vm.Id);
+        var kind = vm.CheckpointType == CheckpointType.Standard ? CheckpointKind.Standard : CheckpointKind.Production;
+        GuestAgentClient? agent = null;
+        string? fallback = null;
+        if (qemu is not null && kind == CheckpointKind.Production)
+        {
+            try
+            {
+                if (!vm.GuestAgent) throw new GuestAgentUnavailableException("the VM has no guest-agent channel");
+                agent = await GuestAgentClient.ConnectAsync(Paths.GuestAgentSocket(vm.Id), AgentConnectTimeout, ct);
+            }
+            catch (GuestAgentUnavailableException e)
+            {
+                if (vm.CheckpointType == CheckpointType.ProductionOnly)
+                    throw HavenException.Conflict($"cannot take a production checkpoint of '{vm.Name}': {e.Message} (checkpoint type ProductionOnly does not fall back to Standard)");
+                kind = CheckpointKind.Standard;
+                fallback = $"guest agent unavailable ({e.Message}); took a Standard checkpoint instead";
+            }
+        }
+
+        await using var agentScope = agent;
+        var disks = Store.ListDisks(vm.Id);
+        var plan = new CreatePlan
+        {
+            CheckpointId = HostPaths.NewId(),
+            Name = name,
+            ParentCheckpointId = vm.CurrentCheckpointId,
+            Kind = kind,
+            // An off VM's disks are at rest; a running one is consistent only when its file systems were frozen.
+            Consistency = qemu is null || agent is not null ? Consistency.ApplicationConsistent : Consistency.CrashConsistent,
+            Live = qemu is not null,
+            NewLayers = disks.ConvertAll(d => new NewLayerPlan(d.Index, HostPaths.NewId(), d.ActiveLayerId)),
+        };
+        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.CreateCheckpoint, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        Store.Write(w => w.InsertOperation(op));
+
+        double? frozenMs = null;
+        var saveState = false;
+        try
+        {
+            if (qemu is null)
+            {
+                foreach (var l in plan.NewLayers)
+                    await QemuImg.CreateOverlayAsync(NewLayerPath(vm.Id, l), Paths.LayerFile(vm.Id, l.ParentLayerId), ct);
+                CrashPoints.Hit("create.after-overlays");
+            }
+            else
+            {
+                saveState = kind == CheckpointKind.Standard;
+                if (saveState)
+                {
+                    // Paused, the VM's memory and disks stay at the same instant until the state is saved.
+                    plan.PausedByUs = true;
+                    Journal(op, plan);
+                    await qemu.Qmp.ExecuteAsync("stop", null, ct);
+                }
+                if (agent is not null) { plan.Freezing = true; Journal(op, plan); }
+                var frozen = Stopwatch.StartNew();
+                var actions = plan.NewLayers.ConvertAll(l => new BlockOperations.SnapshotAction("l" + l.ParentLayerId, NewLayerPath(vm.Id, l), "l" + l.LayerId));
+                try
+                {
+                    if (agent is not null) await agent.FreezeFileSystemsAsync(FreezeTimeout, ct);
+                    CrashPoints.Hit("create.while-frozen");
+                    await BlockOperations.SnapshotAsync(qemu.Qmp, actions, ct);
+                }
+                finally
+                {
+                    if (agent is not null)
+                    {
+                        await agent.ThawFileSystemsAsync(FreezeTimeout, CancellationToken.None);
+                        frozenMs = frozen.Elapsed.TotalMilliseconds;
+                    }
+                }
+                plan.Snapshotted = true;
+                Journal(op, plan);
+                CrashPoints.Hit("create.after-snapshot");
+            }
+        }
+        catch when (!plan.Snapshotted)
+        {
+            await RollBackCreateAsync(vm.Id, op, plan, CancellationToken.None);
+            throw;
+        }
+
+        var hasState = false;
+        if (saveState)
+        {
+            try
+            {
+                await SaveStateAsync(qemu!, Paths.StateFile(vm.Id, plan.CheckpointId), ct);
+                hasState = true;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The disks already moved to the new layers, so the checkpoint stands, without memory.
+                fallback = $"memory state could not be saved ({e.Message}); the checkpoint holds disks only";
+            }
+            await qemu!.Qmp.ExecuteAsync("cont", null, CancellationToken.None);
+        }
+        FinishCreate(vm.Id, op.Id, plan, hasState);
+        return new CheckpointCreateResult
+        {
+            Checkpoint = Describe(vm.Id, plan.CheckpointId),
+            FrozenMilliseconds = frozenMs,
+            FallbackReason = fallback,
+            ElapsedMilliseconds = clock.Elapsed.TotalMilliseconds,
+        };
+    }
+
+    private string NewLayerPath(string vmId, NewLayerPlan l) => Paths.LayerFile(vmId, l.LayerId);
+
+    private void Journal<T>(OperationRecord op, T plan) => Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
+
+    /// <summary>Records the checkpoint: old writable layers become its layers, the new overlays become writable.</summary>
+    internal void FinishCreate(string vmId, string operationId, CreatePlan plan, bool hasState)
+    {
+        Store.Write(w =>
+        {
+            w.InsertCheckpoint(new CheckpointRecord
+            {
+                Id = plan.CheckpointId,
+                VmId = vmId,
+                Name = plan.Name,
+                ParentId = plan.ParentCheckpointId,
+                Kind = plan.Kind,
+                Consistency = plan.Consistency,
+                CreatedAt = DateTimeOffset.UtcNow,
+                HasState = hasState,
+            });
+            foreach (var l in plan.NewLayers)
+            {
+                w.SetLayerCheckpoint(l.ParentLayerId, plan.CheckpointId);
+                w.InsertLayer(new LayerRecord(l.LayerId, vmId, l.Disk, l.ParentLayerId, null));
+                w.SetActiveLayer(vmId, l.Disk, l.LayerId);
+            }
+            w.SetCurrentCheckpoint(vmId, plan.CheckpointId);
+            w.DeleteOperation(operationId);
+        });
+    }
+
+    internal async Task RollBackCreateAsync(string vmId, OperationRecord op, CreatePlan plan, CancellationToken ct)
+    {
+        var qemu = host.Runtimes.Get(vmId);
+        if (qemu is not null)
+        {
+            if (plan.Freezing) await ThawQuietlyAsync(vmId, ct);
+            if (plan.PausedByUs) await qemu.Qmp.ExecuteAsync("cont", null, ct);
+            foreach (var l in plan.NewLayers) await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, "l" + l.LayerId, ct);
+        }
+        foreach (var l in plan.NewLayers) File.Delete(NewLayerPath(vmId, l));
+        File.Delete(Paths.StateFile(vmId, plan.CheckpointId) + ".partial");
+        Store.Write(w => w.DeleteOperation(op.Id));
+    }
+
+    internal async Task ThawQuietlyAsync(string vmId, CancellationToken ct)
+    {
+        try
+        {
+            await using var agent = await GuestAgentClient.ConnectAsync(Paths.GuestAgentSocket(vmId), AgentConnectTimeout, ct);
+            await agent.ThawFileSystemsAsync(FreezeTimeout, ct);
+        }
+        catch (Exception e) when (e is GuestAgentUnavailableException or GuestAgentException) { /* nothing frozen, or no agent */ }
+    }
+
+    /// <summary>Writes the paused VM's memory and device state to a file (migration to a file), atomically.</summary>
+    internal static async Task SaveStateAsync(QemuProcess qemu, string stateFile, CancellationToken ct)
+    {
+        var partial = stateFile + ".partial";
+        File.Delete(partial);
+        await qemu.Qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = "exec:cat > " + ShellQuote(partial) }, ct);
+        await WaitForMigrationAsync(qemu, ct);
+        File.Move(partial, stateFile, overwrite: true);
+    }
+
+    private static async Task WaitForMigrationAsync(QemuProcess qemu, CancellationToken ct)
+    {
+        while (true)
+        {
+            var info = await qemu.Qmp.ExecuteAsync("query-migrate", null, ct);
+            var status = info.TryGetProperty("status", out var s) ? s.GetString() : null;
+            if (status == "completed") return;
+            if (status is "failed" or "cancelled")
+                throw new HavenException(ErrorCode.Failed, "saving/loading VM state failed: " + (info.TryGetProperty("error-desc", out var d) ? d.GetString() : status));
+            await Task.Delay(20, ct);
+        }
+    }
+
+    private static string ShellQuote(string s) => "'" + s.Replace("'", "'\\''") + "'";
+
+    // ---------------- apply ----------------
+
+    public async Task<CheckpointApplyResult> ApplyAsync(string vmName, string checkpointName, CheckpointApplyRequest req, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        var cp = Find(vm, checkpointName);
+        CheckpointInfo? createdFirst = null;
+        if (req.CreateCheckpointFirst)
+            createdFirst = (await CreateLockedAsync(Store.FindVm(vm.Id)!, req.NewCheckpointName, ct)).Checkpoint;
+
+        // Hyper-V turns the VM off to apply; the current state is discarded (unless checkpointed above).
+        if (host.Runtimes.Get(vm.Id) is { } running)
+        {
+            await running.QuitAsync(ct);
+            host.Runtimes.Forget(vm.Id);
+        }
+
+        var disks = Store.ListDisks(vm.Id);
+        var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+        var plan = new ApplyPlan
+        {
+            CheckpointId = cp.Id,
+            NewLayers = disks.ConvertAll(d => new NewLayerPlan(d.Index, HostPaths.NewId(), tree.LayerOf(cp.Id, d.Index).Id)),
+            DiscardedLayers = disks.ConvertAll(d => d.ActiveLayerId),
+        };
+        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.ApplyCheckpoint, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        Store.Write(w => w.InsertOperation(op));
+        await CompleteApplyAsync(vm.Id, op.Id, plan, ct);
+
+        var state = VmState.Off;
+        if (cp.HasState)
+        {
+            await ResumeSavedStateAsync(Store.FindVm(vm.Id)!, Paths.StateFile(vm.Id, cp.Id), ct);
+            state = VmState.Running;
+        }
+        return new CheckpointApplyResult { State = state, CreatedFirst = createdFirst };
+    }
+
+    /// <summary>Creates the fresh overlays (skipping ones already there) and switches the disks to them. Safe to repeat.</summary>
+    internal async Task CompleteApplyAsync(string vmId, string operationId, ApplyPlan plan, CancellationToken ct)
+    {
+        foreach (var l in plan.NewLayers)
+            if (!File.Exists(NewLayerPath(vmId, l)))
+            {
+                var tmp = NewLayerPath(vmId, l) + ".partial";
+                await QemuImg.CreateOverlayAsync(tmp, Paths.LayerFile(vmId, l.ParentLayerId), ct);
+                File.Move(tmp, NewLayerPath(vmId, l));
+            }
+        CrashPoints.Hit("apply.after-overlays");
+        Store.Write(w =>
+        {
+            foreach (var old in plan.DiscardedLayers) w.DeleteLayer(old);
+            foreach (var l in plan.NewLayers)
+            {
+                w.InsertLayer(new LayerRecord(l.LayerId, vmId, l.Disk, l.ParentLayerId, null));
+                w.SetActiveLayer(vmId, l.Disk, l.LayerId);
+            }
+            w.SetCurrentCheckpoint(vmId, plan.CheckpointId);
+            w.DeleteOperation(operationId);
+        });
+        foreach (var old in plan.DiscardedLayers) File.Delete(Paths.LayerFile(vmId, old));
+    }
+
+    private async Task ResumeSavedStateAsync(VmRecord vm, string stateFile, CancellationToken ct)
+    {
+        var qemu = await host.Vms.LaunchAsync(vm, incomingState: true, ct);
+        try
+        {
+            await qemu.Qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = "exec:cat " + ShellQuote(stateFile) }, ct);
+            await WaitForMigrationAsync(qemu, ct);
+            while (await qemu.QueryStatusAsync(ct) == "inmigrate") await Task.Delay(20, ct);
+            await qemu.Qmp.ExecuteAsync("cont", null, ct);
+        }
+        catch
+        {
+            await qemu.QuitAsync(CancellationToken.None);
+            host.Runtimes.Forget(vm.Id);
+            throw;
+        }
+    }
+
+    // ---------------- rename, export ----------------
+
+    public async Task<CheckpointInfo> RenameAsync(string vmName, string checkpointName, string newName, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        var cp = Find(vm, checkpointName);
+        Names.Validate(newName, "checkpoint");
+        if (newName != cp.Name && Store.ListCheckpoints(vm.Id).Exists(c => c.Name == newName))
+            throw HavenException.Conflict($"VM '{vm.Name}' already has a checkpoint named '{newName}'");
+        Store.Write(w => w.RenameCheckpoint(cp.Id, newName));
+        return Describe(vm.Id, cp.Id);
+    }
+
+    /// <summary>Writes each disk of the checkpoint as one standalone image (its whole chain flattened).</summary>
+    public async Task<CheckpointExportResult> ExportAsync(string vmName, string checkpointName, CheckpointExportRequest req, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        var cp = Find(vm, checkpointName);
+        var format = QemuImg.ParseFormat(req.Format) ?? throw HavenException.Invalid($"export format must be qcow2, raw or vhdx, not '{req.Format}'");
+        if (string.IsNullOrWhiteSpace(req.Path)) throw HavenException.Invalid("export needs a target path");
+        var target = Path.GetFullPath(req.Path);
+        var dir = Path.GetDirectoryName(target)!;
+        if (!Directory.Exists(dir)) throw HavenException.Invalid($"folder does not exist: {dir}");
+        var disks = Store.ListDisks(vm.Id);
+        var targets = disks.Count == 1
+            ? [target]
+            : disks.ConvertAll(d => Path.Combine(dir, $"{Path.GetFileNameWithoutExtension(target)}-disk{d.Index}{Path.GetExtension(target)}"));
+        foreach (var t in targets)
+            if (File.Exists(t) || Directory.Exists(t)) throw HavenException.Conflict($"{t} already exists");
+        var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+        var written = new List<string>();
+        try
+        {
+            for (var i = 0; i < disks.Count; i++)
+            {
+                var partial = targets[i] + ".partial";
+                written.Add(partial);
+                await QemuImg.ConvertAsync(tree.PathOf(tree.LayerOf(cp.Id, disks[i].Index)), DiskFormat.Qcow2, partial, format, ct);
+            }
+            for (var i = 0; i < disks.Count; i++) File.Move(targets[i] + ".partial", targets[i]);
+        }
+        catch
+        {
+            foreach (var f in written) File.Delete(f);
+            throw;
+        }
+        return new CheckpointExportResult { Files = targets };
+    }
+}

@@ -1,0 +1,41 @@
+namespace Haven.Host;
+
+/// <summary>
+/// Layout of a host's data folder. Files are named by ids, never by user-chosen names.
+/// <code>
+/// haven.db                       SQLite: VMs, layers, checkpoints, operation journal
+/// token                          API bearer token (0600)
+/// havend.sock                    API unix socket
+/// vms/&lt;vm&gt;/disks/&lt;layer&gt;.qcow2   one file per qcow2 layer
+/// vms/&lt;vm&gt;/states/&lt;cp&gt;.state      memory/device state of Standard checkpoints
+/// run/&lt;vm&gt;.{qmp,qga,pid,log}       runtime files of a running VM's QEMU
+/// </code>
+/// </summary>
+public sealed class HostPaths(string root)
+{
+    public string Root { get; } = Path.GetFullPath(root);
+    public string Database => Path.Combine(Root, "haven.db");
+    public string TokenFile => Path.Combine(Root, "token");
+    public string ApiSocket => Path.Combine(Root, "havend.sock");
+    public string VmsDir => Path.Combine(Root, "vms");
+    public string RunDir => Path.Combine(Root, "run");
+
+    public string VmDir(string vmId) => Path.Combine(VmsDir, vmId);
+    public string DisksDir(string vmId) => Path.Combine(VmDir(vmId), "disks");
+    public string StatesDir(string vmId) => Path.Combine(VmDir(vmId), "states");
+    public string LayerFile(string vmId, string layerId) => Path.Combine(DisksDir(vmId), layerId + ".qcow2");
+    public string StateFile(string vmId, string checkpointId) => Path.Combine(StatesDir(vmId), checkpointId + ".state");
+    public string QmpSocket(string vmId) => Path.Combine(RunDir, vmId + ".qmp");
+    public string GuestAgentSocket(string vmId) => Path.Combine(RunDir, vmId + ".qga");
+    public string PidFile(string vmId) => Path.Combine(RunDir, vmId + ".pid");
+    public string SerialLog(string vmId) => Path.Combine(RunDir, vmId + ".log");
+
+    public void EnsureCreated()
+    {
+        Directory.CreateDirectory(Root);
+        Directory.CreateDirectory(VmsDir);
+        Directory.CreateDirectory(RunDir);
+    }
+
+    public static string NewId() => Guid.NewGuid().ToString("N")[..12];
+}

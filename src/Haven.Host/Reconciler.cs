@@ -1,0 +1,193 @@
+using System.Text.Json;
+using Haven.Api;
+using Haven.Host.Checkpoints;
+using Haven.Qemu.Images;
+using Haven.Qemu.Qmp;
+using Haven.Qemu.Runtime;
+
+namespace Haven.Host;
+
+public sealed record ReconcileReport
+{
+    public int VmsReattached { get; set; }
+    public List<string> OperationsRepaired { get; } = [];
+    public List<string> OrphanFilesRemoved { get; } = [];
+    public List<string> OrphanNodesRemoved { get; } = [];
+    public int OrphanProcessesStopped { get; set; }
+}
+
+/// <summary>
+/// Runs at daemon start: finds VMs still running from before, finishes or rolls back every journaled
+/// operation, then removes what nothing refers to (layer files, QEMU nodes, QEMU processes).
+/// Roll forward wherever the data allows it; roll back only steps that changed nothing a guest can see.
+/// </summary>
+public sealed class Reconciler(HavenHost host)
+{
+    public async Task<ReconcileReport> RunAsync(CancellationToken ct)
+    {
+        var report = new ReconcileReport();
+        var vms = host.Store.ListVms();
+        foreach (var vm in vms)
+            if (await host.Runtimes.AttachAsync(vm.Id, ct) is not null) report.VmsReattached++;
+        report.OrphanProcessesStopped = StopUnknownQemus(vms.ConvertAll(v => v.Id));
+
+        // Inner removals before the subtree removals that started them.
+        var ops = host.Store.ListOperations();
+        ops.Sort((a, b) => (a.Kind == OperationKinds.RemoveSubtree).CompareTo(b.Kind == OperationKinds.RemoveSubtree));
+        foreach (var op in ops)
+        {
+            if (host.Store.FindOperation(op.Id) is null) continue;
+            if (host.Store.FindVm(op.VmId) is null) { host.Store.Write(w => w.DeleteOperation(op.Id)); continue; }
+            await using var _ = await host.LockVmAsync(op.VmId, ct);
+            switch (op.Kind)
+            {
+                case OperationKinds.CreateCheckpoint:
+                    await ResumeCreateAsync(op, PlanJson.Read<CreatePlan>(op.Payload), ct);
+                    break;
+                case OperationKinds.ApplyCheckpoint:
+                    await host.Checkpoints.CompleteApplyAsync(op.VmId, op.Id, PlanJson.Read<ApplyPlan>(op.Payload), ct);
+                    break;
+                case OperationKinds.RemoveCheckpoint:
+                    await host.Removal.ContinueRemoveAsync(op.VmId, op.Id, PlanJson.Read<RemovePlan>(op.Payload), ct);
+                    break;
+                case OperationKinds.RemoveSubtree:
+                    await host.Removal.ContinueSubtreeAsync(op.VmId, op.Id, PlanJson.Read<RemoveSubtreePlan>(op.Payload), ct);
+                    break;
+                default:
+                    throw new InvalidDataException($"unknown operation kind '{op.Kind}' in the journal");
+            }
+            report.OperationsRepaired.Add($"{op.Kind} on VM {op.VmId}");
+        }
+
+        SweepFiles(report);
+        await SweepNodesAsync(report, ct);
+        return report;
+    }
+
+    private async Task ResumeCreateAsync(State.OperationRecord op, CreatePlan plan, CancellationToken ct)
+    {
+        var qemu = host.Runtimes.Get(op.VmId);
+        if (plan.Freezing && qemu is not null) await host.Checkpoints.ThawQuietlyAsync(op.VmId, ct);
+        bool snapshotted;
+        if (plan.Live && qemu is not null)
+        {
+            var first = plan.NewLayers[0];
+            var chain = await BlockOperations.GetChainAsync(qemu.Qmp, "disk" + first.Disk, ct);
+            snapshotted = chain.Count > 0 && chain[0] == "l" + first.LayerId;
+        }
+        else
+        {
+            // Without a QEMU to ask, the new layers count when every one of them is a sound overlay.
+            snapshotted = true;
+            foreach (var l in plan.NewLayers)
+                snapshotted &= await IsOverlayOfAsync(host.Paths.LayerFile(op.VmId, l.LayerId), host.Paths.LayerFile(op.VmId, l.ParentLayerId), ct);
+        }
+        if (!snapshotted)
+        {
+            await host.Checkpoints.RollBackCreateAsync(op.VmId, op, plan, ct);
+            return;
+        }
+        var hasState = false;
+        if (qemu is not null && plan.PausedByUs)
+        {
+            var stateFile = host.Paths.StateFile(op.VmId, plan.CheckpointId);
+            var status = await qemu.QueryStatusAsync(ct);
+            if (status == "postmigrate" && File.Exists(stateFile + ".partial"))
+            {
+                File.Move(stateFile + ".partial", stateFile, overwrite: true);
+                hasState = true;
+            }
+            else if (status == "paused")
+            {
+                // Still paused at the checkpoint's instant: the state saved now is the state of then.
+                await CheckpointService.SaveStateAsync(qemu, stateFile, ct);
+                hasState = true;
+            }
+            else hasState = File.Exists(stateFile);
+            await qemu.Qmp.ExecuteAsync("cont", null, ct);
+        }
+        host.Checkpoints.FinishCreate(op.VmId, op.Id, plan, hasState);
+    }
+
+    private static async Task<bool> IsOverlayOfAsync(string path, string backing, CancellationToken ct)
+    {
+        if (!File.Exists(path)) return false;
+        try { return (await QemuImg.InfoAsync(path, forceShare: true, ct)).BackingFile == backing; }
+        catch (ToolFailedException) { return false; }
+    }
+
+    /// <summary>Kills QEMUs whose pid files name VMs this host no longer knows.</summary>
+    private int StopUnknownQemus(List<string> knownIds)
+    {
+        var stopped = 0;
+        foreach (var pidFile in Directory.EnumerateFiles(host.Paths.RunDir, "*.pid"))
+        {
+            var id = Path.GetFileNameWithoutExtension(pidFile);
+            if (knownIds.Contains(id)) continue;
+            if (QemuProcess.ReadPid(pidFile) is { } pid && QemuProcess.IsProcessAlive(pid, pidFile))
+            {
+                QemuProcess.Kill(pid, pidFile);
+                stopped++;
+            }
+            host.Runtimes.Forget(id);
+        }
+        return stopped;
+    }
+
+    /// <summary>Deletes VM folders, layer files and state files that no database row refers to.</summary>
+    private void SweepFiles(ReconcileReport report)
+    {
+        var vmIds = host.Store.ListVms().ConvertAll(v => v.Id);
+        var layerIds = host.Store.ListAllLayers().ConvertAll(l => l.Id).ToHashSet();
+        var states = host.Store.ListAllCheckpoints().Where(c => c.HasState).Select(c => c.Id).ToHashSet();
+        foreach (var dir in Directory.EnumerateDirectories(host.Paths.VmsDir))
+        {
+            var vmId = Path.GetFileName(dir);
+            if (!vmIds.Contains(vmId))
+            {
+                Directory.Delete(dir, recursive: true);
+                report.OrphanFilesRemoved.Add(dir);
+                continue;
+            }
+            Sweep(host.Paths.DisksDir(vmId), f => f.EndsWith(".qcow2", StringComparison.Ordinal) && layerIds.Contains(Path.GetFileNameWithoutExtension(f)), report);
+            Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f)), report);
+        }
+    }
+
+    private static void Sweep(string dir, Func<string, bool> keep, ReconcileReport report)
+    {
+        if (!Directory.Exists(dir)) return;
+        foreach (var f in Directory.EnumerateFiles(dir))
+        {
+            if (keep(Path.GetFileName(f))) continue;
+            File.Delete(f);
+            report.OrphanFilesRemoved.Add(f);
+        }
+    }
+
+    /// <summary>Deletes QEMU nodes of layers that are no longer in any of the VM's chains.</summary>
+    private async Task SweepNodesAsync(ReconcileReport report, CancellationToken ct)
+    {
+        foreach (var vm in host.Store.ListVms())
+        {
+            if (host.Runtimes.Get(vm.Id) is not { } qemu) continue;
+            var tree = new LayerTree(host.Paths, host.Store.ListLayers(vm.Id));
+            var wanted = new HashSet<string>();
+            foreach (var d in host.Store.ListDisks(vm.Id))
+                foreach (var l in tree.ChainFrom(d.ActiveLayerId)) wanted.Add(l.NodeName);
+            try
+            {
+                if ((await qemu.Qmp.ExecuteAsync("query-block-jobs", null, ct)).GetArrayLength() > 0) continue;
+                var nodes = await qemu.Qmp.ExecuteAsync("query-named-block-nodes", new { flat = true }, ct);
+                foreach (var n in nodes.EnumerateArray())
+                {
+                    var name = n.GetProperty("node-name").GetString() ?? "";
+                    if (name.Length < 2 || name[0] != 'l' || wanted.Contains(name)) continue;
+                    await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, name, ct);
+                    report.OrphanNodesRemoved.Add($"{vm.Name}:{name}");
+                }
+            }
+            catch (QmpConnectionException) { host.Runtimes.Forget(vm.Id); }
+        }
+    }
+}

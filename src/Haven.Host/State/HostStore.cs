@@ -1,0 +1,202 @@
+using Haven.Api;
+using Microsoft.Data.Sqlite;
+
+namespace Haven.Host.State;
+
+/// <summary>
+/// The host's state in SQLite. One connection, used under a lock; callers group changes that must
+/// land together in <see cref="Write"/>, which runs them in one transaction.
+/// </summary>
+public sealed class HostStore : IDisposable
+{
+    private const int SchemaVersion = 1;
+    private readonly SqliteConnection _db;
+    private readonly Lock _lock = new();
+
+    public HostStore(string path)
+    {
+        _db = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+        _db.Open();
+        Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+        Migrate();
+    }
+
+    private void Migrate()
+    {
+        var version = Convert.ToInt32(Scalar("PRAGMA user_version"));
+        if (version == SchemaVersion) return;
+        if (version > SchemaVersion) throw new InvalidOperationException($"state database schema {version} is newer than this havend ({SchemaVersion})");
+        Exec("""
+            CREATE TABLE vms (
+              id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL,
+              kernel TEXT, initrd TEXT, append TEXT, guest_agent INTEGER NOT NULL, network TEXT NOT NULL,
+              accelerator TEXT NOT NULL, checkpoint_type TEXT NOT NULL, current_checkpoint_id TEXT, created_at TEXT NOT NULL);
+            CREATE TABLE disks (
+              vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, idx INTEGER NOT NULL, size_bytes INTEGER NOT NULL,
+              active_layer_id TEXT NOT NULL, PRIMARY KEY (vm_id, idx));
+            CREATE TABLE layers (
+              id TEXT PRIMARY KEY, vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, disk_idx INTEGER NOT NULL,
+              parent_id TEXT, checkpoint_id TEXT);
+            CREATE TABLE checkpoints (
+              id TEXT PRIMARY KEY, vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, name TEXT NOT NULL,
+              parent_id TEXT, kind TEXT NOT NULL, consistency TEXT NOT NULL, created_at TEXT NOT NULL, has_state INTEGER NOT NULL,
+              UNIQUE (vm_id, name));
+            CREATE TABLE operations (
+              id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
+            """);
+        Exec($"PRAGMA user_version = {SchemaVersion}");
+    }
+
+    // ---- reads ----
+
+    public List<VmRecord> ListVms() => Query("SELECT * FROM vms ORDER BY name", [], ReadVm);
+    public VmRecord? FindVmByName(string name) => Query("SELECT * FROM vms WHERE name=$a", [name], ReadVm).FirstOrDefault();
+    public VmRecord? FindVm(string id) => Query("SELECT * FROM vms WHERE id=$a", [id], ReadVm).FirstOrDefault();
+    public List<DiskRecord> ListDisks(string vmId) => Query("SELECT * FROM disks WHERE vm_id=$a ORDER BY idx", [vmId], ReadDisk);
+    public List<LayerRecord> ListLayers(string vmId) => Query("SELECT * FROM layers WHERE vm_id=$a", [vmId], ReadLayer);
+    public List<LayerRecord> ListAllLayers() => Query("SELECT * FROM layers", [], ReadLayer);
+    public List<CheckpointRecord> ListCheckpoints(string vmId) => Query("SELECT * FROM checkpoints WHERE vm_id=$a ORDER BY created_at, rowid", [vmId], ReadCheckpoint);
+    public List<CheckpointRecord> ListAllCheckpoints() => Query("SELECT * FROM checkpoints", [], ReadCheckpoint);
+    public List<OperationRecord> ListOperations() => Query("SELECT * FROM operations ORDER BY started_at", [], ReadOperation);
+    public OperationRecord? FindOperation(string id) => Query("SELECT * FROM operations WHERE id=$a", [id], ReadOperation).FirstOrDefault();
+
+    // ---- writes ----
+
+    /// <summary>Runs <paramref name="changes"/> in one transaction: all of it lands or none.</summary>
+    public void Write(Action<Writer> changes)
+    {
+        lock (_lock)
+        {
+            using var tx = _db.BeginTransaction();
+            changes(new Writer(this, tx));
+            tx.Commit();
+        }
+    }
+
+    public sealed class Writer
+    {
+        private readonly HostStore _s;
+        private readonly SqliteTransaction _tx;
+        internal Writer(HostStore s, SqliteTransaction tx) { _s = s; _tx = tx; }
+
+        public void InsertVm(VmRecord v) => X("""
+            INSERT INTO vms VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k,$l,$m)
+            """, v.Id, v.Name, v.Vcpus, v.MemoryMiB, v.Kernel, v.Initrd, v.Append, v.GuestAgent ? 1 : 0, v.Network, v.Accelerator,
+            v.CheckpointType.ToString(), v.CurrentCheckpointId, v.CreatedAt.ToString("O"));
+        public void SetCheckpointType(string vmId, CheckpointType t) => X("UPDATE vms SET checkpoint_type=$a WHERE id=$b", t.ToString(), vmId);
+        public void SetCurrentCheckpoint(string vmId, string? cpId) => X("UPDATE vms SET current_checkpoint_id=$a WHERE id=$b", cpId, vmId);
+        public void DeleteVm(string vmId)
+        {
+            X("DELETE FROM operations WHERE vm_id=$a", vmId);
+            X("DELETE FROM vms WHERE id=$a", vmId);
+        }
+        public void InsertDisk(DiskRecord d) => X("INSERT INTO disks VALUES ($a,$b,$c,$d)", d.VmId, d.Index, d.SizeBytes, d.ActiveLayerId);
+        public void SetActiveLayer(string vmId, int disk, string layerId) => X("UPDATE disks SET active_layer_id=$a WHERE vm_id=$b AND idx=$c", layerId, vmId, disk);
+        public void InsertLayer(LayerRecord l) => X("INSERT INTO layers VALUES ($a,$b,$c,$d,$e)", l.Id, l.VmId, l.DiskIndex, l.ParentId, l.CheckpointId);
+        public void SetLayerParent(string layerId, string? parentId) => X("UPDATE layers SET parent_id=$a WHERE id=$b", parentId, layerId);
+        public void SetLayerCheckpoint(string layerId, string? cpId) => X("UPDATE layers SET checkpoint_id=$a WHERE id=$b", cpId, layerId);
+        public void DeleteLayer(string layerId) => X("DELETE FROM layers WHERE id=$a", layerId);
+        public void InsertCheckpoint(CheckpointRecord c) => X("INSERT INTO checkpoints VALUES ($a,$b,$c,$d,$e,$f,$g,$h)",
+            c.Id, c.VmId, c.Name, c.ParentId, c.Kind.ToString(), c.Consistency.ToString(), c.CreatedAt.ToString("O"), c.HasState ? 1 : 0);
+        public void RenameCheckpoint(string cpId, string name) => X("UPDATE checkpoints SET name=$a WHERE id=$b", name, cpId);
+        public void SetCheckpointParent(string cpId, string? parentId) => X("UPDATE checkpoints SET parent_id=$a WHERE id=$b", parentId, cpId);
+        public void DeleteCheckpoint(string cpId) => X("DELETE FROM checkpoints WHERE id=$a", cpId);
+        public void InsertOperation(OperationRecord o) => X("INSERT INTO operations VALUES ($a,$b,$c,$d,$e)", o.Id, o.VmId, o.Kind, o.Payload, o.StartedAt.ToString("O"));
+        public void UpdateOperation(string id, string payload) => X("UPDATE operations SET payload=$a WHERE id=$b", payload, id);
+        public void DeleteOperation(string id) => X("DELETE FROM operations WHERE id=$a", id);
+
+        private void X(string sql, params object?[] args)
+        {
+            using var cmd = _s._db.CreateCommand();
+            cmd.Transaction = _tx;
+            cmd.CommandText = sql;
+            Bind(cmd, args);
+            cmd.ExecuteNonQuery();
+        }
+    }
+
+    // ---- plumbing ----
+
+    private static readonly string[] ParamNames = ["$a", "$b", "$c", "$d", "$e", "$f", "$g", "$h", "$i", "$j", "$k", "$l", "$m"];
+
+    private static void Bind(SqliteCommand cmd, object?[] args)
+    {
+        for (var i = 0; i < args.Length; i++) cmd.Parameters.AddWithValue(ParamNames[i], args[i] ?? DBNull.Value);
+    }
+
+    private List<T> Query<T>(string sql, object?[] args, Func<SqliteDataReader, T> read)
+    {
+        lock (_lock)
+        {
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = sql;
+            Bind(cmd, args);
+            using var r = cmd.ExecuteReader();
+            var list = new List<T>();
+            while (r.Read()) list.Add(read(r));
+            return list;
+        }
+    }
+
+    private void Exec(string sql)
+    {
+        lock (_lock)
+        {
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = sql;
+            cmd.ExecuteNonQuery();
+        }
+    }
+
+    private object? Scalar(string sql)
+    {
+        lock (_lock)
+        {
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = sql;
+            return cmd.ExecuteScalar();
+        }
+    }
+
+    private static string? S(SqliteDataReader r, string col) => r[col] is DBNull ? null : (string)r[col];
+
+    private static VmRecord ReadVm(SqliteDataReader r) => new()
+    {
+        Id = S(r, "id")!,
+        Name = S(r, "name")!,
+        Vcpus = Convert.ToInt32(r["vcpus"]),
+        MemoryMiB = Convert.ToInt32(r["memory_mib"]),
+        Kernel = S(r, "kernel"),
+        Initrd = S(r, "initrd"),
+        Append = S(r, "append"),
+        GuestAgent = Convert.ToInt32(r["guest_agent"]) != 0,
+        Network = S(r, "network")!,
+        Accelerator = S(r, "accelerator")!,
+        CheckpointType = Enum.Parse<CheckpointType>(S(r, "checkpoint_type")!),
+        CurrentCheckpointId = S(r, "current_checkpoint_id"),
+        CreatedAt = DateTimeOffset.Parse(S(r, "created_at")!),
+    };
+
+    private static DiskRecord ReadDisk(SqliteDataReader r) =>
+        new(S(r, "vm_id")!, Convert.ToInt32(r["idx"]), Convert.ToInt64(r["size_bytes"]), S(r, "active_layer_id")!);
+
+    private static LayerRecord ReadLayer(SqliteDataReader r) =>
+        new(S(r, "id")!, S(r, "vm_id")!, Convert.ToInt32(r["disk_idx"]), S(r, "parent_id"), S(r, "checkpoint_id"));
+
+    private static CheckpointRecord ReadCheckpoint(SqliteDataReader r) => new()
+    {
+        Id = S(r, "id")!,
+        VmId = S(r, "vm_id")!,
+        Name = S(r, "name")!,
+        ParentId = S(r, "parent_id"),
+        Kind = Enum.Parse<CheckpointKind>(S(r, "kind")!),
+        Consistency = Enum.Parse<Consistency>(S(r, "consistency")!),
+        CreatedAt = DateTimeOffset.Parse(S(r, "created_at")!),
+        HasState = Convert.ToInt32(r["has_state"]) != 0,
+    };
+
+    private static OperationRecord ReadOperation(SqliteDataReader r) =>
+        new(S(r, "id")!, S(r, "vm_id")!, S(r, "kind")!, S(r, "payload")!, DateTimeOffset.Parse(S(r, "started_at")!));
+
+    public void Dispose() => _db.Dispose();
+}

@@ -1,0 +1,51 @@
+using Haven.Api;
+
+namespace Haven.Host.State;
+
+public sealed record VmRecord
+{
+    public required string Id { get; init; }
+    public required string Name { get; init; }
+    public required int Vcpus { get; init; }
+    public required int MemoryMiB { get; init; }
+    public string? Kernel { get; init; }
+    public string? Initrd { get; init; }
+    public string? Append { get; init; }
+    public required bool GuestAgent { get; init; }
+    public required string Network { get; init; }
+    public required string Accelerator { get; init; }
+    public required CheckpointType CheckpointType { get; init; }
+    /// <summary>The checkpoint whose layers the active layers sit on; null before the first checkpoint.</summary>
+    public string? CurrentCheckpointId { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+}
+
+public sealed record DiskRecord(string VmId, int Index, long SizeBytes, string ActiveLayerId)
+{
+    public string DeviceId => "disk" + Index;
+}
+
+/// <summary>
+/// One qcow2 file. A layer belongs either to a checkpoint (frozen: it holds what changed between the
+/// parent checkpoint and that checkpoint) or, with CheckpointId null, is the writable top of the disk.
+/// </summary>
+public sealed record LayerRecord(string Id, string VmId, int DiskIndex, string? ParentId, string? CheckpointId)
+{
+    /// <summary>QEMU node name for this layer's qcow2 node.</summary>
+    public string NodeName => "l" + Id;
+}
+
+public sealed record CheckpointRecord
+{
+    public required string Id { get; init; }
+    public required string VmId { get; init; }
+    public required string Name { get; init; }
+    public string? ParentId { get; init; }
+    public required CheckpointKind Kind { get; init; }
+    public required Consistency Consistency { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required bool HasState { get; init; }
+}
+
+/// <summary>A multi-step operation in progress: written before its first side effect, deleted after its last.</summary>
+public sealed record OperationRecord(string Id, string VmId, string Kind, string Payload, DateTimeOffset StartedAt);

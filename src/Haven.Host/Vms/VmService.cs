@@ -1,0 +1,231 @@
+using Haven.Api;
+using Haven.Host.Checkpoints;
+using Haven.Host.State;
+using Haven.Qemu.Images;
+using Haven.Qemu.Qmp;
+using Haven.Qemu.Runtime;
+
+namespace Haven.Host.Vms;
+
+/// <summary>VM definitions and their QEMU processes: create, start, stop, remove, describe.</summary>
+public sealed class VmService(HavenHost host)
+{
+    private HostStore Store => host.Store;
+    private HostPaths Paths => host.Paths;
+
+    public VmRecord Find(string name)
+    {
+        Names.Validate(name, "VM");
+        return Store.FindVmByName(name) ?? throw HavenException.NotFound($"no VM named '{name}'");
+    }
+
+    public async Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct)
+    {
+        var name = Names.Validate(req.Name, "VM");
+        if (req.Vcpus is < 1 or > 64) throw HavenException.Invalid("vcpus must be between 1 and 64");
+        if (req.MemoryMiB is < 16 or > 1024 * 1024) throw HavenException.Invalid("memory must be between 16 MiB and 1 TiB");
+        if (req.Disks.Count is 0 or > 16) throw HavenException.Invalid("a VM needs between 1 and 16 disks");
+        var network = req.Network switch { "none" or "user" => req.Network, _ => throw HavenException.Invalid($"network must be 'none' or 'user', not '{req.Network}'") };
+        ParseAccelerator(req.Accelerator);
+        foreach (var f in new[] { req.Kernel, req.Initrd })
+            if (f is not null && !File.Exists(f)) throw HavenException.Invalid($"file not found: {f}");
+        if (req.Initrd is not null && req.Kernel is null) throw HavenException.Invalid("an initrd needs a kernel");
+
+        // Check every source before writing anything, so a bad disk leaves no trace.
+        var sources = new List<(ImageInfo? Info, long Size)>();
+        foreach (var d in req.Disks)
+        {
+            if (d.ImportPath is { } src) sources.Add((await InspectImportAsync(src, ct), 0));
+            else if (d.SizeBytes is { } size and >= 1024 * 1024 && size % 512 == 0) sources.Add((null, size));
+            else throw HavenException.Invalid("a new disk needs a size of at least 1 MiB, a multiple of 512 bytes");
+        }
+
+        await using var _ = await host.LockHostAsync(ct);
+        if (Store.FindVmByName(name) is not null) throw HavenException.Conflict($"a VM named '{name}' already exists");
+        var vmId = HostPaths.NewId();
+        Directory.CreateDirectory(Paths.DisksDir(vmId));
+        Directory.CreateDirectory(Paths.StatesDir(vmId));
+        var disks = new List<(DiskRecord Disk, LayerRecord Layer)>();
+        try
+        {
+            for (var i = 0; i < sources.Count; i++)
+            {
+                var layer = new LayerRecord(HostPaths.NewId(), vmId, i, null, null);
+                var path = Paths.LayerFile(vmId, layer.Id);
+                var (info, size) = sources[i];
+                if (info is not null)
+                {
+                    await QemuImg.ConvertAsync(info.Path, info.Format, path, DiskFormat.Qcow2, ct);
+                    size = info.VirtualSize;
+                }
+                else await QemuImg.CreateAsync(path, DiskFormat.Qcow2, size, ct);
+                disks.Add((new DiskRecord(vmId, i, size, layer.Id), layer));
+            }
+        }
+        catch
+        {
+            Directory.Delete(Paths.VmDir(vmId), recursive: true);
+            throw;
+        }
+        var vm = new VmRecord
+        {
+            Id = vmId,
+            Name = name,
+            Vcpus = req.Vcpus,
+            MemoryMiB = req.MemoryMiB,
+            Kernel = req.Kernel is null ? null : Path.GetFullPath(req.Kernel),
+            Initrd = req.Initrd is null ? null : Path.GetFullPath(req.Initrd),
+            Append = req.Append,
+            GuestAgent = req.GuestAgent,
+            Network = network,
+            Accelerator = req.Accelerator,
+            CheckpointType = req.CheckpointType,
+            CreatedAt = DateTimeOffset.UtcNow,
+        };
+        Store.Write(w =>
+        {
+            w.InsertVm(vm);
+            foreach (var (disk, layer) in disks) { w.InsertLayer(layer); w.InsertDisk(disk); }
+        });
+        return await DescribeAsync(vm, ct);
+    }
+
+    /// <summary>An import source must be a real disk image: qcow2 or VHDX by header, or raw with a sector-sized length.</summary>
+    private static async Task<ImageInfo> InspectImportAsync(string path, CancellationToken ct)
+    {
+        if (Directory.Exists(path)) throw HavenException.Invalid($"{path} is a folder, not a disk image");
+        if (!File.Exists(path)) throw HavenException.Invalid($"disk image not found: {path}");
+        ImageInfo info;
+        try { info = await QemuImg.InfoAsync(path, forceShare: true, ct); }
+        catch (ToolFailedException e) { throw HavenException.Invalid($"{path} is not a disk image: {e.Message}"); }
+        if (info.Format is null) throw HavenException.Invalid($"{path} is a {info.FormatName} image; Haven imports qcow2, raw and vhdx");
+        if (info.Format == DiskFormat.Raw && (info.VirtualSize == 0 || info.VirtualSize % 512 != 0))
+            throw HavenException.Invalid($"{path} is not a disk image (no qcow2/vhdx header, and {info.VirtualSize} bytes is not a whole number of 512-byte sectors)");
+        return info;
+    }
+
+    public static AcceleratorSetting ParseAccelerator(string s) => s switch
+    {
+        "auto" => AcceleratorSetting.Auto,
+        "kvm" => AcceleratorSetting.Kvm,
+        "tcg" => AcceleratorSetting.Tcg,
+        _ => throw HavenException.Invalid($"accelerator must be auto, kvm or tcg, not '{s}'"),
+    };
+
+    public async Task<List<VmInfo>> ListAsync(CancellationToken ct)
+    {
+        var list = new List<VmInfo>();
+        foreach (var vm in Store.ListVms()) list.Add(await DescribeAsync(vm, ct));
+        return list;
+    }
+
+    public async Task<VmInfo> ShowAsync(string name, CancellationToken ct) => await DescribeAsync(Find(name), ct);
+
+    public async Task<VmInfo> UpdateAsync(string name, VmUpdateRequest req, CancellationToken ct)
+    {
+        var vm = Find(name);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        if (req.CheckpointType is { } t) Store.Write(w => w.SetCheckpointType(vm.Id, t));
+        return await ShowAsync(name, ct);
+    }
+
+    public async Task<VmInfo> StartAsync(string name, CancellationToken ct)
+    {
+        var vm = Find(name);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"VM '{name}' is already running");
+        await LaunchAsync(vm, incomingState: false, ct);
+        return await DescribeAsync(vm, ct);
+    }
+
+    /// <summary>Starts QEMU for the VM's current chains. With <paramref name="incomingState"/> it waits paused for a saved state.</summary>
+    internal async Task<QemuProcess> LaunchAsync(VmRecord vm, bool incomingState, CancellationToken ct)
+    {
+        var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+        var disks = Store.ListDisks(vm.Id).ConvertAll(d => new DiskLaunch(d.DeviceId, tree.LaunchChain(d.ActiveLayerId)));
+        var spec = new VmLaunchSpec
+        {
+            Name = vm.Name,
+            Vcpus = vm.Vcpus,
+            MemoryMiB = vm.MemoryMiB,
+            Disks = disks,
+            Accelerator = await host.ResolveAcceleratorAsync(ParseAccelerator(vm.Accelerator), ct),
+            QmpSocket = Paths.QmpSocket(vm.Id),
+            PidFile = Paths.PidFile(vm.Id),
+            SerialLog = Paths.SerialLog(vm.Id),
+            GuestAgentSocket = vm.GuestAgent ? Paths.GuestAgentSocket(vm.Id) : null,
+            Kernel = vm.Kernel,
+            Initrd = vm.Initrd,
+            Append = vm.Append,
+            Network = vm.Network == "user" ? NetworkMode.User : NetworkMode.None,
+            WaitForIncomingState = incomingState,
+        };
+        QemuProcess p;
+        try { p = await QemuProcess.LaunchAsync(spec, ct); }
+        catch (ToolFailedException e) { throw new HavenException(ErrorCode.Failed, $"QEMU did not start VM '{vm.Name}': {e.Message}", e); }
+        host.Runtimes.Add(vm.Id, p);
+        return p;
+    }
+
+    public async Task<VmInfo> StopAsync(string name, VmStopRequest req, CancellationToken ct)
+    {
+        var vm = Find(name);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        var p = host.Runtimes.Get(vm.Id) ?? throw HavenException.Conflict($"VM '{name}' is not running");
+        if (req.Force) await p.QuitAsync(ct);
+        else await p.ShutdownAsync(TimeSpan.FromSeconds(Math.Clamp(req.TimeoutSeconds, 0, 3600)), ct);
+        host.Runtimes.Forget(vm.Id);
+        return await DescribeAsync(vm, ct);
+    }
+
+    public async Task RemoveAsync(string name, CancellationToken ct)
+    {
+        var vm = Find(name);
+        await using var hostLock = await host.LockHostAsync(ct);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"VM '{name}' is running; stop it before removing it");
+        Store.Write(w => w.DeleteVm(vm.Id));
+        // Files go after the rows: a crash in between leaves a folder the start-up sweep deletes.
+        Directory.Delete(Paths.VmDir(vm.Id), recursive: true);
+    }
+
+    public async Task<VmInfo> DescribeAsync(VmRecord vm, CancellationToken ct)
+    {
+        vm = Store.FindVm(vm.Id) ?? vm;
+        var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+        var checkpoints = Store.ListCheckpoints(vm.Id).ToDictionary(c => c.Id);
+        var state = VmState.Off;
+        var p = host.Runtimes.Get(vm.Id);
+        if (p is not null)
+        {
+            try { state = await p.QueryStatusAsync(ct) == "running" ? VmState.Running : VmState.Paused; }
+            catch (QmpConnectionException) { state = VmState.Off; p = null; }
+        }
+        return new VmInfo
+        {
+            Id = vm.Id,
+            Name = vm.Name,
+            State = state,
+            Vcpus = vm.Vcpus,
+            MemoryMiB = vm.MemoryMiB,
+            CheckpointType = vm.CheckpointType,
+            Accelerator = vm.Accelerator,
+            Network = vm.Network,
+            GuestAgent = vm.GuestAgent,
+            QmpSocket = Paths.QmpSocket(vm.Id),
+            GuestAgentSocket = vm.GuestAgent ? Paths.GuestAgentSocket(vm.Id) : null,
+            Pid = p?.Pid,
+            CurrentCheckpoint = vm.CurrentCheckpointId is { } c && checkpoints.TryGetValue(c, out var cur) ? cur.Name : null,
+            Kernel = vm.Kernel,
+            Initrd = vm.Initrd,
+            Append = vm.Append,
+            Disks = Store.ListDisks(vm.Id).ConvertAll(d => new DiskInfo
+            {
+                DeviceId = d.DeviceId,
+                SizeBytes = d.SizeBytes,
+                Chain = tree.ChainFrom(d.ActiveLayerId).ConvertAll(l => new LayerInfo(tree.PathOf(l),
+                    l.CheckpointId is { } id && checkpoints.TryGetValue(id, out var cp) ? cp.Name : null)),
+            }),
+        };
+    }
+}

@@ -1,0 +1,196 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+
+namespace Haven.Qemu.Qmp;
+
+/// <summary>
+/// Client for the QEMU Machine Protocol over a unix socket. Commands may be issued concurrently:
+/// each carries an "id" and its reply is matched by that id, so events interleaved with replies
+/// never confuse a caller. Events are fanned out to waiters registered with <see cref="WaitForEventAsync"/>.
+/// </summary>
+public sealed class QmpClient : IAsyncDisposable
+{
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly StreamReader _reader;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly ConcurrentDictionary<long, TaskCompletionSource<JsonElement>> _pending = new();
+    private readonly List<EventWaiter> _eventWaiters = [];
+    private readonly CancellationTokenSource _closed = new();
+    private long _nextId;
+    private Task? _readLoop;
+    private Exception? _failure;
+
+    private QmpClient(Socket socket)
+    {
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        _reader = new StreamReader(_stream, new UTF8Encoding(false), false, 64 * 1024);
+    }
+
+    /// <summary>The QEMU version from the greeting, e.g. "7.2.22".</summary>
+    public string QemuVersion { get; private set; } = "";
+
+    public static async Task<QmpClient> ConnectAsync(string socketPath, TimeSpan timeout, CancellationToken ct = default)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        deadline.CancelAfter(timeout);
+        while (true)
+        {
+            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), deadline.Token);
+                var client = new QmpClient(socket);
+                await client.HandshakeAsync(deadline.Token);
+                return client;
+            }
+            catch (Exception e) when (e is SocketException or IOException && !deadline.IsCancellationRequested)
+            {
+                socket.Dispose();
+                await Task.Delay(50, deadline.Token);
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                socket.Dispose();
+                throw new QmpConnectionException($"no QMP answer on {socketPath} within {timeout.TotalSeconds:0.#} s");
+            }
+        }
+    }
+
+    private async Task HandshakeAsync(CancellationToken ct)
+    {
+        var greeting = await _reader.ReadLineAsync(ct) ?? throw new QmpConnectionException("QMP socket closed before greeting");
+        using (var doc = JsonDocument.Parse(greeting))
+        {
+            if (!doc.RootElement.TryGetProperty("QMP", out var qmp))
+                throw new QmpConnectionException("not a QMP greeting: " + greeting);
+            var v = qmp.GetProperty("version").GetProperty("qemu");
+            QemuVersion = $"{v.GetProperty("major").GetInt32()}.{v.GetProperty("minor").GetInt32()}.{v.GetProperty("micro").GetInt32()}";
+        }
+        _readLoop = Task.Run(ReadLoopAsync, CancellationToken.None);
+        await ExecuteAsync("qmp_capabilities", null, ct);
+    }
+
+    /// <summary>Runs one command and returns its "return" value; a QMP error becomes <see cref="QmpException"/>.</summary>
+    public async Task<JsonElement> ExecuteAsync(string command, object? arguments = null, CancellationToken ct = default)
+    {
+        if (_failure is not null) throw new QmpConnectionException("QMP connection is closed", _failure);
+        var id = Interlocked.Increment(ref _nextId);
+        var tcs = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[id] = tcs;
+        var message = new JsonObject { ["execute"] = command, ["id"] = id };
+        if (arguments is not null)
+            message["arguments"] = arguments as JsonNode ?? JsonSerializer.SerializeToNode(arguments, arguments.GetType(), QmpJson.Options);
+        var bytes = Encoding.UTF8.GetBytes(message.ToJsonString() + "\n");
+        await _writeLock.WaitAsync(ct);
+        try { await _stream.WriteAsync(bytes, ct); }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            _pending.TryRemove(id, out _);
+            throw new QmpConnectionException($"QMP write failed for {command}", e);
+        }
+        finally { _writeLock.Release(); }
+
+        using var reg = ct.Register(() => tcs.TrySetCanceled(ct));
+        try
+        {
+            var result = await tcs.Task;
+            if (result.ValueKind == JsonValueKind.Object && result.TryGetProperty("error", out var error))
+                throw new QmpException(command, error.GetProperty("class").GetString() ?? "GenericError", error.GetProperty("desc").GetString() ?? "");
+            return result.TryGetProperty("return", out var ret) ? ret : default;
+        }
+        finally { _pending.TryRemove(id, out _); }
+    }
+
+    /// <summary>
+    /// Registers interest in an event before the action that causes it, so the event cannot be missed.
+    /// Returns a task that completes with the event's "data" object.
+    /// </summary>
+    public Task<JsonElement> WaitForEventAsync(string name, Func<JsonElement, bool>? match, TimeSpan timeout, CancellationToken ct = default)
+    {
+        var waiter = new EventWaiter(name, match ?? (_ => true));
+        lock (_eventWaiters) _eventWaiters.Add(waiter);
+        var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _closed.Token);
+        cts.CancelAfter(timeout);
+        cts.Token.Register(() =>
+        {
+            lock (_eventWaiters) _eventWaiters.Remove(waiter);
+            if (_closed.IsCancellationRequested)
+                waiter.Completion.TrySetException(new QmpConnectionException($"QMP connection closed while waiting for {name}", _failure));
+            else if (ct.IsCancellationRequested)
+                waiter.Completion.TrySetCanceled(ct);
+            else
+                waiter.Completion.TrySetException(new TimeoutException($"QEMU did not send {name} within {timeout.TotalSeconds:0.#} s"));
+        });
+        waiter.Completion.Task.ContinueWith(_ => cts.Dispose(), TaskScheduler.Default);
+        return waiter.Completion.Task;
+    }
+
+    /// <summary>All events seen, for callers that want to log or watch them.</summary>
+    public ChannelReader<JsonElement> Events => _events.Reader;
+    private readonly Channel<JsonElement> _events = Channel.CreateBounded<JsonElement>(new BoundedChannelOptions(256) { FullMode = BoundedChannelFullMode.DropOldest });
+
+    /// <summary>Completes when QEMU closes the socket (process exited or quit).</summary>
+    public Task Closed => _closedTask.Task;
+    private readonly TaskCompletionSource _closedTask = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private async Task ReadLoopAsync()
+    {
+        try
+        {
+            while (await _reader.ReadLineAsync(_closed.Token) is { } line)
+            {
+                if (line.Length == 0) continue;
+                JsonElement root;
+                using (var doc = JsonDocument.Parse(line)) root = doc.RootElement.Clone();
+                if (root.TryGetProperty("event", out var ev))
+                {
+                    var name = ev.GetString() ?? "";
+                    var data = root.TryGetProperty("data", out var d) ? d : default;
+                    _events.Writer.TryWrite(root);
+                    EventWaiter[] snapshot;
+                    lock (_eventWaiters) snapshot = [.. _eventWaiters];
+                    foreach (var w in snapshot)
+                    {
+                        if (w.Name != name || !w.Match(data)) continue;
+                        lock (_eventWaiters) _eventWaiters.Remove(w);
+                        w.Completion.TrySetResult(data);
+                    }
+                }
+                else if (root.TryGetProperty("id", out var idEl) && idEl.TryGetInt64(out var id) && _pending.TryGetValue(id, out var tcs))
+                {
+                    tcs.TrySetResult(root);
+                }
+            }
+            _failure = new QmpConnectionException("QEMU closed the QMP socket");
+        }
+        catch (Exception e) { _failure = e; }
+        finally
+        {
+            foreach (var p in _pending.Values) p.TrySetException(new QmpConnectionException("QMP connection closed", _failure));
+            _events.Writer.TryComplete();
+            _closed.Cancel();
+            _closedTask.TrySetResult();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _closed.Cancel();
+        _socket.Shutdown(SocketShutdown.Both);
+        await _stream.DisposeAsync();
+        if (_readLoop is not null) await _readLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        _closed.Dispose();
+        _writeLock.Dispose();
+    }
+
+    private sealed record EventWaiter(string Name, Func<JsonElement, bool> Match)
+    {
+        public TaskCompletionSource<JsonElement> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+}

@@ -1,0 +1,74 @@
+using System.Text.Json.Nodes;
+
+namespace Haven.Qemu.Runtime;
+
+/// <summary>Turns a <see cref="VmLaunchSpec"/> into qemu-system-x86_64 arguments.</summary>
+public static class QemuCommandLine
+{
+    public const string Binary = "qemu-system-x86_64";
+
+    public static List<string> Build(VmLaunchSpec spec)
+    {
+        var a = new List<string>
+        {
+            "-name", spec.Name,
+            "-machine", "q35",
+            "-accel", spec.Accelerator == Accelerator.Kvm ? "kvm" : "tcg",
+            // -cpu host is what the KVM probe vouched for; TCG's richest model is max.
+            "-cpu", spec.Accelerator == Accelerator.Kvm ? "host" : "max",
+            "-smp", spec.Vcpus.ToString(),
+            "-m", spec.MemoryMiB.ToString(),
+            "-nodefaults", "-nographic", "-no-user-config",
+            "-serial", "file:" + spec.SerialLog,
+            "-qmp", $"unix:{spec.QmpSocket},server=on,wait=off",
+            "-pidfile", spec.PidFile,
+            "-daemonize",
+        };
+        if (spec.Kernel is not null) { a.Add("-kernel"); a.Add(spec.Kernel); }
+        if (spec.Initrd is not null) { a.Add("-initrd"); a.Add(spec.Initrd); }
+        if (spec.Append is not null) { a.Add("-append"); a.Add(spec.Append); }
+
+        foreach (var disk in spec.Disks)
+        {
+            AddChain(a, disk.Chain);
+            a.Add("-device");
+            a.Add($"virtio-blk-pci,drive={disk.Top.NodeName},id={disk.DeviceId}");
+        }
+
+        if (spec.GuestAgentSocket is not null)
+        {
+            a.AddRange(["-device", "virtio-serial-pci,id=vser0",
+                "-chardev", $"socket,path={spec.GuestAgentSocket},server=on,wait=off,id=qga0",
+                "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]);
+        }
+
+        if (spec.Network == NetworkMode.User)
+            a.AddRange(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
+
+        if (spec.WaitForIncomingState) a.AddRange(["-incoming", "defer"]);
+        return a;
+    }
+
+    /// <summary>
+    /// Opens every layer explicitly so each has a node name Haven chose; live merges name nodes.
+    /// Backing layers are not marked read-only: QEMU must be able to reopen them for block-commit,
+    /// and it only takes write permission on a layer while a job writes to it.
+    /// </summary>
+    private static void AddChain(List<string> a, IReadOnlyList<LayerRef> chain)
+    {
+        string? below = null;
+        foreach (var layer in chain)
+        {
+            var fileNode = FileNodeName(layer.NodeName);
+            a.Add("-blockdev");
+            a.Add(new JsonObject { ["driver"] = "file", ["filename"] = layer.Path, ["node-name"] = fileNode, ["auto-read-only"] = true, ["discard"] = "unmap" }.ToJsonString());
+            var format = new JsonObject { ["driver"] = "qcow2", ["file"] = fileNode, ["node-name"] = layer.NodeName, ["discard"] = "unmap" };
+            format["backing"] = below is null ? null : JsonValue.Create(below);
+            a.Add("-blockdev");
+            a.Add(format.ToJsonString());
+            below = layer.NodeName;
+        }
+    }
+
+    public static string FileNodeName(string formatNode) => "f" + formatNode;
+}
