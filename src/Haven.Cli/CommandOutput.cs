@@ -45,10 +45,9 @@ public sealed class CommandOutput(CliEnvironment env, bool json)
         });
         if (!terminal)
         {
-            // Files and pipes have no width: use $COLUMNS or a wide default so tables are not squeezed,
-            // and plain ASCII for borders and tree guides.
+            // Files and pipes have no width: use $COLUMNS or a wide default so tables are not squeezed.
+            // (Colours and other escapes are already off: Ansi = No above.)
             console.Profile.Width = int.TryParse(env.GetEnv("COLUMNS"), out var columns) && columns > 0 ? columns : 160;
-            console.Profile.Capabilities.Unicode = false;
         }
         else if (console.Profile.Width < 20)
         {

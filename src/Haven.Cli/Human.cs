@@ -9,23 +9,21 @@ public static class Human
 {
     public static string Escape(string? s) => Markup.Escape(s ?? "");
 
-    /// <summary>A two-column key/value grid; rows whose value is null are left out.</summary>
-    public static Grid Properties(params (string Key, string? Value)[] rows)
+    /// <summary>Writes "key   value" lines, keys padded to one column; rows whose value is null are left out.</summary>
+    public static void WriteProperties(this IAnsiConsole console, params (string Key, string? Value)[] rows)
     {
-        var grid = new Grid().AddColumn(new GridColumn().NoWrap().PadRight(2)).AddColumn();
-        foreach (var (key, value) in rows)
-        {
-            if (value is not null)
-                grid.AddRow(new Text(key, new Style(decoration: Decoration.Bold)), new Text(value));
-        }
-        return grid;
+        var shown = rows.Where(r => r.Value is not null).ToList();
+        var width = shown.Count == 0 ? 0 : shown.Max(r => r.Key.Length) + 2;
+        foreach (var (key, value) in shown)
+            console.WriteLine(key.PadRight(width) + value);
     }
 
+    /// <summary>A borderless table (columns separated by two spaces, like docker and kubectl).</summary>
     public static Table Table(params string[] headers)
     {
-        var table = new Table().Border(TableBorder.Rounded);
+        var table = new Table().Border(TableBorder.None);
         foreach (var header in headers)
-            table.AddColumn(new TableColumn(new Text(header, new Style(decoration: Decoration.Bold))));
+            table.AddColumn(new TableColumn(new Text(header, new Style(decoration: Decoration.Bold))).PadLeft(0).PadRight(2));
         return table;
     }
 
@@ -49,8 +47,6 @@ public static class Human
 
     public static string Time(DateTimeOffset t) =>
         t.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
-
-    public static string YesNo(bool b) => b ? "yes" : "no";
 
     public static string Quote(string s) => "'" + s + "'";
 }

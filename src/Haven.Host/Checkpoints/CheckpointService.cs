@@ -131,7 +131,12 @@ public sealed class CheckpointService(HavenHost host)
                 }
                 if (agent is not null) { plan.Freezing = true; Journal(op, plan); }
                 var frozen = Stopwatch.StartNew();
-                var actions = plan.NewLayers.ConvertAll(l => new BlockOperations.SnapshotAction("l" + l.ParentLayerId, NewLayerPath(vm.Id, l), "l" + l.LayerId));
+                var actions = new List<BlockOperations.SnapshotAction>();
+                foreach (var l in plan.NewLayers)
+                {
+                    await QemuImg.CreateOverlayUnsafeAsync(NewLayerPath(vm.Id, l), Paths.LayerFile(vm.Id, l.ParentLayerId), disks[l.Disk].SizeBytes, ct);
+                    actions.Add(new BlockOperations.SnapshotAction("l" + l.ParentLayerId, new LayerRef("l" + l.LayerId, NewLayerPath(vm.Id, l))));
+                }
                 try
                 {
                     if (agent is not null) await agent.FreezeFileSystemsAsync(FreezeTimeout, ct);

@@ -37,6 +37,13 @@ public static class QemuImg
     public static Task CreateOverlayAsync(string path, string backingPath, CancellationToken ct = default)
         => ProcessRunner.RunAsync(Tool, ["create", "-q", "-f", "qcow2", "-b", backingPath, "-F", "qcow2", path], ct);
 
+    /// <summary>
+    /// Creates an overlay without opening the backing file (which a running QEMU may hold locked);
+    /// the size must be given since it cannot be read from the backing file.
+    /// </summary>
+    public static Task CreateOverlayUnsafeAsync(string path, string backingPath, long sizeBytes, CancellationToken ct = default)
+        => ProcessRunner.RunAsync(Tool, ["create", "-q", "-f", "qcow2", "-u", "-b", backingPath, "-F", "qcow2", path, sizeBytes.ToString()], ct);
+
     /// <summary>Reads an image header. <paramref name="forceShare"/> reads images a running QEMU holds locked.</summary>
     public static async Task<ImageInfo> InfoAsync(string path, bool forceShare = false, CancellationToken ct = default)
     {

@@ -10,29 +10,51 @@ namespace Haven.Qemu.Runtime;
 /// </summary>
 public static class BlockOperations
 {
-    public sealed record SnapshotAction(string ActiveNode, string NewFile, string NewNode);
+    public sealed record SnapshotAction(string ActiveNode, LayerRef Overlay);
 
     /// <summary>
-    /// Puts a new qcow2 overlay on top of every listed disk in one transaction: all disks get the same
-    /// point in time, or none changes.
+    /// Puts a new qcow2 overlay (an existing file, see <see cref="Images.QemuImg.CreateOverlayAsync"/>) on
+    /// top of every listed disk in one transaction: all disks get the same point in time, or none changes.
+    /// The overlays are added under Haven's node names first, so later live merges can address them.
     /// </summary>
-    public static Task SnapshotAsync(QmpClient qmp, IEnumerable<SnapshotAction> disks, CancellationToken ct = default)
+    public static async Task SnapshotAsync(QmpClient qmp, IReadOnlyList<SnapshotAction> disks, CancellationToken ct = default)
     {
-        var actions = new JsonArray();
-        foreach (var d in disks)
-            actions.Add(new JsonObject
+        var added = new List<string>();
+        try
+        {
+            foreach (var d in disks)
             {
-                ["type"] = "blockdev-snapshot-sync",
-                ["data"] = new JsonObject { ["node-name"] = d.ActiveNode, ["snapshot-file"] = d.NewFile, ["snapshot-node-name"] = d.NewNode, ["format"] = "qcow2" },
-            });
-        return qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, ct);
+                await qmp.ExecuteAsync("blockdev-add", new JsonObject
+                {
+                    ["driver"] = "qcow2",
+                    ["node-name"] = d.Overlay.NodeName,
+                    ["discard"] = "unmap",
+                    ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = d.Overlay.Path, ["node-name"] = QemuCommandLine.FileNodeName(d.Overlay.NodeName), ["discard"] = "unmap" },
+                    ["backing"] = null,
+                }, ct);
+                added.Add(d.Overlay.NodeName);
+            }
+            var actions = new JsonArray();
+            foreach (var d in disks)
+                actions.Add(new JsonObject
+                {
+                    ["type"] = "blockdev-snapshot",
+                    ["data"] = new JsonObject { ["node"] = d.ActiveNode, ["overlay"] = d.Overlay.NodeName },
+                });
+            await qmp.ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, ct);
+        }
+        catch
+        {
+            foreach (var node in added) await DeleteLayerNodesAsync(qmp, node, CancellationToken.None);
+            throw;
+        }
     }
 
     /// <summary>
     /// Reopens a layer (its file and qcow2 nodes together) read-write or read-only. Backing layers run
     /// read-only so other tools may read them; a merge must make its target writable first.
     /// </summary>
-    public static Task ReopenAsync(QmpClient qmp, LayerRef layer, string? backingNode, bool readOnly, CancellationToken ct = default)
+    public static async Task ReopenAsync(QmpClient qmp, LayerRef layer, string? backingNode, bool readOnly, CancellationToken ct = default)
     {
         var fileNode = QemuCommandLine.FileNodeName(layer.NodeName);
         var format = new JsonObject { ["driver"] = "qcow2", ["node-name"] = layer.NodeName, ["file"] = fileNode, ["read-only"] = readOnly, ["discard"] = "unmap" };
@@ -42,7 +64,7 @@ public static class BlockOperations
             new JsonObject { ["driver"] = "file", ["node-name"] = fileNode, ["filename"] = layer.Path, ["read-only"] = readOnly, ["discard"] = "unmap" },
             format,
         };
-        return qmp.ExecuteAsync("blockdev-reopen", new JsonObject { ["options"] = options }, ct);
+        await qmp.ExecuteAsync("blockdev-reopen", new JsonObject { ["options"] = options }, ct);
     }
 
     /// <summary>

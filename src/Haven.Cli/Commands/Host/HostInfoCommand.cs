@@ -17,9 +17,9 @@ public sealed class HostInfoCommand : Command
     }
 
     public static void Render(IAnsiConsole console, HostInfo info) =>
-        console.Write(Human.Properties(
+        console.WriteProperties(
             ("Version", info.Version),
             ("Data folder", info.DataDirectory),
             ("Accelerator", info.Accelerator),
-            ("VMs", info.VmCount.ToString(System.Globalization.CultureInfo.InvariantCulture))));
+            ("VMs", info.VmCount.ToString(System.Globalization.CultureInfo.InvariantCulture)));
 }

@@ -14,12 +14,12 @@ public static class VmView
             console.Line("No VMs.");
             return;
         }
-        var table = Human.Table("NAME", "STATE", "VCPUS", "MEMORY", "DISKS", "CHECKPOINT TYPE", "CURRENT CHECKPOINT");
+        var table = Human.Table("NAME", "STATE", "VCPUS", "MEMORY", "DISKS", "CP TYPE", "CURRENT CP");
         foreach (var vm in vms.OrderBy(v => v.Name, StringComparer.Ordinal))
         {
             table.AddTextRow(
                 vm.Name,
-                State(vm),
+                vm.State.ToString(),
                 vm.Vcpus.ToString(CultureInfo.InvariantCulture),
                 SizeParser.Format(vm.MemoryMiB * 1024L * 1024L),
                 vm.Disks.Count == 0 ? "-" : $"{vm.Disks.Count} ({SizeParser.Format(vm.Disks.Sum(d => d.SizeBytes))})",
@@ -31,7 +31,7 @@ public static class VmView
 
     public static void RenderDetails(IAnsiConsole console, VmInfo vm)
     {
-        console.Write(Human.Properties(
+        console.WriteProperties(
             ("Name", vm.Name),
             ("Id", vm.Id),
             ("State", State(vm)),
@@ -45,7 +45,7 @@ public static class VmView
             ("QMP socket", vm.QmpSocket),
             ("Kernel", vm.Kernel),
             ("Initrd", vm.Initrd),
-            ("Append", vm.Append)));
+            ("Append", vm.Append));
 
         if (vm.Disks.Count == 0)
             return;
