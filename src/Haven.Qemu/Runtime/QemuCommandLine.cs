@@ -51,18 +51,20 @@ public static class QemuCommandLine
 
     /// <summary>
     /// Opens every layer explicitly so each has a node name Haven chose; live merges name nodes.
-    /// Backing layers are not marked read-only: QEMU must be able to reopen them for block-commit,
-    /// and it only takes write permission on a layer while a job writes to it.
+    /// Backing layers open read-only, so QEMU holds no write lock on them and qemu-img may read
+    /// them; a live merge reopens its target read-write first (<see cref="BlockOperations.ReopenAsync"/>).
     /// </summary>
     private static void AddChain(List<string> a, IReadOnlyList<LayerRef> chain)
     {
         string? below = null;
-        foreach (var layer in chain)
+        for (var i = 0; i < chain.Count; i++)
         {
+            var layer = chain[i];
+            var readOnly = i < chain.Count - 1;
             var fileNode = FileNodeName(layer.NodeName);
             a.Add("-blockdev");
-            a.Add(new JsonObject { ["driver"] = "file", ["filename"] = layer.Path, ["node-name"] = fileNode, ["auto-read-only"] = true, ["discard"] = "unmap" }.ToJsonString());
-            var format = new JsonObject { ["driver"] = "qcow2", ["file"] = fileNode, ["node-name"] = layer.NodeName, ["discard"] = "unmap" };
+            a.Add(new JsonObject { ["driver"] = "file", ["filename"] = layer.Path, ["node-name"] = fileNode, ["read-only"] = readOnly, ["discard"] = "unmap" }.ToJsonString());
+            var format = new JsonObject { ["driver"] = "qcow2", ["file"] = fileNode, ["node-name"] = layer.NodeName, ["read-only"] = readOnly, ["discard"] = "unmap" };
             format["backing"] = below is null ? null : JsonValue.Create(below);
             a.Add("-blockdev");
             a.Add(format.ToJsonString());
