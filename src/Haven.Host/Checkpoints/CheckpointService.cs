@@ -22,6 +22,9 @@ public sealed class CheckpointService(HavenHost host)
     private HostStore Store => host.Store;
     private HostPaths Paths => host.Paths;
 
+    /// <summary>Test seam: runs while guest file systems are frozen, on the agent connection that froze them.</summary>
+    internal Func<GuestAgentClient, Task>? WhileFrozen { get; set; }
+
     public CheckpointRecord Find(VmRecord vm, string name)
     {
         Names.Validate(name, "checkpoint");
@@ -141,6 +144,7 @@ public sealed class CheckpointService(HavenHost host)
                 {
                     if (agent is not null) await agent.FreezeFileSystemsAsync(FreezeTimeout, ct);
                     CrashPoints.Hit("create.while-frozen");
+                    if (agent is not null && WhileFrozen is not null) await WhileFrozen(agent);
                     await BlockOperations.SnapshotAsync(qemu.Qmp, actions, ct);
                 }
                 finally

@@ -99,8 +99,10 @@ public sealed class VmService(HavenHost host)
         try { info = await QemuImg.InfoAsync(path, forceShare: true, ct); }
         catch (ToolFailedException e) { throw HavenException.Invalid($"{path} is not a disk image: {e.Message}"); }
         if (info.Format is null) throw HavenException.Invalid($"{path} is a {info.FormatName} image; Haven imports qcow2, raw and vhdx");
-        if (info.Format == DiskFormat.Raw && (info.VirtualSize == 0 || info.VirtualSize % 512 != 0))
-            throw HavenException.Invalid($"{path} is not a disk image (no qcow2/vhdx header, and {info.VirtualSize} bytes is not a whole number of 512-byte sectors)");
+        // Any file "is" a raw image to qemu-img (which rounds its size up to a sector), so judge by the real length.
+        var length = new FileInfo(path).Length;
+        if (info.Format == DiskFormat.Raw && (length == 0 || length % 512 != 0))
+            throw HavenException.Invalid($"{path} is not a disk image (no qcow2/vhdx header, and {length} bytes is not a whole number of 512-byte sectors)");
         return info;
     }
 

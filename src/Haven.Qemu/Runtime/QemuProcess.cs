@@ -28,6 +28,7 @@ public sealed class QemuProcess : IAsyncDisposable
         File.Delete(spec.QmpSocket);
         File.Delete(spec.PidFile);
         if (spec.GuestAgentSocket is not null) File.Delete(spec.GuestAgentSocket);
+        File.Delete(spec.SerialLog); // one log per run of the VM
         // With -daemonize the launcher exits once QEMU is initialised, so its exit code reports start-up errors.
         await ProcessRunner.RunAsync(QemuCommandLine.Binary, QemuCommandLine.Build(spec), ct);
         var pid = ReadPid(spec.PidFile) ?? throw new ToolFailedException(QemuCommandLine.Binary, 0, "QEMU started but wrote no pid file");

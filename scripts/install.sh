@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what Haven needs on Debian 12 and builds it. Safe to run again: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-system-x86 qemu-utils qemu-guest-agent libnbd-bin busybox-static e2fsprogs cpio kmod)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install: apt-get install ${missing[*]}" >&2
+  sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v dotnet >/dev/null; then
+  echo "install: error: the .NET 10 SDK is needed (dotnet not on PATH); see https://learn.microsoft.com/dotnet/core/install/linux-debian" >&2
+  exit 1
+fi
+echo "install: building" >&2
+dotnet build Haven.slnx -c Release -v quiet -nologo -clp:ErrorsOnly >&2

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, builds the test guest, runs every test project
+# (fast unit tests first, then real-QEMU, guest and crash tests). Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh || exit 1
+bash scripts/build-test-guest.sh >/dev/null || exit 1
+dotnet build Haven.slnx -v quiet -nologo -clp:ErrorsOnly || exit 1
+
+passed=0; failed=0; status=0
+for project in tests/Haven.Cli.Tests tests/Haven.Qemu.Tests tests/Haven.Host.Tests tests/Haven.EndToEnd.Tests; do
+  [ -d "$project" ] || continue
+  echo "== $project"
+  log=$(mktemp)
+  dotnet test --project "$project" --no-build 2>&1 | tee "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  p=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1); f=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  rm -f "$log"
+done
+echo "Tests: $passed passed, $failed failed"
+exit $status
