@@ -1,0 +1,110 @@
+using Haven.Qemu.Images;
+using Haven.Qemu.Qmp;
+using Haven.Qemu.Runtime;
+using Haven.TestSupport;
+using Xunit;
+
+namespace Haven.Qemu.Tests;
+
+/// <summary>The QEMU driver against real qemu-system and qemu-img.</summary>
+public sealed class QemuDriverTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private static VmLaunchSpec Spec(TempDir dir, string disk) => new()
+    {
+        Name = "t",
+        Vcpus = 1,
+        MemoryMiB = 64,
+        Accelerator = Accelerator.Tcg,
+        Disks = [new DiskLaunch("disk0", [new LayerRef("lbase", disk)])],
+        QmpSocket = dir.File("q.qmp"),
+        PidFile = dir.File("q.pid"),
+        SerialLog = dir.File("q.log"),
+    };
+
+    [Fact]
+    public async Task Qmp_correlates_concurrent_commands_reports_typed_errors_and_delivers_events()
+    {
+        using var dir = new TempDir();
+        var disk = dir.File("d.qcow2");
+        await QemuImg.CreateAsync(disk, DiskFormat.Qcow2, 16 << 20, Ct);
+        await using var qemu = await QemuProcess.LaunchAsync(Spec(dir, disk), Ct);
+        try
+        {
+            Assert.StartsWith("7.", qemu.Qmp.QemuVersion);
+            var results = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => qemu.Qmp.ExecuteAsync("query-status", null, Ct)));
+            Assert.All(results, r => Assert.Equal("running", r.GetProperty("status").GetString()));
+
+            var e = await Assert.ThrowsAsync<QmpException>(() => qemu.Qmp.ExecuteAsync("no-such-command", null, Ct));
+            Assert.Equal("CommandNotFound", e.ErrorClass);
+
+            var stopped = qemu.Qmp.WaitForEventAsync("STOP", null, TimeSpan.FromSeconds(10), Ct);
+            await qemu.Qmp.ExecuteAsync("stop", null, Ct);
+            await stopped;
+            Assert.Equal("paused", await qemu.QueryStatusAsync(Ct));
+        }
+        finally { await qemu.QuitAsync(Ct); }
+        Assert.False(qemu.IsAlive);
+    }
+
+    [Fact]
+    public async Task A_vm_outlives_its_client_and_is_found_again_by_pid_file()
+    {
+        using var dir = new TempDir();
+        var disk = dir.File("d.qcow2");
+        await QemuImg.CreateAsync(disk, DiskFormat.Qcow2, 16 << 20, Ct);
+        var spec = Spec(dir, disk);
+        var first = await QemuProcess.LaunchAsync(spec, Ct);
+        await first.DisposeAsync();
+        var again = await QemuProcess.TryAttachAsync(spec.PidFile, spec.QmpSocket, Ct);
+        Assert.NotNull(again);
+        Assert.Equal(first.Pid, again.Pid);
+        await again.QuitAsync(Ct);
+        await again.DisposeAsync();
+        Assert.Null(await QemuProcess.TryAttachAsync(spec.PidFile, spec.QmpSocket, Ct));
+    }
+
+    [Fact]
+    public async Task Launch_failure_reports_qemus_own_error_line()
+    {
+        using var dir = new TempDir();
+        var e = await Assert.ThrowsAsync<ToolFailedException>(() => QemuProcess.LaunchAsync(Spec(dir, dir.File("missing.qcow2")), Ct));
+        Assert.Contains("missing.qcow2", e.Message);
+        Assert.False(File.Exists(dir.File("q.pid")));
+    }
+
+    [Fact]
+    public async Task QemuImg_converts_between_qcow2_raw_and_vhdx_without_changing_content()
+    {
+        using var dir = new TempDir();
+        var q = dir.File("a.qcow2");
+        await QemuImg.CreateAsync(q, DiskFormat.Qcow2, 8 << 20, Ct);
+        await GuestWrites.WriteOfflineAsync(q, 0x5a, 1 << 20, 256 << 10);
+        await QemuImg.ConvertAsync(q, DiskFormat.Qcow2, dir.File("a.vhdx"), DiskFormat.Vhdx, Ct);
+        await QemuImg.ConvertAsync(dir.File("a.vhdx"), DiskFormat.Vhdx, dir.File("a.raw"), DiskFormat.Raw, Ct);
+        Assert.True(await QemuImg.CompareAsync(q, dir.File("a.vhdx"), ct: Ct));
+        Assert.True(await QemuImg.CompareAsync(q, dir.File("a.raw"), ct: Ct));
+        Assert.Equal(DiskFormat.Vhdx, (await QemuImg.InfoAsync(dir.File("a.vhdx"), ct: Ct)).Format);
+
+        await GuestWrites.WriteOfflineAsync(q, 0x01, 0, 512);
+        Assert.False(await QemuImg.CompareAsync(q, dir.File("a.raw"), ct: Ct));
+
+        var overlay = dir.File("b.qcow2");
+        await QemuImg.CreateOverlayAsync(overlay, q, Ct);
+        Assert.Equal(q, (await QemuImg.InfoAsync(overlay, ct: Ct)).BackingFile);
+        await QemuImg.RebaseAsync(overlay, null, safe: true, Ct);
+        Assert.Null((await QemuImg.InfoAsync(overlay, ct: Ct)).BackingFile);
+        Assert.True(await QemuImg.CompareAsync(q, overlay, ct: Ct));
+    }
+
+    [Fact]
+    public async Task Explicit_accelerator_settings_are_honoured_and_auto_decides()
+    {
+        Assert.Equal(Accelerator.Tcg, await AcceleratorProbe.ResolveAsync(AcceleratorSetting.Tcg, Ct));
+        Assert.Equal(Accelerator.Kvm, await AcceleratorProbe.ResolveAsync(AcceleratorSetting.Kvm, Ct));
+        var auto = await AcceleratorProbe.ResolveAsync(AcceleratorSetting.Auto, Ct);
+        if (!File.Exists("/dev/kvm")) Assert.Equal(Accelerator.Tcg, auto);
+        TestContext.Current.SendDiagnosticMessage($"auto resolved to {auto}");
+    }
+}
