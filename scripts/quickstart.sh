@@ -22,9 +22,9 @@ head -1 "$data/havend.log"
 
 haven vm remove demo >/dev/null 2>&1 || true
 echo "== creating VM 'demo' (test guest: Linux + qemu-ga, 64 MiB ext4 data disk)"
-# TCG: guests boot under it everywhere; 'auto' picks KVM where a -cpu host probe starts.
+# auto: KVM where it can run the guest, else TCG (see docs/architecture.md).
 haven vm create demo --kernel "$guest/vmlinux" --initrd "$guest/initrd.gz" --append "$(cat "$guest/append.txt")" \
-  --disk "$guest/data.qcow2" --memory 256 --accel "${HAVEN_ACCEL:-tcg}"
+  --disk "$guest/data.qcow2" --memory 256 --accel "${HAVEN_ACCEL:-auto}"
 haven vm start demo
 id=$(haven vm show demo --json | sed -n 's/.*"id": *"\([0-9a-f]*\)".*/\1/p' | head -1)
 echo "== waiting for the guest agent"

@@ -7,7 +7,9 @@ public enum AcceleratorSetting { Auto, Kvm, Tcg }
 /// <summary>
 /// Decides between KVM and TCG. Nested or broken KVM is common on cloud machines: /dev/kvm exists
 /// yet QEMU aborts with -cpu host. So auto starts a throw-away QEMU with KVM and -cpu host and
-/// takes KVM only when that process is still alive after a moment.
+/// takes KVM only when that process is still alive after a moment. KVM provided by the kvm_pvm module
+/// (PVM, software virtualization for nested clouds) passes that probe but runs only PVM-enabled guest
+/// kernels: a stock Linux guest stops at its first long-mode instructions. Auto treats it as no KVM.
 /// </summary>
 public static class AcceleratorProbe
 {
@@ -18,7 +20,7 @@ public static class AcceleratorProbe
             case AcceleratorSetting.Kvm: return Accelerator.Kvm;
             case AcceleratorSetting.Tcg: return Accelerator.Tcg;
         }
-        if (!File.Exists("/dev/kvm")) return Accelerator.Tcg;
+        if (!File.Exists("/dev/kvm") || Directory.Exists("/sys/module/kvm_pvm")) return Accelerator.Tcg;
         var psi = new ProcessStartInfo(QemuCommandLine.Binary)
         {
             RedirectStandardError = true,
