@@ -48,7 +48,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ILogger<ErrorMiddlewar
                     ErrorCode.Conflict => "conflict",
                     _ => "failed",
                 }, h.Message),
-                BadHttpRequestException b => (400, "invalid_argument", "malformed request: " + b.Message),
+                BadHttpRequestException b => (400, "invalid_argument", "malformed request: " + (b.InnerException?.Message ?? b.Message)),
                 System.Text.Json.JsonException j => (400, "invalid_argument", "malformed JSON: " + j.Message),
                 ToolFailedException or QmpException or QmpConnectionException or GuestAgentException or GuestAgentUnavailableException
                     => (500, "failed", e.Message),

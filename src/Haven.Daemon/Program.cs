@@ -48,6 +48,8 @@ builder.Services.ConfigureHttpJsonOptions(o =>
     o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull;
 });
 builder.Services.AddSingleton(host);
+// Binding failures (malformed JSON, missing body) throw, so ErrorMiddleware answers them with one line.
+builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
 var app = builder.Build();
 app.UseMiddleware<ErrorMiddleware>();
 app.UseMiddleware<TokenAuthMiddleware>(token);

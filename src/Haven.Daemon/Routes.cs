@@ -34,6 +34,9 @@ public static class Routes
             h.Removal.RemoveAsync(name, cp, subtree ?? false, ct));
         v1.MapPost("/vms/{name}/checkpoints/{cp}/export", (HavenHost h, string name, string cp, CheckpointExportRequest req, CancellationToken ct) =>
             h.Checkpoints.ExportAsync(name, cp, req, ct));
+
+        app.MapFallback((HttpContext ctx) => Results.Json(
+            new ErrorResponse($"no such API route: {ctx.Request.Method} {ctx.Request.Path}", "not_found"), ApiJson.Options, statusCode: 404));
     }
 
     private static async Task<HostInfo> HostInfoAsync(HavenHost h, CancellationToken ct) => new()
