@@ -33,6 +33,10 @@ public sealed class HavenClient : IDisposable
     readonly HavenEndpoint endpoint;
     string? token;
     bool tokenLoaded;
+    // HttpClient silently re-sends a body-less request whose connection closed before any answer; if
+    // havend died meanwhile, that retry fails to connect. Having connected once, that is a lost
+    // connection (the operation may have started), not an unreachable daemon.
+    volatile bool connectedOnce;
 
     public HavenClient(HavenEndpoint endpoint)
     {
@@ -46,6 +50,25 @@ public sealed class HavenClient : IDisposable
                 try
                 {
                     await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken);
+                    connectedOnce = true;
+                    return new NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            };
+        }
+        else
+        {
+            handler.ConnectCallback = async (context, cancellationToken) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                    connectedOnce = true;
                     return new NetworkStream(socket, ownsSocket: true);
                 }
                 catch
@@ -108,10 +131,17 @@ public sealed class HavenClient : IDisposable
     public Task<CheckpointExportResult> ExportCheckpointAsync(string vm, string checkpoint, CheckpointExportRequest request, CancellationToken ct) =>
         SendAsync<CheckpointExportResult>(HttpMethod.Post, CheckpointPath(vm, checkpoint) + "/export", request, ct);
 
-    public static string VmPath(string vm) => "/v1/vms/" + Uri.EscapeDataString(vm);
+    public static string VmPath(string vm) => "/v1/vms/" + Segment(vm, "VM");
 
     public static string CheckpointPath(string vm, string checkpoint) =>
-        VmPath(vm) + "/checkpoints/" + Uri.EscapeDataString(checkpoint);
+        VmPath(vm) + "/checkpoints/" + Segment(checkpoint, "checkpoint");
+
+    // A name that breaks the naming rules could change the URL's meaning ("..", "/", "%2F"):
+    // refuse it here rather than send a request that addresses something else.
+    static string Segment(string name, string what) =>
+        NameRules.Problem(name, what) is { } problem
+            ? throw new HavenApiException(problem, "invalid_argument", HttpStatusCode.BadRequest)
+            : Uri.EscapeDataString(name);
 
     // --- plumbing ---
     async Task<T> SendAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct)
@@ -155,7 +185,7 @@ public sealed class HavenClient : IDisposable
         {
             response = await http.SendAsync(request, ct);
         }
-        catch (HttpRequestException e) when (IsConnectError(e))
+        catch (HttpRequestException e) when (IsConnectError(e) && !connectedOnce)
         {
             throw new HavenUnreachableException(endpoint.Display, ConnectFailureReason(e), e);
         }
