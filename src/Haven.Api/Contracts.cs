@@ -172,3 +172,78 @@ public static class ApiJson
         WriteIndented = false,
     };
 }
+
+// ---- backup (v1) ----
+
+/// <summary>Which repository, and the passphrase that opens it. Today: a local folder path.</summary>
+public record RepositoryRef
+{
+    public required string Repository { get; init; }
+    public required string Passphrase { get; init; }
+}
+
+public sealed record RepositoryInitRequest : RepositoryRef
+{
+    /// <summary>Fixed chunk size in bytes (power of two, 64 KiB..16 MiB); default 1 MiB.</summary>
+    public int? ChunkSize { get; init; }
+}
+
+public sealed record RepositoryInfo
+{
+    public required string Id { get; init; }
+    public required string Location { get; init; }
+    public required int ChunkSize { get; init; }
+}
+
+public sealed record BackupRequest : RepositoryRef;
+
+public sealed record BackupResult
+{
+    public required string BackupId { get; init; }
+    public required string Vm { get; init; }
+    /// <summary>"full" or "incremental".</summary>
+    public required string Mode { get; init; }
+    /// <summary>Why a full backup was taken when an incremental was possible in principle.</summary>
+    public string? Reason { get; init; }
+    public required Consistency Consistency { get; init; }
+    public required long BytesRead { get; init; }
+    public required long ChunksRead { get; init; }
+    /// <summary>Plaintext bytes of chunks the repository did not have.</summary>
+    public required long BytesNew { get; init; }
+    public required long ChunksNew { get; init; }
+    public required long ChunksZero { get; init; }
+    public required long ChunksReused { get; init; }
+    public double? FrozenMilliseconds { get; init; }
+    public required double WallMilliseconds { get; init; }
+}
+
+public sealed record BackupInfo
+{
+    public required string Id { get; init; }
+    public required string Vm { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required string Mode { get; init; }
+    public required string Host { get; init; }
+    public required long SizeBytes { get; init; }
+}
+
+public sealed record RestoreRequest : RepositoryRef
+{
+    public required string BackupId { get; init; }
+    /// <summary>Restore the whole VM under this new name.</summary>
+    public string? NewName { get; init; }
+    /// <summary>Restore the whole VM over the existing VM of the backup's name (it must be off; its checkpoints go).</summary>
+    public bool InPlace { get; init; }
+    /// <summary>Restore one disk (index) to <see cref="TargetPath"/> instead of a VM.</summary>
+    public int? Disk { get; init; }
+    public string? TargetPath { get; init; }
+    public string Format { get; init; } = "qcow2";
+}
+
+public sealed record RestoreResult
+{
+    public string? Vm { get; init; }
+    public List<string> Files { get; init; } = [];
+    public required long BytesWritten { get; init; }
+    public required double WallMilliseconds { get; init; }
+}

@@ -50,6 +50,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ILogger<ErrorMiddlewar
                 }, h.Message),
                 BadHttpRequestException b => (400, "invalid_argument", "malformed request: " + (b.InnerException?.Message ?? b.Message)),
                 System.Text.Json.JsonException j => (400, "invalid_argument", "malformed JSON: " + j.Message),
+                Haven.Repository.RepositoryLockedException => (409, "conflict", e.Message),
+                Haven.Repository.RepositoryException or Haven.Storage.StoreException or Haven.Nbd.NbdException => (500, "failed", e.Message),
                 ToolFailedException or QmpException or QmpConnectionException or GuestAgentException or GuestAgentUnavailableException
                     => (500, "failed", e.Message),
                 _ => (500, "internal", "internal error: " + e.Message),

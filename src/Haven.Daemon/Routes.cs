@@ -35,6 +35,11 @@ public static class Routes
         v1.MapPost("/vms/{name}/checkpoints/{cp}/export", (HavenHost h, string name, string cp, CheckpointExportRequest req, CancellationToken ct) =>
             h.Checkpoints.ExportAsync(name, cp, req, ct));
 
+        v1.MapPost("/repo/init", (HavenHost h, RepositoryInitRequest req, CancellationToken ct) => h.Backups.InitRepositoryAsync(req, ct));
+        v1.MapPost("/repo/backups", (HavenHost h, RepositoryRef req, CancellationToken ct) => h.Backups.ListAsync(req, ct));
+        v1.MapPost("/repo/restore", (HavenHost h, RestoreRequest req, CancellationToken ct) => h.Restores.RestoreAsync(req, ct));
+        v1.MapPost("/vms/{name}/backup", (HavenHost h, string name, BackupRequest req, CancellationToken ct) => h.Backups.BackupAsync(name, req, ct));
+
         app.MapFallback((HttpContext ctx) => Results.Json(
             new ErrorResponse($"no such API route: {ctx.Request.Method} {ctx.Request.Path}", "not_found"), ApiJson.Options, statusCode: 404));
     }

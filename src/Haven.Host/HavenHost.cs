@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Haven.Host.Backups;
 using Haven.Host.Checkpoints;
 using Haven.Host.State;
 using Haven.Host.Vms;
@@ -21,10 +22,13 @@ public sealed class HavenHost : IAsyncDisposable
         Paths = new HostPaths(dataDirectory);
         Paths.EnsureCreated();
         Store = new HostStore(Paths.Database);
-        Runtimes = new VmRuntimes(Paths);
+        Runtimes = new VmRuntimes(Paths, vmId => Stamps!.RecordAfterStop(vmId));
         Vms = new VmService(this);
         Checkpoints = new CheckpointService(this);
         Removal = new CheckpointRemoval(this);
+        Backups = new BackupService(this);
+        Restores = new RestoreService(this);
+        Stamps = new ReferencePointStamps(this);
     }
 
     public HostPaths Paths { get; }
@@ -33,6 +37,9 @@ public sealed class HavenHost : IAsyncDisposable
     public VmService Vms { get; }
     public CheckpointService Checkpoints { get; }
     public CheckpointRemoval Removal { get; }
+    public BackupService Backups { get; }
+    public RestoreService Restores { get; }
+    public ReferencePointStamps Stamps { get; }
 
     /// <summary>Re-attaches to running VMs and repairs what a crash left half done. Call once before serving.</summary>
     public Task<ReconcileReport> StartAsync(CancellationToken ct = default) => new Reconciler(this).RunAsync(ct);

@@ -53,6 +53,10 @@ public sealed class Reconciler(HavenHost host)
                 case OperationKinds.RemoveSubtree:
                     await host.Removal.ContinueSubtreeAsync(op.VmId, op.Id, PlanJson.Read<RemoveSubtreePlan>(op.Payload), ct);
                     break;
+                case Backups.BackupService.OperationKind:
+                    // The backup itself cannot go on (its reader died): drop the view, hand tracking back.
+                    await host.Backups.AbandonAsync(op.VmId, op, PlanJson.Read<Backups.BackupPlan>(op.Payload), [], [], ct);
+                    break;
                 default:
                     throw new InvalidDataException($"unknown operation kind '{op.Kind}' in the journal");
             }
@@ -137,6 +141,13 @@ public sealed class Reconciler(HavenHost host)
     /// <summary>Deletes VM folders, layer files and state files that no database row refers to.</summary>
     private void SweepFiles(ReconcileReport report)
     {
+        // Point-in-time views and NBD sockets of backups: every journaled backup was abandoned above.
+        foreach (var f in Directory.EnumerateFiles(host.Paths.RunDir))
+            if (f.EndsWith(".fleece.qcow2", StringComparison.Ordinal) || (f.EndsWith(".nbd", StringComparison.Ordinal) && !IsLiveSocket(f)))
+            {
+                File.Delete(f);
+                report.OrphanFilesRemoved.Add(f);
+            }
         var vmIds = host.Store.ListVms().ConvertAll(v => v.Id);
         var layerIds = host.Store.ListAllLayers().ConvertAll(l => l.Id).ToHashSet();
         var states = host.Store.ListAllCheckpoints().Where(c => c.HasState).Select(c => c.Id).ToHashSet();
@@ -152,6 +163,15 @@ public sealed class Reconciler(HavenHost host)
             Sweep(host.Paths.DisksDir(vmId), f => f.EndsWith(".qcow2", StringComparison.Ordinal) && layerIds.Contains(Path.GetFileNameWithoutExtension(f)), report);
             Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f)), report);
         }
+    }
+
+    /// <summary>A running VM's QEMU NBD server socket stays (it may serve another client); the rest are leftovers.</summary>
+    private bool IsLiveSocket(string path)
+    {
+        var name = Path.GetFileName(path);
+        foreach (var id in host.Runtimes.RunningIds)
+            if (name == id + ".nbd") return true;
+        return false;
     }
 
     private static void Sweep(string dir, Func<string, bool> keep, ReconcileReport report)

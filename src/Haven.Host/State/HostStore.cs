@@ -9,7 +9,7 @@ namespace Haven.Host.State;
 /// </summary>
 public sealed class HostStore : IDisposable
 {
-    private const int SchemaVersion = 1;
+    private const int SchemaVersion = 2;
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
@@ -26,6 +26,20 @@ public sealed class HostStore : IDisposable
         var version = Convert.ToInt32(Scalar("PRAGMA user_version"));
         if (version == SchemaVersion) return;
         if (version > SchemaVersion) throw new InvalidOperationException($"state database schema {version} is newer than this havend ({SchemaVersion})");
+        if (version < 1) CreateSchema1();
+        if (version < 2)
+            Exec("""
+                CREATE TABLE reference_points (
+                  vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, disk_idx INTEGER NOT NULL, repo_id TEXT NOT NULL,
+                  bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT NOT NULL, consistency TEXT NOT NULL,
+                  created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT,
+                  PRIMARY KEY (vm_id, disk_idx, repo_id));
+                """);
+        Exec($"PRAGMA user_version = {SchemaVersion}");
+    }
+
+    private void CreateSchema1()
+    {
         Exec("""
             CREATE TABLE vms (
               id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL,
@@ -44,7 +58,6 @@ public sealed class HostStore : IDisposable
             CREATE TABLE operations (
               id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
             """);
-        Exec($"PRAGMA user_version = {SchemaVersion}");
     }
 
     // ---- reads ----
@@ -58,6 +71,7 @@ public sealed class HostStore : IDisposable
     public List<CheckpointRecord> ListCheckpoints(string vmId) => Query("SELECT * FROM checkpoints WHERE vm_id=$a ORDER BY created_at, rowid", [vmId], ReadCheckpoint);
     public List<CheckpointRecord> ListAllCheckpoints() => Query("SELECT * FROM checkpoints", [], ReadCheckpoint);
     public List<OperationRecord> ListOperations() => Query("SELECT * FROM operations ORDER BY started_at", [], ReadOperation);
+    public List<ReferencePointRecord> ListReferencePoints(string vmId) => Query("SELECT * FROM reference_points WHERE vm_id=$a", [vmId], ReadReferencePoint);
     public OperationRecord? FindOperation(string id) => Query("SELECT * FROM operations WHERE id=$a", [id], ReadOperation).FirstOrDefault();
 
     // ---- writes ----
@@ -104,6 +118,12 @@ public sealed class HostStore : IDisposable
         public void InsertOperation(OperationRecord o) => X("INSERT INTO operations VALUES ($a,$b,$c,$d,$e)", o.Id, o.VmId, o.Kind, o.Payload, o.StartedAt.ToString("O"));
         public void UpdateOperation(string id, string payload) => X("UPDATE operations SET payload=$a WHERE id=$b", payload, id);
         public void DeleteOperation(string id) => X("DELETE FROM operations WHERE id=$a", id);
+        public void UpsertReferencePoint(ReferencePointRecord r) => X("INSERT OR REPLACE INTO reference_points VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j)",
+            r.VmId, r.DiskIndex, r.RepositoryId, r.Bitmap, r.LayerId, r.BackupId, r.Consistency.ToString(), r.CreatedAt.ToString("O"), r.FileStamp, r.UntrustedReason);
+        public void SetReferencePointStamp(string vmId, int disk, string repoId, string? stamp) =>
+            X("UPDATE reference_points SET file_stamp=$a WHERE vm_id=$b AND disk_idx=$c AND repo_id=$d", stamp, vmId, disk, repoId);
+        public void DistrustReferencePoint(string vmId, int disk, string repoId, string reason) =>
+            X("UPDATE reference_points SET untrusted_reason=$a WHERE vm_id=$b AND disk_idx=$c AND repo_id=$d", reason, vmId, disk, repoId);
 
         private void X(string sql, params object?[] args)
         {
@@ -117,7 +137,7 @@ public sealed class HostStore : IDisposable
 
     // ---- plumbing ----
 
-    private static readonly string[] ParamNames = ["$a", "$b", "$c", "$d", "$e", "$f", "$g", "$h", "$i", "$j", "$k", "$l", "$m"];
+    private static readonly string[] ParamNames = ["$a", "$b", "$c", "$d", "$e", "$f", "$g", "$h", "$i", "$j", "$k", "$l", "$m", "$n"];
 
     private static void Bind(SqliteCommand cmd, object?[] args)
     {
@@ -193,6 +213,20 @@ public sealed class HostStore : IDisposable
         Consistency = Enum.Parse<Consistency>(S(r, "consistency")!),
         CreatedAt = DateTimeOffset.Parse(S(r, "created_at")!),
         HasState = Convert.ToInt32(r["has_state"]) != 0,
+    };
+
+    private static ReferencePointRecord ReadReferencePoint(SqliteDataReader r) => new()
+    {
+        VmId = S(r, "vm_id")!,
+        DiskIndex = Convert.ToInt32(r["disk_idx"]),
+        RepositoryId = S(r, "repo_id")!,
+        Bitmap = S(r, "bitmap")!,
+        LayerId = S(r, "layer_id")!,
+        BackupId = S(r, "backup_id")!,
+        Consistency = Enum.Parse<Consistency>(S(r, "consistency")!),
+        CreatedAt = DateTimeOffset.Parse(S(r, "created_at")!),
+        FileStamp = S(r, "file_stamp"),
+        UntrustedReason = S(r, "untrusted_reason"),
     };
 
     private static OperationRecord ReadOperation(SqliteDataReader r) =>

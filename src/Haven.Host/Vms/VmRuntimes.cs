@@ -4,7 +4,7 @@ using Haven.Qemu.Runtime;
 namespace Haven.Host.Vms;
 
 /// <summary>The QEMU processes this host currently runs, by VM id.</summary>
-public sealed class VmRuntimes(HostPaths paths)
+public sealed class VmRuntimes(HostPaths paths, Action<string> stopped)
 {
     private readonly ConcurrentDictionary<string, QemuProcess> _running = new();
 
@@ -19,9 +19,14 @@ public sealed class VmRuntimes(HostPaths paths)
 
     public void Add(string vmId, QemuProcess p) => _running[vmId] = p;
 
+    /// <summary>Drops a VM whose QEMU is gone, however it ended (stop, guest power-off, crash).</summary>
     public void Forget(string vmId)
     {
-        if (_running.TryRemove(vmId, out var p)) _ = p.DisposeAsync().AsTask();
+        if (_running.TryRemove(vmId, out var p))
+        {
+            _ = p.DisposeAsync().AsTask();
+            stopped(vmId);
+        }
         File.Delete(paths.PidFile(vmId));
         File.Delete(paths.QmpSocket(vmId));
         File.Delete(paths.GuestAgentSocket(vmId));

@@ -1,0 +1,109 @@
+using System.Buffers;
+using System.Threading.Channels;
+using Haven.Nbd;
+using Haven.Repository;
+
+namespace Haven.Backup;
+
+/// <summary>
+/// Backs up one disk: reads the planned chunks over NBD (several requests in flight per connection),
+/// then hashes, compresses, encrypts and stores them on every core. Readers and workers meet in a
+/// bounded channel, so memory stays at a few chunks per worker whatever the disk size.
+/// </summary>
+public static class DiskBackup
+{
+    public static async Task<ChunkId?[]> RunAsync(BackupWriter writer, IReadOnlyList<NbdClient> sources, ChunkPlan plan,
+        IReadOnlyList<ChunkId?>? previous, BackupStats stats, Action<long>? progress, CancellationToken ct)
+    {
+        var index = new ChunkId?[plan.ChunkCount];
+        var toRead = new List<int>();
+        for (var i = 0; i < plan.ChunkCount; i++)
+        {
+            if (plan.Read[i]) toRead.Add(i);
+            else if (plan.Zero[i]) stats.AddZero();
+            else
+            {
+                index[i] = previous is not null && i < previous.Count ? previous[i] : throw new InvalidOperationException($"chunk {i} is neither read nor in the previous backup");
+                stats.AddReused();
+            }
+        }
+
+        var workers = Math.Max(1, Environment.ProcessorCount);
+        var channel = Channel.CreateBounded<(int Index, byte[] Buffer, int Length)>(new BoundedChannelOptions(workers * 2) { SingleWriter = false, SingleReader = false });
+        using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var next = -1;
+
+        async Task ReadLoop(NbdClient source)
+        {
+            while (true)
+            {
+                var n = Interlocked.Increment(ref next);
+                if (n >= toRead.Count) return;
+                var chunk = toRead[n];
+                var length = plan.ChunkLength(chunk);
+                var buffer = ArrayPool<byte>.Shared.Rent(plan.ChunkSize);
+                try
+                {
+                    await source.ReadAsync((long)chunk * plan.ChunkSize, buffer.AsMemory(0, length), failed.Token);
+                    stats.AddRead(length);
+                    await channel.Writer.WriteAsync((chunk, buffer, length), failed.Token);
+                }
+                catch
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    throw;
+                }
+            }
+        }
+
+        async Task StoreLoop()
+        {
+            await foreach (var (chunk, buffer, length) in channel.Reader.ReadAllAsync(failed.Token))
+            {
+                try
+                {
+                    var data = buffer.AsMemory(0, length);
+                    if (data.Span.IndexOfAnyExcept((byte)0) < 0)
+                    {
+                        stats.AddZero(); // allocated but all zero: recorded as a zero chunk, never stored
+                        continue;
+                    }
+                    var id = writer.ComputeId(data.Span);
+                    if (await writer.PutChunkAsync(id, data, failed.Token)) stats.AddNew(length);
+                    index[chunk] = id;
+                    progress?.Invoke(length);
+                }
+                finally { ArrayPool<byte>.Shared.Return(buffer); }
+            }
+        }
+
+        // Two reads in flight per connection hide the round trip; more only add memory.
+        var readers = new List<Task>();
+        foreach (var s in sources) { readers.Add(Guard(ReadLoop(s))); readers.Add(Guard(ReadLoop(s))); }
+        var stores = new List<Task>();
+        for (var i = 0; i < workers; i++) stores.Add(Guard(Task.Run(StoreLoop, CancellationToken.None)));
+        try
+        {
+            await Task.WhenAll(readers);
+            channel.Writer.TryComplete();
+            await Task.WhenAll(stores);
+        }
+        finally
+        {
+            channel.Writer.TryComplete();
+            while (channel.Reader.TryRead(out var left)) ArrayPool<byte>.Shared.Return(left.Buffer);
+        }
+        return index;
+
+        async Task Guard(Task t)
+        {
+            try { await t; }
+            catch
+            {
+                failed.Cancel(); // one failure stops every reader and worker
+                channel.Writer.TryComplete();
+                throw;
+            }
+        }
+    }
+}

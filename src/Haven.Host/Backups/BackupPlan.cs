@@ -1,0 +1,15 @@
+namespace Haven.Host.Backups;
+
+/// <summary>Journal payload of a running backup: everything the reconciler must undo after a crash.</summary>
+public sealed record BackupPlan
+{
+    public required string RepositoryId { get; init; }
+    public required bool Live { get; init; }
+    public required List<BackupDiskPlan> Disks { get; init; }
+    public string? NbdSocket { get; init; }
+    /// <summary>qemu-nbd processes serving an off VM's disks (children of the daemon that die with it only sometimes).</summary>
+    public List<int> QemuNbdPids { get; init; } = [];
+    public bool Freezing { get; set; }
+}
+
+public sealed record BackupDiskPlan(int Disk, string LayerId, string FleeceFile, string FleeceNode, string JobId, string ExportName, string? OldBitmap, string NewBitmap);

@@ -1,0 +1,370 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Haven.Api;
+using Haven.Backup;
+using Haven.Host.Checkpoints;
+using Haven.Host.State;
+using Haven.Nbd;
+using Haven.Qemu.GuestAgent;
+using Haven.Qemu.Images;
+using Haven.Qemu.Qmp;
+using Haven.Qemu.Runtime;
+using Haven.Repository;
+using Haven.Storage;
+
+namespace Haven.Host.Backups;
+
+/// <summary>
+/// Backup jobs the Veeam/Hyper-V way: a consistent point in time (guest frozen through qemu-ga while
+/// QEMU starts a fleecing view of every disk), only changed chunks read over NBD (dirty bitmaps as
+/// reference points), chunks stored deduplicated and encrypted, then the point-in-time view removed —
+/// in a finally block, and by the reconciler after a crash. docs/backup.md describes the steps.
+/// </summary>
+public sealed class BackupService(HavenHost host)
+{
+    public const string OperationKind = "backup";
+    private static readonly TimeSpan AgentTimeout = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan FreezeTimeout = TimeSpan.FromSeconds(60);
+
+    private HostStore Store => host.Store;
+    private HostPaths Paths => host.Paths;
+
+    /// <summary>Test seam: runs once the point in time is taken and before any data is read.</summary>
+    internal Func<Task>? AfterPointInTime { get; set; }
+
+    public static IObjectStore OpenStore(string location)
+    {
+        if (string.IsNullOrWhiteSpace(location)) throw HavenException.Invalid("a repository location is needed");
+        return new LocalDirectoryStore(Path.GetFullPath(location));
+    }
+
+    public static async Task<Repository.Repository> OpenRepositoryAsync(RepositoryRef r, CancellationToken ct)
+    {
+        try { return await Repository.Repository.OpenAsync(OpenStore(r.Repository), r.Passphrase, ct); }
+        catch (NotARepositoryException e) { throw HavenException.Invalid(e.Message); }
+        catch (WrongPassphraseException e) { throw new HavenException(ErrorCode.InvalidArgument, e.Message); }
+    }
+
+    public async Task<RepositoryInfo> InitRepositoryAsync(RepositoryInitRequest req, CancellationToken ct)
+    {
+        if (string.IsNullOrEmpty(req.Passphrase)) throw HavenException.Invalid("a repository needs a passphrase");
+        var chunkSize = req.ChunkSize ?? RepositoryOptions.DefaultChunkSize;
+        if (chunkSize < RepositoryOptions.MinChunkSize || chunkSize > RepositoryOptions.MaxChunkSize || (chunkSize & (chunkSize - 1)) != 0)
+            throw HavenException.Invalid("chunk size must be a power of two from 64 KiB to 16 MiB");
+        Directory.CreateDirectory(Path.GetFullPath(req.Repository));
+        try
+        {
+            await using var repo = await Repository.Repository.InitAsync(OpenStore(req.Repository), req.Passphrase, new RepositoryOptions { ChunkSize = chunkSize }, ct);
+            return new RepositoryInfo { Id = repo.Id, Location = Path.GetFullPath(req.Repository), ChunkSize = repo.ChunkSize };
+        }
+        catch (RepositoryExistsException e) { throw HavenException.Conflict(e.Message); }
+    }
+
+    public async Task<List<BackupInfo>> ListAsync(RepositoryRef req, CancellationToken ct)
+    {
+        await using var repo = await OpenRepositoryAsync(req, ct);
+        var list = new List<BackupInfo>();
+        foreach (var b in await repo.ListBackupsAsync(ct))
+            list.Add(new BackupInfo { Id = b.Id, Vm = b.VmName, CreatedAt = b.CreatedAt, Mode = b.Mode, Host = b.HostName, SizeBytes = b.SizeBytes });
+        return list;
+    }
+
+    public async Task<BackupResult> BackupAsync(string vmName, BackupRequest req, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        var vm = host.Vms.Find(vmName);
+        await using var repo = await OpenRepositoryAsync(req, ct);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        vm = Store.FindVm(vm.Id)!;
+        var qemu = host.Runtimes.Get(vm.Id);
+        var disks = Store.ListDisks(vm.Id);
+
+        // Decide full or incremental per disk before touching anything.
+        var (previous, reason) = await FindPreviousAsync(vm, disks, repo, qemu, ct);
+
+        var plan = new BackupPlan
+        {
+            RepositoryId = repo.Id,
+            Live = qemu is not null,
+            NbdSocket = qemu is not null ? Path.Combine(Paths.RunDir, vm.Id + ".nbd") : null,
+            Disks = disks.ConvertAll(d =>
+            {
+                var fleeceId = HostPaths.NewId();
+                var old = previous is null ? null : Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Index && r.RepositoryId == repo.Id)?.Bitmap;
+                return new BackupDiskPlan(d.Index, d.ActiveLayerId, Path.Combine(Paths.RunDir, $"{vm.Id}-{fleeceId}.fleece.qcow2"), "fleece" + fleeceId,
+                    "backup-" + fleeceId, $"haven-{vm.Id}-disk{d.Index}", old, "haven-rp-" + fleeceId);
+            }),
+        };
+        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKind, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        Store.Write(w => w.InsertOperation(op));
+
+        var consistency = Consistency.ApplicationConsistent;
+        double? frozenMs = null;
+        var stats = new BackupStats();
+        var succeeded = false;
+        var servers = new List<QemuNbdServer>();
+        var clients = new List<NbdClient>();
+        try
+        {
+            var endpoints = new List<(NbdEndpoint Endpoint, string Export)>();
+            if (qemu is not null)
+            {
+                (consistency, frozenMs) = await StartFleecingAsync(vm, qemu, op, plan, repo.ChunkSize, ct);
+                await Fleecing.ExportAsync(qemu.Qmp, plan.NbdSocket!, ToFleecing(plan, repo.ChunkSize), ct);
+                foreach (var d in plan.Disks) endpoints.Add((new NbdEndpoint.Unix(plan.NbdSocket!), d.ExportName));
+            }
+            else
+            {
+                var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+                foreach (var d in plan.Disks)
+                {
+                    var top = tree.PathOf(tree[d.LayerId]);
+                    // Off: the disk itself is the point in time. Hand tracking over to a new bitmap first.
+                    await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--add", "--granularity", repo.ChunkSize.ToString()], ct);
+                    if (d.OldBitmap is not null) await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--disable"], ct);
+                    var socket = Path.Combine(Paths.RunDir, $"{vm.Id}-disk{d.Disk}.nbd");
+                    var server = await QemuNbdServer.StartAsync(top, DiskFormat.Qcow2, socket, d.ExportName, writable: false, bitmap: d.OldBitmap, ct: ct);
+                    servers.Add(server);
+                    plan.QemuNbdPids.Add(server.Pid);
+                    Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
+                    endpoints.Add((new NbdEndpoint.Unix(socket), d.ExportName));
+                }
+            }
+            CrashPoints.Hit("backup.after-point-in-time");
+            if (AfterPointInTime is not null) await AfterPointInTime();
+
+            await using var writer = await repo.BeginBackupAsync(Environment.MachineName, ct);
+            var manifestDisks = new List<DiskManifest>();
+            for (var i = 0; i < plan.Disks.Count; i++)
+            {
+                var d = plan.Disks[i];
+                var contexts = d.OldBitmap is null ? new List<string> { "base:allocation" } : ["base:allocation", "qemu:dirty-bitmap:" + d.OldBitmap];
+                var first = await NbdClient.ConnectAsync(endpoints[i].Endpoint, endpoints[i].Export, contexts, ct);
+                clients.Add(first);
+                var sources = new List<NbdClient> { first };
+                if (first.CanMultiConn)
+                    for (var c = 1; c < 2; c++) { var extra = await NbdClient.ConnectAsync(endpoints[i].Endpoint, endpoints[i].Export, [], ct); clients.Add(extra); sources.Add(extra); }
+                var chunkPlan = await ChunkPlan.BuildAsync(first, repo.ChunkSize, d.OldBitmap is null ? null : "qemu:dirty-bitmap:" + d.OldBitmap, ct);
+                var diskStats = new BackupStats();
+                var index = await DiskBackup.RunAsync(writer, sources, chunkPlan, previous?.Disks[i].Chunks, diskStats, null, ct);
+                stats.Add(diskStats);
+                manifestDisks.Add(new DiskManifest { Name = "disk" + d.Disk, SizeBytes = first.ExportSize, ChunkSize = repo.ChunkSize, Chunks = index });
+                CrashPoints.Hit("backup.after-disk");
+            }
+            var mode = previous is null ? "full" : "incremental";
+            var backupId = await writer.CommitAsync(new BackupManifest
+            {
+                VmName = vm.Name,
+                VmDefinition = JsonSerializer.SerializeToElement(await host.Vms.DescribeAsync(vm, ct), ApiJson.Options),
+                HostName = Environment.MachineName,
+                CreatedAt = DateTimeOffset.UtcNow,
+                ParentBackupId = previous?.Id,
+                Mode = mode,
+                ModeReason = reason,
+                Consistency = consistency.ToString(),
+                Disks = manifestDisks,
+            }, ct);
+            CrashPoints.Hit("backup.after-manifest");
+            succeeded = true;
+            await FinishAsync(vm, plan, op, backupId, consistency, servers, clients, ct);
+            return new BackupResult
+            {
+                BackupId = backupId,
+                Vm = vm.Name,
+                Mode = mode,
+                Reason = reason,
+                Consistency = consistency,
+                BytesRead = stats.BytesRead,
+                ChunksRead = stats.ChunksRead,
+                BytesNew = stats.BytesNew,
+                ChunksNew = stats.ChunksNew,
+                ChunksZero = stats.ChunksZero,
+                ChunksReused = stats.ChunksReused,
+                FrozenMilliseconds = frozenMs,
+                WallMilliseconds = clock.Elapsed.TotalMilliseconds,
+            };
+        }
+        finally
+        {
+            if (!succeeded) await AbandonAsync(vm.Id, op, plan, servers, clients, CancellationToken.None);
+        }
+    }
+
+    private static List<Fleecing.Disk> ToFleecing(BackupPlan plan, int granularity) =>
+        plan.Disks.ConvertAll(d => new Fleecing.Disk("l" + d.LayerId, d.FleeceNode, d.FleeceFile, d.JobId, d.ExportName, d.OldBitmap, d.NewBitmap, granularity));
+
+    /// <summary>Freezes the guest if it can (Production types), takes the point in time of all disks, thaws.</summary>
+    private async Task<(Consistency, double?)> StartFleecingAsync(VmRecord vm, QemuProcess qemu, OperationRecord op, BackupPlan plan, int chunkSize, CancellationToken ct)
+    {
+        var disks = Store.ListDisks(vm.Id);
+        foreach (var d in plan.Disks) await QemuImg.CreateAsync(d.FleeceFile, DiskFormat.Qcow2, disks[d.Disk].SizeBytes, ct);
+        GuestAgentClient? agent = null;
+        if (vm.CheckpointType is CheckpointType.Production or CheckpointType.ProductionOnly && vm.GuestAgent)
+        {
+            try { agent = await GuestAgentClient.ConnectAsync(Paths.GuestAgentSocket(vm.Id), AgentTimeout, ct); }
+            catch (GuestAgentUnavailableException) when (vm.CheckpointType == CheckpointType.Production)
+            {
+                // falls back to crash consistency, as Production checkpoints do
+            }
+            catch (GuestAgentUnavailableException e)
+            {
+                throw HavenException.Conflict($"cannot back up '{vm.Name}' application-consistently: {e.Message} (checkpoint type ProductionOnly)");
+            }
+        }
+        await using var agentScope = agent;
+        if (agent is not null) { plan.Freezing = true; Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan))); }
+        var frozen = Stopwatch.StartNew();
+        try
+        {
+            if (agent is not null) await agent.FreezeFileSystemsAsync(FreezeTimeout, ct);
+            await Fleecing.StartAsync(qemu.Qmp, ToFleecing(plan, chunkSize), ct);
+        }
+        finally
+        {
+            if (agent is not null) await agent.ThawFileSystemsAsync(FreezeTimeout, CancellationToken.None);
+        }
+        return agent is not null ? (Consistency.ApplicationConsistent, frozen.Elapsed.TotalMilliseconds) : (Consistency.CrashConsistent, null);
+    }
+
+    /// <summary>
+    /// Picks the previous backup to build on, or says why the backup must read everything. Every doubt
+    /// about change tracking means a full read: never a silently missed change.
+    /// </summary>
+    private async Task<(BackupManifest? Previous, string? Reason)> FindPreviousAsync(VmRecord vm, List<DiskRecord> disks, Repository.Repository repo, QemuProcess? qemu, CancellationToken ct)
+    {
+        var rps = Store.ListReferencePoints(vm.Id).FindAll(r => r.RepositoryId == repo.Id);
+        if (rps.Count == 0) return (null, "first backup of this VM to this repository");
+        var backupIds = rps.Select(r => r.BackupId).Distinct().ToList();
+        if (backupIds.Count != 1 || rps.Count != disks.Count) return (null, "reference points of the disks disagree");
+        var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+        foreach (var d in disks)
+        {
+            var rp = rps.Find(r => r.DiskIndex == d.Index)!;
+            if (rp.UntrustedReason is { } why) return (null, why);
+            if (rp.LayerId != d.ActiveLayerId) return (null, $"disk {d.Index}'s layer chain changed since the last backup (checkpoint taken, applied or removed)");
+            List<BitmapInfo> bitmaps;
+            if (qemu is not null) bitmaps = await DirtyBitmaps.ListAsync(qemu.Qmp, "l" + d.ActiveLayerId, ct);
+            else
+            {
+                bitmaps = await DirtyBitmaps.ListOfflineAsync(tree.PathOf(tree[d.ActiveLayerId]), ct);
+                if (rp.FileStamp is not null && rp.FileStamp != FileStamp(tree.PathOf(tree[d.ActiveLayerId])))
+                    return (null, $"disk {d.Index} was changed outside Haven while the VM was off");
+            }
+            var bm = bitmaps.Find(b => b.Name == rp.Bitmap);
+            if (bm is null) return (null, $"change tracking of disk {d.Index} is missing (bitmap {rp.Bitmap} not found)");
+            if (bm.Inconsistent) return (null, $"change tracking of disk {d.Index} cannot be trusted (QEMU did not close the disk cleanly)");
+        }
+        try
+        {
+            var manifest = await repo.ReadManifestAsync(backupIds[0], ct);
+            if (manifest.Disks.Count != disks.Count) return (null, "the previous backup has a different number of disks");
+            for (var i = 0; i < disks.Count; i++)
+                if (manifest.Disks[i].SizeBytes != disks[i].SizeBytes || manifest.Disks[i].ChunkSize != repo.ChunkSize)
+                    return (null, $"disk {i} changed size since the previous backup");
+            return (manifest, null);
+        }
+        catch (BackupNotFoundException) { return (null, $"the previous backup {backupIds[0]} is no longer in the repository"); }
+    }
+
+    public static string? FileStamp(string path)
+    {
+        var fi = new FileInfo(path);
+        return fi.Exists ? $"{fi.Length}:{fi.LastWriteTimeUtc.Ticks}" : null;
+    }
+
+    /// <summary>After the manifest is stored: the new bitmaps become the reference points, the old ones go.</summary>
+    private async Task FinishAsync(VmRecord vm, BackupPlan plan, OperationRecord op, string backupId, Consistency consistency,
+        List<QemuNbdServer> servers, List<NbdClient> clients, CancellationToken ct)
+    {
+        await CloseAsync(clients, servers);
+        var qemu = host.Runtimes.Get(vm.Id);
+        var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+        if (qemu is not null)
+        {
+            await Fleecing.TearDownAsync(qemu.Qmp, ToFleecing(plan, 0), ct);
+            await Fleecing.StopServerAsync(qemu.Qmp, ct);
+            foreach (var d in plan.Disks)
+                if (d.OldBitmap is not null) await DirtyBitmaps.RemoveAsync(qemu.Qmp, "l" + d.LayerId, d.OldBitmap, ct);
+        }
+        else
+            foreach (var d in plan.Disks)
+                if (d.OldBitmap is not null) await DirtyBitmaps.EditOfflineAsync(tree.PathOf(tree[d.LayerId]), d.OldBitmap, ["--remove"], ct);
+        Store.Write(w =>
+        {
+            foreach (var d in plan.Disks)
+                w.UpsertReferencePoint(new ReferencePointRecord
+                {
+                    VmId = vm.Id,
+                    DiskIndex = d.Disk,
+                    RepositoryId = plan.RepositoryId,
+                    Bitmap = d.NewBitmap,
+                    LayerId = d.LayerId,
+                    BackupId = backupId,
+                    Consistency = consistency,
+                    CreatedAt = DateTimeOffset.UtcNow,
+                    FileStamp = qemu is null ? FileStamp(tree.PathOf(tree[d.LayerId])) : null,
+                });
+            w.DeleteOperation(op.Id);
+        });
+    }
+
+    /// <summary>A failed or interrupted backup: drop the view, give tracking back to the old bitmap so no change is lost.</summary>
+    internal async Task AbandonAsync(string vmId, OperationRecord op, BackupPlan plan, List<QemuNbdServer> servers, List<NbdClient> clients, CancellationToken ct)
+    {
+        await CloseAsync(clients, servers);
+        foreach (var pid in plan.QemuNbdPids) KillIfQemuNbd(pid);
+        var qemu = host.Runtimes.Get(vmId);
+        var tree = new LayerTree(Paths, Store.ListLayers(vmId));
+        if (qemu is not null)
+        {
+            if (plan.Freezing) await host.Checkpoints.ThawQuietlyAsync(vmId, ct);
+            await Fleecing.TearDownAsync(qemu.Qmp, ToFleecing(plan, 0), ct);
+            await Fleecing.StopServerAsync(qemu.Qmp, ct);
+            foreach (var d in plan.Disks)
+            {
+                var node = "l" + d.LayerId;
+                var bitmaps = await DirtyBitmaps.ListAsync(qemu.Qmp, node, ct);
+                if (!bitmaps.Exists(b => b.Name == d.NewBitmap)) continue;
+                if (d.OldBitmap is not null && bitmaps.Exists(b => b.Name == d.OldBitmap)) await DirtyBitmaps.MergeBackAsync(qemu.Qmp, node, d.OldBitmap, d.NewBitmap, ct);
+                else await DirtyBitmaps.RemoveAsync(qemu.Qmp, node, d.NewBitmap, ct);
+            }
+        }
+        else
+        {
+            foreach (var d in plan.Disks)
+            {
+                File.Delete(d.FleeceFile);
+                if (!Store.ListLayers(vmId).Exists(l => l.Id == d.LayerId)) continue;
+                var top = tree.PathOf(tree[d.LayerId]);
+                var bitmaps = await DirtyBitmaps.ListOfflineAsync(top, ct);
+                if (!bitmaps.Exists(b => b.Name == d.NewBitmap)) continue;
+                if (d.OldBitmap is not null && bitmaps.Exists(b => b.Name == d.OldBitmap))
+                {
+                    await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--merge", d.NewBitmap], ct);
+                    await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--enable"], ct);
+                }
+                await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--remove"], ct);
+            }
+        }
+        Store.Write(w => w.DeleteOperation(op.Id));
+    }
+
+    private static async Task CloseAsync(List<NbdClient> clients, List<QemuNbdServer> servers)
+    {
+        foreach (var c in clients) await c.DisposeAsync();
+        clients.Clear();
+        foreach (var s in servers) await s.DisposeAsync();
+        servers.Clear();
+    }
+
+    private static void KillIfQemuNbd(int pid)
+    {
+        try
+        {
+            if (!File.ReadAllText($"/proc/{pid}/cmdline").StartsWith("qemu-nbd", StringComparison.Ordinal)) return;
+            Process.GetProcessById(pid).Kill();
+        }
+        catch (IOException) { }
+        catch (ArgumentException) { }
+    }
+}

@@ -1,0 +1,97 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Haven.Repository;
+
+/// <summary>
+/// What one backup is: the VM it came from and, per disk, the ordered chunk index that rebuilds the disk.
+/// Stored encrypted at <c>backups/&lt;id&gt;</c>; docs/repository-format.md has the JSON schema.
+/// The caller fills it in and hands it to <see cref="BackupWriter.CommitAsync"/>, which sets
+/// <see cref="Id"/> and <see cref="Stats"/>.
+/// </summary>
+public sealed record BackupManifest
+{
+    public const int CurrentVersion = 1;
+
+    [JsonPropertyName("version")]
+    public int FormatVersion { get; init; } = CurrentVersion;
+
+    /// <summary>Assigned by CommitAsync (<c>yyyyMMdd-HHmmss-xxxxxxxx</c>, UTC); ignored on input.</summary>
+    public string Id { get; init; } = "";
+
+    public required string VmName { get; init; }
+
+    /// <summary>The VM's definition as the caller describes it; the repository never looks inside.</summary>
+    public JsonElement VmDefinition { get; init; }
+
+    public string HostName { get; init; } = "";
+
+    /// <summary>The backup's point in time; CommitAsync uses its clock when left default.</summary>
+    public DateTimeOffset CreatedAt { get; init; }
+
+    public string? ParentBackupId { get; init; }
+
+    /// <summary>"full" or "incremental".</summary>
+    public string Mode { get; init; } = "full";
+
+    /// <summary>Why this mode (e.g. why a full backup was needed).</summary>
+    public string? ModeReason { get; init; }
+
+    /// <summary>Consistency level, e.g. "ApplicationConsistent" or "CrashConsistent".</summary>
+    public string Consistency { get; init; } = "";
+
+    /// <summary>Opaque description of the point in time (checkpoint, bitmaps); null when none.</summary>
+    public JsonElement? Checkpoint { get; init; }
+
+    public required List<DiskManifest> Disks { get; init; }
+
+    /// <summary>Filled in by CommitAsync.</summary>
+    public ManifestStats Stats { get; init; } = new();
+}
+
+/// <summary>One disk: its size and fixed-size chunk index. Entry i covers bytes [i·ChunkSize, min((i+1)·ChunkSize, SizeBytes)).</summary>
+public sealed record DiskManifest
+{
+    public required string Name { get; init; }
+    public required long SizeBytes { get; init; }
+    public required int ChunkSize { get; init; }
+
+    /// <summary>One entry per chunk: the chunk's id, or null where the disk reads as zeros (never stored).</summary>
+    public required ChunkId?[] Chunks { get; init; }
+
+    public static long ChunkCount(long sizeBytes, int chunkSize) => (sizeBytes + chunkSize - 1) / chunkSize;
+}
+
+/// <summary>Numbers about one backup, computed by the writer at commit.</summary>
+public sealed record ManifestStats
+{
+    /// <summary>Sum of the disks' sizes.</summary>
+    public long SizeBytes { get; init; }
+    /// <summary>Index entries that name a chunk.</summary>
+    public long ChunksReferenced { get; init; }
+    /// <summary>Index entries that are all-zero (null).</summary>
+    public long ChunksZero { get; init; }
+    /// <summary>Chunks this backup's writer stored (the rest were already in the repository).</summary>
+    public long ChunksNew { get; init; }
+    /// <summary>Plaintext bytes of those new chunks.</summary>
+    public long BytesNew { get; init; }
+    /// <summary>Bytes those new chunks take in the store (compressed, encrypted).</summary>
+    public long StoredBytesNew { get; init; }
+}
+
+/// <summary>A line in the backup list.</summary>
+public sealed record BackupSummary(
+    string Id,
+    string VmName,
+    string HostName,
+    DateTimeOffset CreatedAt,
+    string Mode,
+    string? ParentBackupId,
+    string Consistency,
+    int DiskCount,
+    long SizeBytes,
+    long StoredBytesNew)
+{
+    internal static BackupSummary Of(BackupManifest m) => new(m.Id, m.VmName, m.HostName, m.CreatedAt, m.Mode, m.ParentBackupId,
+        m.Consistency, m.Disks.Count, m.Stats.SizeBytes, m.Stats.StoredBytesNew);
+}

@@ -1,0 +1,280 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+
+namespace Haven.Repository;
+
+/// <summary>
+/// One backup being written: chunks first (<see cref="PutChunkAsync"/>, from many workers at once), then the
+/// manifest (<see cref="CommitAsync"/>). Holds a shared writer lock from start to dispose, which keeps GC
+/// from deleting the chunks it stores (grace rule). Dedup needs no round trip per chunk: the ids in the
+/// store are listed once at start, and only ids outside that set (and outside what this writer stored)
+/// reach the store. Why that stays safe next to a concurrent GC: docs/repository-format.md, "Writers and GC".
+/// </summary>
+public sealed class BackupWriter : IAsyncDisposable
+{
+    private static readonly TimeSpan GcPollInterval = TimeSpan.FromSeconds(2);
+
+    private readonly Repository _repo;
+    private readonly string _hostName;
+    private readonly HeldLock _lock;
+    private readonly long _epochAtStart;
+    private readonly bool _deletionsAtStart;
+    // Present when this writer began (read-only after start, replaced whole if chunks turn out missing).
+    private volatile HashSet<ChunkId> _known;
+    // Stored (or being stored) by this writer; the task says whether this writer created it.
+    private readonly ConcurrentDictionary<ChunkId, Task<bool>> _mine = new();
+    private long _chunksNew, _bytesNew, _storedBytesNew;
+    private int _state; // 0 open, 1 committed, 2 disposed
+
+    private BackupWriter(Repository repo, string hostName, HeldLock held, long epoch, bool deletions, HashSet<ChunkId> known)
+    {
+        _repo = repo;
+        _hostName = hostName;
+        _lock = held;
+        _epochAtStart = epoch;
+        _deletionsAtStart = deletions;
+        _known = known;
+    }
+
+    /// <summary>The writer's id (its lock is <c>locks/writer-&lt;id&gt;</c>).</summary>
+    public string WriterId => _lock.Record.OwnerId;
+
+    /// <summary>When this writer registered; GC keeps every chunk written after this (minus the grace period).</summary>
+    public DateTimeOffset StartedAt => _lock.Record.StartedAt;
+
+    /// <summary>Chunks already in the repository when the writer started.</summary>
+    public int KnownChunkCount => _known.Count;
+
+    internal static async Task<BackupWriter> StartAsync(Repository repo, string hostName, CancellationToken ct)
+    {
+        // Order matters: lock, then epoch, then the exclusive lock, then the listing (see the format doc).
+        var held = await HeldLock.AcquireSharedAsync(repo, hostName, ct);
+        try
+        {
+            var epoch = await repo.ReadChunkEpochAsync(ct);
+            var (live, record) = await repo.ReadExclusiveLockAsync(ct);
+            var deletions = live && (record is null || record.Deleting);
+            var known = new HashSet<ChunkId>();
+            await foreach (var (id, _) in repo.ListChunksAsync(ct)) known.Add(id);
+            return new BackupWriter(repo, hostName, held, epoch, deletions, known);
+        }
+        catch
+        {
+            await held.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>The chunk id of <paramref name="plaintext"/> in this repository (keyed hash).</summary>
+    public ChunkId ComputeId(ReadOnlySpan<byte> plaintext) => _repo.ComputeId(plaintext);
+
+    /// <summary>
+    /// Stores a chunk unless the repository has it. Returns true if this call stored it, false if it was
+    /// already there (dedup) or another worker of this writer stored it. Safe to call from many workers at
+    /// once; compression and encryption run on the calling thread. The plaintext must not be all zeros
+    /// (zero chunks are null in the index, never stored) and must match <paramref name="id"/>.
+    /// </summary>
+    public async Task<bool> PutChunkAsync(ChunkId id, ReadOnlyMemory<byte> plaintext, CancellationToken ct = default)
+    {
+        ThrowIfNotOpen();
+        if (plaintext.Length == 0 || plaintext.Length > _repo.ChunkSize)
+            throw new ArgumentException($"a chunk is 1..{_repo.ChunkSize} bytes, not {plaintext.Length}", nameof(plaintext));
+        if (_known.Contains(id)) return false;
+
+        var mine = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        while (true)
+        {
+            var existing = _mine.GetOrAdd(id, mine.Task);
+            if (existing == mine.Task) break;
+            try
+            {
+                await existing.WaitAsync(ct);
+                return false;
+            }
+            catch (Exception) when (existing.IsFaulted || existing.IsCanceled)
+            {
+                // The worker that was storing it failed; try to store it ourselves.
+            }
+        }
+
+        try
+        {
+            var (blob, length) = Seal(id, plaintext.Span);
+            bool created;
+            try { created = await _repo.Store.TryCreateAsync(RepoKeys.Chunk(id), blob.AsMemory(0, length), ct); }
+            finally { ArrayPool<byte>.Shared.Return(blob); }
+            if (created)
+            {
+                Interlocked.Increment(ref _chunksNew);
+                Interlocked.Add(ref _bytesNew, plaintext.Length);
+                Interlocked.Add(ref _storedBytesNew, length);
+            }
+            mine.SetResult(created);
+            return created;
+        }
+        catch (Exception e)
+        {
+            _mine.TryRemove(new KeyValuePair<ChunkId, Task<bool>>(id, mine.Task));
+            mine.SetException(e);
+            _ = mine.Task.Exception; // observed: waiters retry on their own
+            throw;
+        }
+    }
+
+    /// <summary>CPU part of a put (no awaits, so spans are fine): check, then compress and encrypt into a pooled buffer.</summary>
+    private (byte[] Blob, int Length) Seal(ChunkId id, ReadOnlySpan<byte> plaintext)
+    {
+        if (plaintext.IndexOfAnyExcept((byte)0) < 0)
+            throw new ArgumentException("all-zero chunks are not stored: mark them null in the disk's chunk index", nameof(plaintext));
+        // Recomputing the id catches a buffer reused before its put finished, which would otherwise store
+        // data under the wrong id and surface only at restore.
+        if (_repo.ComputeId(plaintext) != id)
+            throw new ArgumentException($"chunk id {id} does not match the data given", nameof(id));
+        var blob = SealedObject.Rent(plaintext.Length);
+        try { return (blob, _repo.SealChunk(id, plaintext, blob)); }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(blob);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Writes the manifest (create-only) after checking that every chunk it references is stored, and
+    /// returns the new backup id. Call after every <see cref="PutChunkAsync"/> has completed. Throws
+    /// <see cref="ChunksMissingException"/> (manifest not kept) when referenced chunks are not in the
+    /// store; store those again and commit again.
+    /// </summary>
+    public async Task<string> CommitAsync(BackupManifest manifest, CancellationToken ct = default)
+    {
+        ThrowIfNotOpen();
+        ArgumentNullException.ThrowIfNull(manifest);
+        var notStored = Validate(manifest);
+        if (notStored.Count > 0) throw new ChunksMissingException(notStored);
+
+        var now = _repo.Clock.GetUtcNow();
+        var final = manifest with
+        {
+            FormatVersion = BackupManifest.CurrentVersion,
+            HostName = string.IsNullOrEmpty(manifest.HostName) ? _hostName : manifest.HostName,
+            CreatedAt = manifest.CreatedAt == default ? now : manifest.CreatedAt,
+            Stats = ComputeStats(manifest),
+        };
+        string id;
+        while (true)
+        {
+            id = BackupIds.New(final.CreatedAt);
+            final = final with { Id = id };
+            if (await _repo.Store.TryCreateAsync(RepoKeys.Backup(id), _repo.SealManifest(final), ct)) break;
+        }
+
+        var missing = await CheckAfterWriteAsync(final, ct);
+        if (missing.Count > 0)
+        {
+            await _repo.Store.DeleteAsync(RepoKeys.Backup(id), CancellationToken.None);
+            Forget(missing);
+            throw new ChunksMissingException(missing);
+        }
+        _state = 1;
+        return id;
+    }
+
+    /// <summary>Checks the manifest's shape; returns referenced ids that this writer has no reason to believe are stored.</summary>
+    private List<ChunkId> Validate(BackupManifest manifest)
+    {
+        if (string.IsNullOrWhiteSpace(manifest.VmName)) throw new ArgumentException("the manifest needs a VM name", nameof(manifest));
+        if (manifest.Disks is null) throw new ArgumentException("the manifest needs a disk list", nameof(manifest));
+        var notStored = new List<ChunkId>();
+        var known = _known;
+        foreach (var disk in manifest.Disks)
+        {
+            if (string.IsNullOrWhiteSpace(disk.Name)) throw new ArgumentException("every disk needs a name", nameof(manifest));
+            if (disk.ChunkSize != _repo.ChunkSize)
+                throw new ArgumentException($"disk {disk.Name} uses chunk size {disk.ChunkSize}; this repository's is {_repo.ChunkSize}", nameof(manifest));
+            if (disk.SizeBytes < 0 || disk.Chunks is null || disk.Chunks.LongLength != DiskManifest.ChunkCount(disk.SizeBytes, disk.ChunkSize))
+                throw new ArgumentException($"disk {disk.Name}: a {disk.SizeBytes}-byte disk needs {DiskManifest.ChunkCount(Math.Max(0, disk.SizeBytes), disk.ChunkSize)} index entries", nameof(manifest));
+            foreach (var entry in disk.Chunks)
+            {
+                if (entry is not { } id || known.Contains(id)) continue;
+                if (!_mine.TryGetValue(id, out var task) || !task.IsCompletedSuccessfully) notStored.Add(id);
+            }
+        }
+        return notStored;
+    }
+
+    private ManifestStats ComputeStats(BackupManifest manifest)
+    {
+        long size = 0, referenced = 0, zero = 0;
+        foreach (var disk in manifest.Disks)
+        {
+            size += disk.SizeBytes;
+            foreach (var entry in disk.Chunks)
+                if (entry.HasValue) referenced++; else zero++;
+        }
+        return new ManifestStats
+        {
+            SizeBytes = size,
+            ChunksReferenced = referenced,
+            ChunksZero = zero,
+            ChunksNew = Interlocked.Read(ref _chunksNew),
+            BytesNew = Interlocked.Read(ref _bytesNew),
+            StoredBytesNew = Interlocked.Read(ref _storedBytesNew),
+        };
+    }
+
+    /// <summary>
+    /// After the manifest is written: if a chunk deletion (GC, verify) may have overlapped this writer,
+    /// wait for it to end and check that every referenced chunk is still there. Returns the missing ones.
+    /// </summary>
+    private async Task<List<ChunkId>> CheckAfterWriteAsync(BackupManifest manifest, CancellationToken ct)
+    {
+        var mustCheck = _deletionsAtStart || _lock.Lapsed;
+        var (live, record) = await _repo.ReadExclusiveLockAsync(ct);
+        if (live && (record is null || record.Deleting))
+        {
+            // It may have listed manifests before ours was written: let it finish before checking.
+            mustCheck = true;
+            while (live && (record is null || record.Deleting))
+            {
+                await Task.Delay(GcPollInterval, _repo.Clock, ct);
+                LockRecord? next;
+                (live, next) = await _repo.ReadExclusiveLockAsync(ct);
+                if (next is not null && record is not null && next.OwnerId != record.OwnerId) break; // a new holder lists manifests after ours
+                record = next;
+            }
+        }
+        if (await _repo.ReadChunkEpochAsync(ct) != _epochAtStart) mustCheck = true;
+        var missing = new List<ChunkId>();
+        return missing;
+
+        var present = new HashSet<ChunkId>();
+        await foreach (var (id, _) in _repo.ListChunksAsync(ct)) present.Add(id);
+        var reported = new HashSet<ChunkId>();
+        foreach (var disk in manifest.Disks)
+            foreach (var entry in disk.Chunks)
+                if (entry is { } id && !present.Contains(id) && reported.Add(id)) missing.Add(id);
+        return missing;
+    }
+
+    private void Forget(List<ChunkId> missing)
+    {
+        var gone = new HashSet<ChunkId>(missing);
+        var known = new HashSet<ChunkId>(_known.Count);
+        foreach (var id in _known) if (!gone.Contains(id)) known.Add(id);
+        _known = known;
+        foreach (var id in missing) _mine.TryRemove(id, out _);
+    }
+
+    private void ThrowIfNotOpen()
+    {
+        if (_state == 1) throw new InvalidOperationException("this backup was already committed");
+        if (_state == 2) throw new ObjectDisposedException(nameof(BackupWriter));
+    }
+
+    /// <summary>Releases the writer lock. Chunks stored without a commit stay until GC collects them.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _state = 2;
+        await _lock.DisposeAsync();
+    }
+}

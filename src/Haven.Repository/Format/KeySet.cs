@@ -1,0 +1,57 @@
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Haven.Repository;
+
+/// <summary>
+/// The keys derived from the master key with HKDF-SHA256 (salt empty, info = label): one purpose each, so
+/// a chunk can never be decrypted as a manifest, and ids use a key that encrypts nothing.
+/// </summary>
+internal sealed class KeySet : IDisposable
+{
+    public const string ChunkIdLabel = "haven/v1/chunk-id";
+    public const string ChunkEncryptionLabel = "haven/v1/chunk-encryption";
+    public const string ManifestEncryptionLabel = "haven/v1/manifest-encryption";
+
+    private readonly byte[] _chunkId;
+
+    public KeySet(ReadOnlySpan<byte> masterKey)
+    {
+        _chunkId = Derive(masterKey, ChunkIdLabel);
+        ChunkEncryption = Derive(masterKey, ChunkEncryptionLabel);
+        ManifestEncryption = Derive(masterKey, ManifestEncryptionLabel);
+    }
+
+    public byte[] ChunkEncryption { get; }
+    public byte[] ManifestEncryption { get; }
+
+    private static byte[] Derive(ReadOnlySpan<byte> masterKey, string label)
+    {
+        var key = new byte[32];
+        HKDF.DeriveKey(HashAlgorithmName.SHA256, masterKey, key, [], Encoding.ASCII.GetBytes(label));
+        return key;
+    }
+
+    public ChunkId ComputeId(ReadOnlySpan<byte> plaintext) => KeyedHash(_chunkId, plaintext);
+
+    /// <summary>
+    /// BLAKE3 in keyed mode, 32-byte output: a MAC, so ids reveal nothing without the key. Chosen over
+    /// HMAC-SHA256 for speed (about 2x here, bench/Haven.Bench.Chunking): every chunk read by a backup is
+    /// hashed, new or not, so the id is the one cost an incremental backup cannot skip.
+    /// </summary>
+    internal static ChunkId KeyedHash(ReadOnlySpan<byte> key, ReadOnlySpan<byte> plaintext)
+    {
+        Span<byte> mac = stackalloc byte[ChunkId.Length];
+        using var hasher = Blake3.Hasher.NewKeyed(key);
+        hasher.Update(plaintext);
+        hasher.Finalize(mac);
+        return new ChunkId(mac);
+    }
+
+    public void Dispose()
+    {
+        CryptographicOperations.ZeroMemory(_chunkId);
+        CryptographicOperations.ZeroMemory(ChunkEncryption);
+        CryptographicOperations.ZeroMemory(ManifestEncryption);
+    }
+}

@@ -1,0 +1,127 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+
+namespace Haven.Repository;
+
+/// <summary>
+/// The plain-JSON <c>config</c> object: everything a new host needs, besides the passphrase, to open the
+/// repository. The master key is stored wrapped (AES-256-GCM) under a key derived from the passphrase
+/// (PBKDF2-HMAC-SHA256); the repository's fixed parameters are the wrap's associated data, so editing
+/// any of them makes the passphrase fail rather than silently changing behaviour.
+/// </summary>
+internal sealed record RepositoryConfig
+{
+    public const string FormatName = "haven-backup-repository";
+    public const int CurrentVersion = 1;
+    public const int MaxKdfIterations = 100_000_000;
+    public const string KdfAlgorithm = "pbkdf2-hmac-sha256";
+    public const string WrapAlgorithm = "aes-256-gcm";
+
+    public required string Format { get; init; }
+    public required int Version { get; init; }
+    public required string Id { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+    public required int ChunkSize { get; init; }
+    public required long GcGracePeriodSeconds { get; init; }
+    public required long LockStaleSeconds { get; init; }
+    public required KdfParameters Kdf { get; init; }
+    public required WrappedKey MasterKey { get; init; }
+
+    internal sealed record KdfParameters
+    {
+        public required string Algorithm { get; init; }
+        public required int Iterations { get; init; }
+        public required byte[] Salt { get; init; }
+    }
+
+    internal sealed record WrappedKey
+    {
+        public required string Algorithm { get; init; }
+        public required byte[] Nonce { get; init; }
+        public required byte[] Ciphertext { get; init; }
+        public required byte[] Tag { get; init; }
+    }
+
+    public TimeSpan GcGracePeriod => TimeSpan.FromSeconds(GcGracePeriodSeconds);
+    public TimeSpan LockStaleAfter => TimeSpan.FromSeconds(LockStaleSeconds);
+
+    /// <summary>A new repository's config with a fresh random id, salt and master key; returns the master key too.</summary>
+    public static (RepositoryConfig Config, byte[] MasterKey) Create(string passphrase, RepositoryOptions options, DateTimeOffset now)
+    {
+        var masterKey = RandomNumberGenerator.GetBytes(32);
+        var config = new RepositoryConfig
+        {
+            Format = FormatName,
+            Version = CurrentVersion,
+            Id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32)),
+            CreatedAt = now,
+            ChunkSize = options.ChunkSize,
+            GcGracePeriodSeconds = (long)options.GcGracePeriod.TotalSeconds,
+            LockStaleSeconds = (long)options.LockStaleAfter.TotalSeconds,
+            Kdf = new KdfParameters { Algorithm = KdfAlgorithm, Iterations = options.KdfIterations, Salt = RandomNumberGenerator.GetBytes(32) },
+            MasterKey = new WrappedKey { Algorithm = WrapAlgorithm, Nonce = [], Ciphertext = [], Tag = [] },
+        };
+        var nonce = RandomNumberGenerator.GetBytes(12);
+        var ciphertext = new byte[32];
+        var tag = new byte[16];
+        var kek = config.DeriveKek(passphrase);
+        try
+        {
+            using var aes = new AesGcm(kek, 16);
+            aes.Encrypt(nonce, masterKey, ciphertext, tag, config.AssociatedData());
+        }
+        finally { CryptographicOperations.ZeroMemory(kek); }
+        return (config with { MasterKey = new WrappedKey { Algorithm = WrapAlgorithm, Nonce = nonce, Ciphertext = ciphertext, Tag = tag } }, masterKey);
+    }
+
+    public static RepositoryConfig Parse(byte[] json, string location)
+    {
+        RepositoryConfig? config;
+        try { config = JsonSerializer.Deserialize<RepositoryConfig>(json, RepositoryJson.Options); }
+        catch (JsonException e) { throw new NotARepositoryException($"{location}: the config object is not a Haven repository config ({e.Message.Split('\n')[0]})", e); }
+        if (config is null || config.Format != FormatName)
+            throw new NotARepositoryException($"{location}: the config object is not a Haven repository config");
+        if (config.Version > CurrentVersion || config.Version < 1)
+            throw new UnsupportedFormatException($"{location}: repository format version {config.Version} is not supported (this Haven reads version {CurrentVersion})");
+        var why = config.Problem();
+        if (why is not null) throw new NotARepositoryException($"{location}: the repository config is malformed: {why}");
+        return config;
+    }
+
+    private string? Problem()
+    {
+        if (Id.Length != 64 || !Id.All(char.IsAsciiHexDigitLower)) return "id is not 64 lower-case hex digits";
+        if (ChunkSize < RepositoryOptions.MinChunkSize || ChunkSize > RepositoryOptions.MaxChunkSize || (ChunkSize & (ChunkSize - 1)) != 0) return $"chunk size {ChunkSize} is not a power of two from 64 KiB to 16 MiB";
+        if (GcGracePeriodSeconds < 0 || LockStaleSeconds < 1) return "GC grace period or lock staleness out of range";
+        if (Kdf.Algorithm != KdfAlgorithm) return $"unknown KDF \"{Kdf.Algorithm}\"";
+        if (Kdf.Iterations < 1 || Kdf.Iterations > MaxKdfIterations) return $"KDF iterations {Kdf.Iterations} out of range";
+        if (Kdf.Salt.Length < 16) return "KDF salt is shorter than 16 bytes";
+        if (MasterKey.Algorithm != WrapAlgorithm) return $"unknown key wrap \"{MasterKey.Algorithm}\"";
+        if (MasterKey.Nonce.Length != 12 || MasterKey.Ciphertext.Length != 32 || MasterKey.Tag.Length != 16) return "wrapped master key has the wrong size";
+        return null;
+    }
+
+    /// <summary>Unwraps the master key; a wrong passphrase (or an edited config) fails the GCM tag.</summary>
+    public byte[] UnwrapMasterKey(string passphrase)
+    {
+        var kek = DeriveKek(passphrase);
+        var masterKey = new byte[32];
+        try
+        {
+            using var aes = new AesGcm(kek, 16);
+            aes.Decrypt(MasterKey.Nonce, MasterKey.Ciphertext, MasterKey.Tag, masterKey, AssociatedData());
+            return masterKey;
+        }
+        catch (AuthenticationTagMismatchException) { throw new WrongPassphraseException(Id); }
+        finally { CryptographicOperations.ZeroMemory(kek); }
+    }
+
+    private byte[] DeriveKek(string passphrase)
+        => Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(passphrase), Kdf.Salt, Kdf.Iterations, HashAlgorithmName.SHA256, 32);
+
+    /// <summary>"haven-backup-repository/1/&lt;id&gt;/&lt;chunkSize&gt;/&lt;grace s&gt;/&lt;stale s&gt;" in ASCII.</summary>
+    public byte[] AssociatedData() => Encoding.ASCII.GetBytes($"{FormatName}/{Version}/{Id}/{ChunkSize}/{GcGracePeriodSeconds}/{LockStaleSeconds}");
+
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, RepositoryJson.Indented);
+}

@@ -1,0 +1,271 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using Haven.Storage;
+
+namespace Haven.Repository;
+
+public sealed partial class Repository
+{
+    /// <summary>
+    /// Applies <paramref name="policy"/> to each VM's backups and, unless <paramref name="dryRun"/>, deletes
+    /// the manifests it does not keep (under the exclusive lock). Chunks are left for <see cref="CollectGarbageAsync"/>.
+    /// </summary>
+    public async Task<PruneResult> PruneAsync(RetentionPolicy policy, bool dryRun, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        if (policy.IsEmpty) throw new ArgumentException("the retention policy keeps nothing; set at least one keep rule", nameof(policy));
+        var exclusive = dryRun ? null : await HeldLock.AcquireExclusiveAsync(this, "prune", ct);
+        try
+        {
+            var backups = await ListBackupsAsync(ct);
+            var kept = new List<KeptBackup>();
+            var removed = new List<BackupSummary>();
+            foreach (var vm in backups.GroupBy(b => b.VmName, StringComparer.Ordinal))
+                foreach (var d in policy.Apply(vm, b => b.CreatedAt, b => b.Id))
+                    if (d.Keep) kept.Add(new KeptBackup(d.Backup, d.Reasons)); else removed.Add(d.Backup);
+            if (exclusive is not null && removed.Count > 0)
+            {
+                await exclusive.EnsureHeldAsync(ct);
+                foreach (var b in removed)
+                {
+                    exclusive.ThrowIfLost();
+                    await Store.DeleteAsync(RepoKeys.Backup(b.Id), ct);
+                }
+            }
+            return new PruneResult(dryRun, kept, removed);
+        }
+        finally
+        {
+            if (exclusive is not null) await exclusive.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// Mark and sweep under the exclusive lock. Deletes a chunk only if no manifest references it and it was
+    /// written before min(GC start, oldest live writer's start) − grace period, so chunks of backups still
+    /// being written survive. Rules and their reasons: docs/repository-format.md, "Garbage collection".
+    /// </summary>
+    public async Task<GcResult> CollectGarbageAsync(CancellationToken ct = default)
+    {
+        await using var exclusive = await HeldLock.AcquireExclusiveAsync(this, "gc", ct);
+        var start = Clock.GetUtcNow();
+        var (writers, staleRemoved) = await ReadWriterLocksAsync(removeStale: true, ct);
+        var oldest = start;
+        // mutated
+        var cutoff = oldest - GcGracePeriod;
+
+        var referenced = new HashSet<ChunkId>();
+        var marked = new HashSet<string>(StringComparer.Ordinal);
+        await MarkAsync(referenced, marked, ct);
+        // Announce deletions, then mark again: a manifest committed during the first pass is seen now, and
+        // any later commit sees the announcement and re-checks its chunks (BackupWriter.CommitAsync).
+        await BeginDeletingChunksAsync(exclusive, ct);
+        await MarkAsync(referenced, marked, ct);
+
+        var candidates = new List<ObjectInfo>();
+        long young = 0, youngBytes = 0;
+        await foreach (var (id, info) in ListChunksAsync(ct))
+        {
+            if (referenced.Contains(id)) continue;
+            if (info.LastModified >= cutoff) { young++; youngBytes += info.Size; continue; }
+            candidates.Add(info);
+        }
+        await exclusive.EnsureHeldAsync(ct);
+        long deleted = 0, deletedBytes = 0;
+        foreach (var c in candidates)
+        {
+            exclusive.ThrowIfLost();
+            if (await Store.DeleteAsync(c.Key, ct)) { deleted++; deletedBytes += c.Size; }
+        }
+        return new GcResult
+        {
+            BackupsMarked = marked.Count,
+            ChunksReferenced = referenced.Count,
+            ChunksDeleted = deleted,
+            BytesDeleted = deletedBytes,
+            ChunksKeptYoung = young,
+            BytesKeptYoung = youngBytes,
+            Cutoff = cutoff,
+            LiveWriters = writers.Count,
+            StaleLocksRemoved = staleRemoved,
+        };
+    }
+
+    /// <summary>Adds the chunks of every manifest not yet in <paramref name="marked"/>. A corrupt manifest stops GC: what it references is unknown.</summary>
+    private async Task MarkAsync(HashSet<ChunkId> referenced, HashSet<string> marked, CancellationToken ct)
+    {
+        foreach (var backupId in await ListBackupIdsAsync(ct))
+        {
+            if (marked.Contains(backupId)) continue;
+            BackupManifest manifest;
+            try { manifest = await ReadManifestAsync(backupId, ct); }
+            catch (BackupNotFoundException) { continue; } // pruned meanwhile
+            foreach (var disk in manifest.Disks)
+                foreach (var entry in disk.Chunks)
+                    if (entry is { } id) referenced.Add(id);
+            marked.Add(backupId);
+        }
+    }
+
+    /// <summary>Start times of live writers; stale writer locks are removed when asked.</summary>
+    private async Task<(List<DateTimeOffset> LiveStarts, int StaleRemoved)> ReadWriterLocksAsync(bool removeStale, CancellationToken ct)
+    {
+        var keys = new List<string>();
+        await foreach (var o in Store.ListAsync(RepoKeys.WriterLockPrefix, ct)) keys.Add(o.Key);
+        var live = new List<DateTimeOffset>();
+        var removed = 0;
+        foreach (var key in keys)
+        {
+            var json = await Store.GetAsync(key, ct);
+            if (json is null) continue; // released meanwhile
+            var record = LockRecord.TryParse(json);
+            if (await IsStaleAsync(key, record, ct))
+            {
+                if (removeStale && await Store.DeleteAsync(key, ct)) removed++;
+                continue;
+            }
+            // A live lock we cannot read could be any age: protect everything.
+            live.Add(record?.StartedAt ?? DateTimeOffset.MinValue + GcGracePeriod);
+        }
+        return (live, removed);
+    }
+
+    /// <summary>
+    /// Checks the repository. Always: the config, that every manifest authenticates, that every referenced
+    /// chunk exists. With <paramref name="readData"/>: reads and re-hashes every chunk, and moves corrupt
+    /// ones aside to "&lt;key&gt;.bad" (under the exclusive lock) so the next backup of that data stores it anew.
+    /// </summary>
+    public async Task<VerifyResult> VerifyAsync(bool readData, CancellationToken ct = default)
+    {
+        var exclusive = readData ? await HeldLock.AcquireExclusiveAsync(this, "verify", ct) : null;
+        try
+        {
+            var configProblem = await CheckConfigAsync(ct);
+            var users = new Dictionary<ChunkId, List<string>>();
+            var corruptManifests = new List<ManifestProblem>();
+            var backupsChecked = 0;
+            foreach (var backupId in await ListBackupIdsAsync(ct))
+            {
+                BackupManifest manifest;
+                try { manifest = await ReadManifestAsync(backupId, ct); }
+                catch (BackupNotFoundException) { continue; }
+                catch (CorruptManifestException e) { corruptManifests.Add(new ManifestProblem(backupId, e.Reason)); continue; }
+                catch (UnsupportedFormatException e) { corruptManifests.Add(new ManifestProblem(backupId, e.Message)); continue; }
+                backupsChecked++;
+                foreach (var disk in manifest.Disks)
+                    foreach (var entry in disk.Chunks)
+                    {
+                        if (entry is not { } id) continue;
+                        if (!users.TryGetValue(id, out var list)) users[id] = list = [];
+                        if (list.Count == 0 || list[^1] != backupId) list.Add(backupId);
+                    }
+            }
+
+            var present = new Dictionary<ChunkId, ObjectInfo>();
+            await foreach (var (id, info) in ListChunksAsync(ct)) present[id] = info;
+            var missing = new List<ChunkProblem>();
+            foreach (var (id, backups) in users)
+                if (!present.ContainsKey(id)) missing.Add(new ChunkProblem(id, Sorted(backups), "missing"));
+
+            var corrupt = new ConcurrentBag<ChunkProblem>();
+            long chunksRead = 0;
+            if (exclusive is not null)
+            {
+                using var announce = new SemaphoreSlim(1, 1);
+                var announced = false;
+                var options = new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = ct };
+                await Parallel.ForEachAsync(present, options, async (chunk, token) =>
+                {
+                    var problem = await CheckChunkAsync(chunk.Key, token);
+                    Interlocked.Increment(ref chunksRead);
+                    if (problem is null) return;
+                    await announce.WaitAsync(token);
+                    try
+                    {
+                        if (!announced) { await BeginDeletingChunksAsync(exclusive, token); announced = true; }
+                    }
+                    finally { announce.Release(); }
+                    exclusive.ThrowIfLost();
+                    var movedTo = await MoveAsideAsync(chunk.Value.Key, token);
+                    var backups = users.TryGetValue(chunk.Key, out var list) ? Sorted(list) : [];
+                    corrupt.Add(new ChunkProblem(chunk.Key, backups, problem, movedTo));
+                });
+            }
+
+            return new VerifyResult
+            {
+                DataRead = readData,
+                ConfigProblem = configProblem,
+                BackupsChecked = backupsChecked,
+                ChunksReferenced = users.Count,
+                ChunksPresent = present.Count,
+                ChunksRead = chunksRead,
+                CorruptManifests = [.. corruptManifests.OrderBy(m => m.BackupId, StringComparer.Ordinal)],
+                MissingChunks = [.. missing.OrderBy(c => c.ChunkId.ToString(), StringComparer.Ordinal)],
+                CorruptChunks = [.. corrupt.OrderBy(c => c.ChunkId.ToString(), StringComparer.Ordinal)],
+            };
+        }
+        finally
+        {
+            if (exclusive is not null) await exclusive.DisposeAsync();
+        }
+    }
+
+    private static string[] Sorted(List<string> ids)
+    {
+        var array = ids.ToArray();
+        Array.Sort(array, StringComparer.Ordinal);
+        return array;
+    }
+
+    private async Task<string?> CheckConfigAsync(CancellationToken ct)
+    {
+        var json = await Store.GetAsync(RepoKeys.Config, ct);
+        if (json is null) return "the config object is missing";
+        try
+        {
+            var now = RepositoryConfig.Parse(json, Location);
+            return now.Id == _config.Id && now.AssociatedData().AsSpan().SequenceEqual(_config.AssociatedData())
+                && now.MasterKey.Ciphertext.AsSpan().SequenceEqual(_config.MasterKey.Ciphertext)
+                ? null : "the config object changed since the repository was opened";
+        }
+        catch (RepositoryException e) { return e.Message; }
+    }
+
+    /// <summary>Reads one chunk and checks it fully; returns what is wrong, or null.</summary>
+    private async Task<string?> CheckChunkAsync(ChunkId id, CancellationToken ct)
+    {
+        var max = SealedObject.Overhead + ChunkSize;
+        var buffer = ArrayPool<byte>.Shared.Rent(max + 1);
+        var plain = ArrayPool<byte>.Shared.Rent(ChunkSize);
+        try
+        {
+            var n = await Store.ReadAsync(RepoKeys.Chunk(id), buffer.AsMemory(0, max + 1), ct);
+            if (n < 0) return null; // gone since the listing: nothing to check (the missing check covers references)
+            if (n > max) return $"object is {n} bytes, larger than any chunk of this repository";
+            try { OpenChunk(id, buffer.AsSpan(0, n), plain.AsSpan(0, ChunkSize)); }
+            catch (CorruptChunkException e) { return e.Reason; }
+            return null;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            ArrayPool<byte>.Shared.Return(plain);
+        }
+    }
+
+    /// <summary>"Renames" a chunk to &lt;key&gt;.bad (or &lt;key&gt;.N.bad if taken): create the copy, then delete the original.</summary>
+    private async Task<string?> MoveAsideAsync(string key, CancellationToken ct)
+    {
+        var bytes = await Store.GetAsync(key, ct);
+        if (bytes is null) return null;
+        for (var i = 0; i < 1000; i++)
+        {
+            var target = i == 0 ? key + ".bad" : $"{key}.{i}.bad";
+            if (!await Store.TryCreateAsync(target, bytes, ct)) continue;
+            await Store.DeleteAsync(key, ct);
+            return target;
+        }
+        throw new StoreException($"cannot move {key} aside: too many .bad copies already");
+    }
+}

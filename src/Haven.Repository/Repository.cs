@@ -1,0 +1,279 @@
+using System.Buffers;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Haven.Storage;
+
+namespace Haven.Repository;
+
+/// <summary>
+/// A deduplicating, encrypted backup repository on an <see cref="IObjectStore"/>. The format, its
+/// invariants and the concurrency rules are in docs/repository-format.md; this class is their one
+/// implementation. Many hosts may use one repository at once: backups run concurrently with each other
+/// and with prune/GC (which exclude each other).
+/// </summary>
+public sealed partial class Repository : IAsyncDisposable
+{
+    /// <summary>Largest manifest plaintext accepted (a 1 MiB-chunk index of a 10 TiB disk is about 700 MB).</summary>
+    internal const int MaxManifestBytes = 1 << 30;
+
+    private static readonly JsonElement JsonNull = JsonDocument.Parse("null").RootElement.Clone();
+
+    private readonly RepositoryConfig _config;
+    private readonly KeySet _keys;
+
+    private Repository(IObjectStore store, RepositoryConfig config, byte[] masterKey, TimeProvider clock)
+    {
+        Store = store;
+        _config = config;
+        Clock = clock;
+        try { _keys = new KeySet(masterKey); }
+        finally { CryptographicOperations.ZeroMemory(masterKey); }
+    }
+
+    /// <summary>The repository's id: 64 hex digits, random, fixed at creation.</summary>
+    public string Id => _config.Id;
+
+    /// <summary>The fixed chunk size in bytes.</summary>
+    public int ChunkSize => _config.ChunkSize;
+
+    public TimeSpan GcGracePeriod => _config.GcGracePeriod;
+    public TimeSpan LockStaleAfter => _config.LockStaleAfter;
+
+    internal IObjectStore Store { get; }
+    internal TimeProvider Clock { get; }
+    internal KeySet Keys => _keys;
+    internal string Location => Store.ToString() ?? Store.GetType().Name;
+
+    public static Task<Repository> InitAsync(IObjectStore store, string passphrase, RepositoryOptions? options = null, CancellationToken ct = default)
+        => InitAsync(store, passphrase, options, TimeProvider.System, ct);
+
+    /// <summary>Creates a repository: writes only the <c>config</c> object (create-only, so two racing inits cannot both win).</summary>
+    internal static async Task<Repository> InitAsync(IObjectStore store, string passphrase, RepositoryOptions? options, TimeProvider clock, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        if (string.IsNullOrEmpty(passphrase)) throw new ArgumentException("a repository needs a non-empty passphrase", nameof(passphrase));
+        options ??= new RepositoryOptions();
+        options.Validate();
+        var location = store.ToString() ?? store.GetType().Name;
+        if (await store.StatAsync(RepoKeys.Config, ct) is not null) throw new RepositoryExistsException(location);
+        var (config, masterKey) = await Task.Run(() => RepositoryConfig.Create(passphrase, options, clock.GetUtcNow()), ct);
+        try
+        {
+            if (!await store.TryCreateAsync(RepoKeys.Config, config.ToJson(), ct)) throw new RepositoryExistsException(location);
+        }
+        catch
+        {
+            CryptographicOperations.ZeroMemory(masterKey);
+            throw;
+        }
+        return new Repository(store, config, masterKey, clock);
+    }
+
+    public static Task<Repository> OpenAsync(IObjectStore store, string passphrase, CancellationToken ct = default)
+        => OpenAsync(store, passphrase, TimeProvider.System, ct);
+
+    internal static async Task<Repository> OpenAsync(IObjectStore store, string passphrase, TimeProvider clock, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(passphrase);
+        var location = store.ToString() ?? store.GetType().Name;
+        var json = await store.GetAsync(RepoKeys.Config, ct)
+            ?? throw new NotARepositoryException($"{location} holds no Haven repository (no config object)");
+        var config = RepositoryConfig.Parse(json, location);
+        // PBKDF2 is deliberately slow (about half a second): keep it off the caller's thread.
+        var masterKey = await Task.Run(() => config.UnwrapMasterKey(passphrase), ct);
+        return new Repository(store, config, masterKey, clock);
+    }
+
+    /// <summary>Registers a writer (shared lock) and loads the set of chunks already stored, for dedup.</summary>
+    public async Task<BackupWriter> BeginBackupAsync(string hostName, CancellationToken ct = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(hostName);
+        return await BackupWriter.StartAsync(this, hostName, ct);
+    }
+
+    /// <summary>Every backup, oldest first. A manifest that fails authentication throws <see cref="CorruptManifestException"/>.</summary>
+    public async Task<IReadOnlyList<BackupSummary>> ListBackupsAsync(CancellationToken ct = default)
+    {
+        var manifests = await ReadAllManifestsAsync(ct);
+        var list = new List<BackupSummary>(manifests.Count);
+        foreach (var m in manifests) list.Add(BackupSummary.Of(m));
+        return list;
+    }
+
+    public async Task<BackupManifest> ReadManifestAsync(string backupId, CancellationToken ct = default)
+    {
+        if (!BackupIds.IsValid(backupId)) throw new BackupNotFoundException(backupId);
+        var sealedBytes = await Store.GetAsync(RepoKeys.Backup(backupId), ct) ?? throw new BackupNotFoundException(backupId);
+        return OpenManifest(backupId, sealedBytes);
+    }
+
+    /// <summary>
+    /// Reads one chunk into <paramref name="into"/> (at least the chunk's length; ChunkSize always suffices)
+    /// and returns its length. Verifies the GCM tag, then that the plaintext hashes to <paramref name="id"/>.
+    /// </summary>
+    public async Task<int> ReadChunkAsync(ChunkId id, Memory<byte> into, CancellationToken ct = default)
+    {
+        var max = SealedObject.Overhead + ChunkSize;
+        var buffer = ArrayPool<byte>.Shared.Rent(max + 1);
+        try
+        {
+            var n = await Store.ReadAsync(RepoKeys.Chunk(id), buffer.AsMemory(0, max + 1), ct);
+            if (n < 0) throw new MissingChunkException(id);
+            if (n > max) throw new CorruptChunkException(id, $"object is {n} bytes, larger than any chunk of this repository");
+            return OpenChunk(id, buffer.AsSpan(0, n), into.Span);
+        }
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _keys.Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    // ---- format helpers shared by the writer and maintenance ----
+
+    internal ChunkId ComputeId(ReadOnlySpan<byte> plaintext) => _keys.ComputeId(plaintext);
+
+    /// <summary>Seals a chunk into <paramref name="output"/> (SealedObject.Overhead + plaintext length); returns the object length.</summary>
+    internal int SealChunk(ChunkId id, ReadOnlySpan<byte> plaintext, Span<byte> output)
+    {
+        Span<byte> binding = stackalloc byte[ChunkId.Length];
+        id.WriteTo(binding);
+        return SealedObject.Seal(SealedObject.ChunkMagic, _keys.ChunkEncryption, binding, plaintext, output, compress: true);
+    }
+
+    /// <summary>Opens a sealed chunk and checks its id; <paramref name="sealedChunk"/> is scratch afterwards.</summary>
+    internal int OpenChunk(ChunkId id, Span<byte> sealedChunk, Span<byte> into)
+    {
+        Span<byte> binding = stackalloc byte[ChunkId.Length];
+        id.WriteTo(binding);
+        var n = SealedObject.Open(SealedObject.ChunkMagic, _keys.ChunkEncryption, binding, sealedChunk, into, ChunkSize, out var problem)
+            ?? throw new CorruptChunkException(id, problem);
+        if (n == 0 || _keys.ComputeId(into[..n]) != id) throw new CorruptChunkException(id, "plaintext does not hash to the chunk id");
+        return n;
+    }
+
+    internal byte[] SealManifest(BackupManifest manifest)
+    {
+        if (manifest.VmDefinition.ValueKind == JsonValueKind.Undefined) manifest = manifest with { VmDefinition = JsonNull };
+        var json = JsonSerializer.SerializeToUtf8Bytes(manifest, RepositoryJson.Options);
+        var output = new byte[SealedObject.Overhead + json.Length];
+        var n = SealedObject.Seal(SealedObject.ManifestMagic, _keys.ManifestEncryption, Encoding.UTF8.GetBytes(manifest.Id), json, output, compress: true);
+        return output.AsSpan(0, n).ToArray();
+    }
+
+    internal BackupManifest OpenManifest(string backupId, byte[] sealedBytes)
+    {
+        var json = SealedObject.OpenToArray(SealedObject.ManifestMagic, _keys.ManifestEncryption, Encoding.UTF8.GetBytes(backupId), sealedBytes, MaxManifestBytes, out var problem)
+            ?? throw new CorruptManifestException(backupId, problem);
+        BackupManifest manifest;
+        try
+        {
+            manifest = JsonSerializer.Deserialize<BackupManifest>(json, RepositoryJson.Options)
+                ?? throw new CorruptManifestException(backupId, "manifest is JSON null");
+        }
+        catch (JsonException e) { throw new CorruptManifestException(backupId, "not a valid manifest: " + e.Message.Split('\n')[0]); }
+        if (manifest.FormatVersion != BackupManifest.CurrentVersion)
+            throw new UnsupportedFormatException($"backup {backupId} has manifest version {manifest.FormatVersion}; this Haven reads version {BackupManifest.CurrentVersion}");
+        if (manifest.Id != backupId) throw new CorruptManifestException(backupId, $"manifest names backup {manifest.Id}");
+        foreach (var disk in manifest.Disks)
+        {
+            if (disk.ChunkSize != ChunkSize || disk.SizeBytes < 0 || disk.Chunks.LongLength != DiskManifest.ChunkCount(disk.SizeBytes, disk.ChunkSize))
+                throw new CorruptManifestException(backupId, $"disk {disk.Name}: chunk index does not match its size");
+        }
+        return manifest;
+    }
+
+    /// <summary>Every readable manifest, oldest first; manifests deleted while listing are skipped.</summary>
+    internal async Task<List<BackupManifest>> ReadAllManifestsAsync(CancellationToken ct)
+    {
+        var manifests = new List<BackupManifest>();
+        foreach (var id in await ListBackupIdsAsync(ct))
+        {
+            try { manifests.Add(await ReadManifestAsync(id, ct)); }
+            catch (BackupNotFoundException) { } // pruned while we listed
+        }
+        manifests.Sort((a, b) => a.CreatedAt != b.CreatedAt ? a.CreatedAt.CompareTo(b.CreatedAt) : string.CompareOrdinal(a.Id, b.Id));
+        return manifests;
+    }
+
+    internal async Task<List<string>> ListBackupIdsAsync(CancellationToken ct)
+    {
+        var ids = new List<string>();
+        await foreach (var o in Store.ListAsync(RepoKeys.BackupsPrefix, ct))
+        {
+            var id = o.Key[RepoKeys.BackupsPrefix.Length..];
+            if (BackupIds.IsValid(id)) ids.Add(id);
+        }
+        return ids;
+    }
+
+    /// <summary>Every chunk object (valid "chunks/xx/&lt;id&gt;" keys only), with its store info.</summary>
+    internal async IAsyncEnumerable<(ChunkId Id, ObjectInfo Info)> ListChunksAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        await foreach (var o in Store.ListAsync(RepoKeys.ChunksPrefix, ct))
+            if (RepoKeys.TryParseChunk(o.Key, out var id)) yield return (id, o);
+    }
+
+    /// <summary>A lock is stale when its last refresh (or, if unreadable, its object's write time) is older than LockStaleAfter.</summary>
+    internal async Task<bool> IsStaleAsync(string key, LockRecord? record, CancellationToken ct)
+    {
+        var now = Clock.GetUtcNow();
+        if (record is not null) return now - record.RefreshedAt > LockStaleAfter;
+        var info = await Store.StatAsync(key, ct);
+        return info is null || now - info.LastModified > LockStaleAfter;
+    }
+
+    /// <summary>The live exclusive lock, if any: (exists and live, its record or null when unreadable).</summary>
+    internal async Task<(bool Live, LockRecord? Record)> ReadExclusiveLockAsync(CancellationToken ct)
+    {
+        var json = await Store.GetAsync(RepoKeys.ExclusiveLock, ct);
+        if (json is null) return (false, null);
+        var record = LockRecord.TryParse(json);
+        return (!await IsStaleAsync(RepoKeys.ExclusiveLock, record, ct), record);
+    }
+
+    internal async Task<long> ReadChunkEpochAsync(CancellationToken ct)
+    {
+        var json = await Store.GetAsync(RepoKeys.ChunkEpoch, ct);
+        if (json is null) return 0;
+        try { return JsonSerializer.Deserialize<ChunkEpoch>(json, RepositoryJson.Options)?.Epoch ?? -1; }
+        catch (JsonException) { return -1; } // unreadable: never equal to a remembered epoch, so writers re-check
+    }
+
+    /// <summary>
+    /// Announces that chunk deletions are about to start: marks the exclusive lock Deleting, then bumps
+    /// <c>chunk-epoch</c>, in that order (docs/repository-format.md, "Writers and GC").
+    /// </summary>
+    internal async Task BeginDeletingChunksAsync(HeldLock exclusive, CancellationToken ct)
+    {
+        await exclusive.RefreshAsync(ct, r => r with { Deleting = true });
+        var epoch = await ReadChunkEpochAsync(ct);
+        var next = new ChunkEpoch { Epoch = Math.Max(epoch, 0) + 1, Operation = exclusive.Record.Operation, At = Clock.GetUtcNow() };
+        await Store.PutAsync(RepoKeys.ChunkEpoch, JsonSerializer.SerializeToUtf8Bytes(next, RepositoryJson.Indented), ct);
+    }
+}
+
+/// <summary>Backup ids: "yyyyMMdd-HHmmss-" (UTC) and 8 random hex digits; they sort by time and are valid object keys.</summary>
+internal static class BackupIds
+{
+    public const int Length = 24;
+
+    public static string New(DateTimeOffset now)
+        => now.UtcDateTime.ToString("yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture) + "-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+
+    public static bool IsValid(string? id)
+    {
+        if (id is null || id.Length != Length || id[8] != '-' || id[15] != '-') return false;
+        for (var i = 0; i < Length; i++)
+        {
+            if (i is 8 or 15) continue;
+            var c = id[i];
+            if (i < 15 ? !char.IsAsciiDigit(c) : !char.IsAsciiHexDigitLower(c)) return false;
+        }
+        return true;
+    }
+}

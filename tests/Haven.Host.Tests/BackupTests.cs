@@ -1,0 +1,227 @@
+using System.Text.Json;
+using Haven.Api;
+using Haven.Qemu.Images;
+using Haven.TestSupport;
+using Xunit;
+
+namespace Haven.Host.Tests;
+
+/// <summary>
+/// Backups of real QEMU VMs into a local repository and restores back: every restored backup equals the
+/// disk as it was at that backup; incrementals read only the chunks that changed; the point-in-time
+/// view leaves nothing behind.
+/// </summary>
+public sealed class BackupTests
+{
+    private const long M = 1 << 20;
+    private const string Pass = "correct horse battery staple";
+
+    private static async Task<(TestHost T, string Repo)> SetUpAsync(bool start)
+    {
+        var t = new TestHost();
+        await t.CreateVmAsync("vm1", size: 64 * M);
+        if (start) await t.Host.Vms.StartAsync("vm1", t.Ct);
+        var repo = t.Dir.File("repo");
+        await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = Pass }, t.Ct);
+        return (t, repo);
+    }
+
+    private static Task<BackupResult> Backup(TestHost t, string repo) =>
+        t.Host.Backups.BackupAsync("vm1", new BackupRequest { Repository = repo, Passphrase = Pass }, t.Ct);
+
+    private static async Task AssertRestoresToAsync(TestHost t, string repo, string backupId, DiskModel model)
+    {
+        var target = t.Dir.File($"restore-{Guid.NewGuid():N}.qcow2");
+        await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = backupId, Disk = 0, TargetPath = target }, t.Ct);
+        Assert.True(await model.EqualsImageAsync(target), $"backup {backupId} does not restore to the expected disk");
+        File.Delete(target);
+    }
+
+    /// <summary>No fleece node, no job, no export, no fleece file: the point-in-time view is gone.</summary>
+    private static async Task AssertNoBackupLeftoversAsync(TestHost t)
+    {
+        Assert.Empty(Directory.GetFiles(t.Host.Paths.RunDir, "*.fleece.qcow2"));
+        Assert.Empty(t.Host.Store.ListOperations());
+        if (!t.IsRunning("vm1")) return;
+        var qmp = t.Qmp("vm1");
+        Assert.Equal(0, (await qmp.ExecuteAsync("query-block-jobs", null, t.Ct)).GetArrayLength());
+        Assert.Equal(0, (await qmp.ExecuteAsync("query-block-exports", null, t.Ct)).GetArrayLength());
+        foreach (var n in (await qmp.ExecuteAsync("query-named-block-nodes", new { flat = true }, t.Ct)).EnumerateArray())
+            Assert.DoesNotContain("fleece", n.GetProperty("node-name").GetString());
+    }
+
+    [Fact]
+    public async Task Live_full_then_incremental_restore_exactly_and_read_only_changed_chunks()
+    {
+        var (t, repo) = await SetUpAsync(start: true);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x11, 0, 3 * M);
+        await t.WriteAsync("vm1", now, 0x12, 20 * M, M / 2);
+
+        var full = await Backup(t, repo);
+        Assert.Equal("full", full.Mode);
+        Assert.Equal(4, full.ChunksRead); // 3 chunks + half a chunk; the rest is unallocated and never read
+        var m1 = await now.SnapshotAsync(t.Dir.File("m1.raw"));
+        await AssertNoBackupLeftoversAsync(t);
+
+        await t.WriteAsync("vm1", now, 0x21, 1 * M + 4096, 4096);   // chunk 1
+        await t.WriteAsync("vm1", now, 0x22, 40 * M, 2 * M);        // chunks 40, 41
+        var inc = await Backup(t, repo);
+        Assert.Equal("incremental", inc.Mode);
+        Assert.Null(inc.Reason);
+        Assert.Equal(3, inc.ChunksRead);
+        Assert.Equal(3 * M, inc.BytesRead);
+        var m2 = await now.SnapshotAsync(t.Dir.File("m2.raw"));
+        await AssertNoBackupLeftoversAsync(t);
+
+        await AssertRestoresToAsync(t, repo, full.BackupId, m1);
+        await AssertRestoresToAsync(t, repo, inc.BackupId, m2);
+    }
+
+    [Fact]
+    public async Task A_backup_taken_while_the_guest_writes_holds_exactly_the_point_in_time()
+    {
+        var (t, repo) = await SetUpAsync(start: true);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x31, 0, 8 * M);
+        var atBackup = await now.SnapshotAsync(t.Dir.File("at.raw"));
+        // Overwrite what the backup is about to read, after its point in time.
+        t.Host.Backups.AfterPointInTime = async () =>
+        {
+            await t.WriteAsync("vm1", now, 0x99, 0, 8 * M);
+            await t.WriteAsync("vm1", now, 0x98, 30 * M, M);
+        };
+        var r = await Backup(t, repo);
+        t.Host.Backups.AfterPointInTime = null;
+        await AssertRestoresToAsync(t, repo, r.BackupId, atBackup);
+        await AssertNoBackupLeftoversAsync(t);
+
+        // The writes after the point in time are the next incremental's changes.
+        var next = await Backup(t, repo);
+        Assert.Equal("incremental", next.Mode);
+        Assert.Equal(9, next.ChunksRead);
+        await AssertRestoresToAsync(t, repo, next.BackupId, now);
+    }
+
+    [Fact]
+    public async Task A_failed_backup_cleans_up_and_loses_no_change_for_the_next_one()
+    {
+        var (t, repo) = await SetUpAsync(start: true);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x41, 0, 2 * M);
+        await Backup(t, repo);
+        await t.WriteAsync("vm1", now, 0x42, 10 * M, M);
+        t.Host.Backups.AfterPointInTime = () => throw new IOException("injected failure");
+        await Assert.ThrowsAsync<IOException>(() => Backup(t, repo));
+        t.Host.Backups.AfterPointInTime = null;
+        await AssertNoBackupLeftoversAsync(t);
+
+        await t.WriteAsync("vm1", now, 0x43, 20 * M, M);
+        var r = await Backup(t, repo);
+        Assert.Equal("incremental", r.Mode);
+        Assert.Equal(2, r.ChunksRead); // the change before the failed run and the one after
+        await AssertRestoresToAsync(t, repo, r.BackupId, now);
+    }
+
+    [Fact]
+    public async Task Offline_backups_track_changes_and_distrust_writes_made_outside_haven()
+    {
+        var (t, repo) = await SetUpAsync(start: false);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x51, 0, 2 * M);
+        var first = await Backup(t, repo);
+        Assert.Equal("full", first.Mode);
+        Assert.Equal(Consistency.ApplicationConsistent, first.Consistency);
+        await AssertNoBackupLeftoversAsync(t);
+
+        await t.Host.Vms.StartAsync("vm1", t.Ct);
+        await t.WriteAsync("vm1", now, 0x52, 5 * M, M);
+        await t.Host.Vms.StopAsync("vm1", new VmStopRequest { Force = true }, t.Ct);
+        var second = await Backup(t, repo);
+        Assert.Equal("incremental", second.Mode);
+        Assert.Equal(1, second.ChunksRead);
+        await AssertRestoresToAsync(t, repo, second.BackupId, now);
+
+        // qemu-io on the image while the VM is off: Haven cannot know what a foreign tool did.
+        await t.WriteAsync("vm1", now, 0x53, 9 * M, M);
+        var third = await Backup(t, repo);
+        Assert.Equal("full", third.Mode);
+        Assert.Contains("outside Haven", third.Reason);
+        await AssertRestoresToAsync(t, repo, third.BackupId, now);
+        await AssertRestoresToAsync(t, repo, first.BackupId, await new DiskModel(t.Dir.File("e.raw"), 64 * M).WriteThenAsync(0x51, 0, 2 * M));
+    }
+
+    [Fact]
+    public async Task A_checkpoint_since_the_last_backup_means_a_full_backup_with_the_reason()
+    {
+        var (t, repo) = await SetUpAsync(start: true);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x61, 0, M);
+        await Backup(t, repo);
+        await t.Host.Checkpoints.CreateAsync("vm1", "cp", t.Ct);
+        var r = await Backup(t, repo);
+        Assert.Equal("full", r.Mode);
+        Assert.Contains("layer chain changed", r.Reason);
+        await AssertRestoresToAsync(t, repo, r.BackupId, now);
+    }
+
+    [Fact]
+    public async Task Restore_as_a_new_vm_and_in_place()
+    {
+        var (t, repo) = await SetUpAsync(start: false);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x71, 3 * M, 3 * M);
+        var b = await Backup(t, repo);
+        var copy = await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, NewName = "vm1-copy" }, t.Ct);
+        Assert.Equal("vm1-copy", copy.Vm);
+        Assert.True(await now.EqualsImageAsync(t.TopLayer("vm1-copy")));
+        Assert.Equal(64, (await t.Host.Vms.ShowAsync("vm1-copy", t.Ct)).MemoryMiB);
+
+        await t.Host.Checkpoints.CreateAsync("vm1", "cp", t.Ct);
+        await GuestWrites.WriteOfflineAsync(t.TopLayer("vm1"), 0x72, 0, 8 * M);
+        await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, InPlace = true }, t.Ct);
+        Assert.True(await now.EqualsImageAsync(t.TopLayer("vm1")));
+        Assert.Empty(t.Host.Checkpoints.List("vm1"));
+        await t.AssertConsistentAsync("vm1");
+    }
+
+    [Fact]
+    public async Task Bad_passphrase_non_repository_and_corrupt_chunk_are_refused_without_writing_bad_data()
+    {
+        var (t, repo) = await SetUpAsync(start: false);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x81, 0, 4 * M);
+        var b = await Backup(t, repo);
+
+        var wrong = await Assert.ThrowsAsync<HavenException>(() => t.Host.Backups.BackupAsync("vm1", new BackupRequest { Repository = repo, Passphrase = "nope" }, t.Ct));
+        Assert.Contains("passphrase", wrong.Message);
+        var notRepo = await Assert.ThrowsAsync<HavenException>(() => t.Host.Backups.BackupAsync("vm1", new BackupRequest { Repository = t.Dir.Path, Passphrase = Pass }, t.Ct));
+        Assert.Equal(ErrorCode.InvalidArgument, notRepo.Code);
+
+        // Flip one bit in one stored chunk: restore must refuse and leave no file behind.
+        var chunk = Directory.GetFiles(Path.Combine(repo, "chunks"), "*", SearchOption.AllDirectories).First(f => !f.EndsWith(".tmp"));
+        var bytes = await File.ReadAllBytesAsync(chunk, t.Ct);
+        bytes[bytes.Length / 2] ^= 0x01;
+        await File.WriteAllBytesAsync(chunk, bytes, t.Ct);
+        var target = t.Dir.File("bad.qcow2");
+        await Assert.ThrowsAnyAsync<Exception>(() => t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, Disk = 0, TargetPath = target }, t.Ct));
+        Assert.False(File.Exists(target));
+        Assert.False(File.Exists(target + ".partial"));
+    }
+}
+
+internal static class DiskModelExtensions
+{
+    public static async Task<DiskModel> WriteThenAsync(this DiskModel m, byte pattern, long offset, long length)
+    {
+        await m.WriteAsync(pattern, offset, length);
+        return m;
+    }
+}
