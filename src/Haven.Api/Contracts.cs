@@ -247,3 +247,20 @@ public sealed record RestoreResult
     public required long BytesWritten { get; init; }
     public required double WallMilliseconds { get; init; }
 }
+
+/// <summary>
+/// One line of a streamed long operation (POST with "Accept: application/x-ndjson"): progress lines,
+/// then exactly one line with Result or Error.
+/// </summary>
+public sealed record OperationEvent
+{
+    /// <summary>"progress", "result" or "error".</summary>
+    public required string Type { get; init; }
+    public string? Phase { get; init; }
+    public int? Disk { get; init; }
+    public int? DiskCount { get; init; }
+    public long? BytesDone { get; init; }
+    public long? BytesTotal { get; init; }
+    public JsonElement? Result { get; init; }
+    public ErrorResponse? Error { get; init; }
+}

@@ -26,6 +26,16 @@ public sealed class ChunkPlan
     /// <summary>Chunks known to be all zero without reading (unallocated or zero extents).</summary>
     public bool[] Zero { get; }
 
+    public long BytesToRead
+    {
+        get
+        {
+            long total = 0;
+            for (var i = 0; i < Read.Length; i++) if (Read[i]) total += ChunkLength(i);
+            return total;
+        }
+    }
+
     public int ChunkLength(int index) => (int)Math.Min(ChunkSize, DiskSize - (long)index * ChunkSize);
 
     public static int CountChunks(long diskSize, int chunkSize) => checked((int)((diskSize + chunkSize - 1) / chunkSize));

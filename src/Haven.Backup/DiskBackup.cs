@@ -66,6 +66,7 @@ public static class DiskBackup
                     if (data.Span.IndexOfAnyExcept((byte)0) < 0)
                     {
                         stats.AddZero(); // allocated but all zero: recorded as a zero chunk, never stored
+                        progress?.Invoke(length);
                         continue;
                     }
                     var id = writer.ComputeId(data.Span);

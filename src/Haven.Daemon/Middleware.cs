@@ -33,32 +33,39 @@ public sealed class ErrorMiddleware(RequestDelegate next, ILogger<ErrorMiddlewar
         try { await next(ctx); }
         catch (Exception e) when (!ctx.Response.HasStarted)
         {
-            var (status, code, message) = e switch
-            {
-                HavenException h => (h.Code switch
-                {
-                    ErrorCode.InvalidArgument => 400,
-                    ErrorCode.NotFound => 404,
-                    ErrorCode.Conflict => 409,
-                    _ => 500,
-                }, h.Code switch
-                {
-                    ErrorCode.InvalidArgument => "invalid_argument",
-                    ErrorCode.NotFound => "not_found",
-                    ErrorCode.Conflict => "conflict",
-                    _ => "failed",
-                }, h.Message),
-                BadHttpRequestException b => (400, "invalid_argument", "malformed request: " + (b.InnerException?.Message ?? b.Message)),
-                System.Text.Json.JsonException j => (400, "invalid_argument", "malformed JSON: " + j.Message),
-                Haven.Repository.RepositoryLockedException => (409, "conflict", e.Message),
-                Haven.Repository.RepositoryException or Haven.Storage.StoreException or Haven.Nbd.NbdException => (500, "failed", e.Message),
-                ToolFailedException or QmpException or QmpConnectionException or GuestAgentException or GuestAgentUnavailableException
-                    => (500, "failed", e.Message),
-                _ => (500, "internal", "internal error: " + e.Message),
-            };
+            var (status, code, message) = Classify(e);
             if (status == 500) log.LogError(e, "request {Path} failed", ctx.Request.Path);
             ctx.Response.StatusCode = status;
-            await ctx.Response.WriteAsJsonAsync(new ErrorResponse(message.ReplaceLineEndings(" "), code), ApiJson.Options);
+            await ctx.Response.WriteAsJsonAsync(new ErrorResponse(message, code), ApiJson.Options);
         }
+    }
+
+    /// <summary>HTTP status, error code and one-line message for a failure.</summary>
+    public static (int Status, string Code, string Message) Classify(Exception e)
+    {
+        var (status, code, message) = e switch
+        {
+            HavenException h => (h.Code switch
+            {
+                ErrorCode.InvalidArgument => 400,
+                ErrorCode.NotFound => 404,
+                ErrorCode.Conflict => 409,
+                _ => 500,
+            }, h.Code switch
+            {
+                ErrorCode.InvalidArgument => "invalid_argument",
+                ErrorCode.NotFound => "not_found",
+                ErrorCode.Conflict => "conflict",
+                _ => "failed",
+            }, h.Message),
+            BadHttpRequestException b => (400, "invalid_argument", "malformed request: " + (b.InnerException?.Message ?? b.Message)),
+            System.Text.Json.JsonException j => (400, "invalid_argument", "malformed JSON: " + j.Message),
+            Haven.Repository.RepositoryLockedException => (409, "conflict", e.Message),
+            Haven.Repository.RepositoryException or Haven.Storage.StoreException or Haven.Nbd.NbdException => (500, "failed", e.Message),
+            ToolFailedException or QmpException or QmpConnectionException or GuestAgentException or GuestAgentUnavailableException
+                => (500, "failed", e.Message),
+            _ => (500, "internal", "internal error: " + e.Message),
+        };
+        return (status, code, message.ReplaceLineEndings(" "));
     }
 }

@@ -38,7 +38,8 @@ public static class Routes
         v1.MapPost("/repo/init", (HavenHost h, RepositoryInitRequest req, CancellationToken ct) => h.Backups.InitRepositoryAsync(req, ct));
         v1.MapPost("/repo/backups", (HavenHost h, RepositoryRef req, CancellationToken ct) => h.Backups.ListAsync(req, ct));
         v1.MapPost("/repo/restore", (HavenHost h, RestoreRequest req, CancellationToken ct) => h.Restores.RestoreAsync(req, ct));
-        v1.MapPost("/vms/{name}/backup", (HavenHost h, string name, BackupRequest req, CancellationToken ct) => h.Backups.BackupAsync(name, req, ct));
+        v1.MapPost("/vms/{name}/backup", (HttpContext ctx, HavenHost h, string name, BackupRequest req) =>
+            Streaming.RunAsync(ctx, (progress, ct) => h.Backups.BackupAsync(name, req, ct, progress)));
 
         app.MapFallback((HttpContext ctx) => Results.Json(
             new ErrorResponse($"no such API route: {ctx.Request.Method} {ctx.Request.Path}", "not_found"), ApiJson.Options, statusCode: 404));

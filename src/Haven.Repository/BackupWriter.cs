@@ -245,7 +245,7 @@ public sealed class BackupWriter : IAsyncDisposable
         }
         if (await _repo.ReadChunkEpochAsync(ct) != _epochAtStart) mustCheck = true;
         var missing = new List<ChunkId>();
-        return missing;
+        if (!mustCheck) return missing;
 
         var present = new HashSet<ChunkId>();
         await foreach (var (id, _) in _repo.ListChunksAsync(ct)) present.Add(id);

@@ -51,7 +51,7 @@ public sealed partial class Repository
         var start = Clock.GetUtcNow();
         var (writers, staleRemoved) = await ReadWriterLocksAsync(removeStale: true, ct);
         var oldest = start;
-        // mutated
+        foreach (var w in writers) if (w < oldest) oldest = w;
         var cutoff = oldest - GcGracePeriod;
 
         var referenced = new HashSet<ChunkId>();

@@ -69,7 +69,7 @@ public sealed class BackupService(HavenHost host)
         return list;
     }
 
-    public async Task<BackupResult> BackupAsync(string vmName, BackupRequest req, CancellationToken ct)
+    public async Task<BackupResult> BackupAsync(string vmName, BackupRequest req, CancellationToken ct, Action<OperationEvent>? progress = null)
     {
         var clock = Stopwatch.StartNew();
         var vm = host.Vms.Find(vmName);
@@ -146,7 +146,15 @@ public sealed class BackupService(HavenHost host)
                     for (var c = 1; c < 2; c++) { var extra = await NbdClient.ConnectAsync(endpoints[i].Endpoint, endpoints[i].Export, [], ct); clients.Add(extra); sources.Add(extra); }
                 var chunkPlan = await ChunkPlan.BuildAsync(first, repo.ChunkSize, d.OldBitmap is null ? null : "qemu:dirty-bitmap:" + d.OldBitmap, ct);
                 var diskStats = new BackupStats();
-                var index = await DiskBackup.RunAsync(writer, sources, chunkPlan, previous?.Disks[i].Chunks, diskStats, null, ct);
+                var total = chunkPlan.BytesToRead;
+                long done = 0;
+                var disk = i;
+                void Report(long bytes) => progress?.Invoke(new OperationEvent
+                {
+                    Type = "progress", Phase = "reading", Disk = disk, DiskCount = plan.Disks.Count, BytesDone = Interlocked.Add(ref done, bytes), BytesTotal = total,
+                });
+                Report(0);
+                var index = await DiskBackup.RunAsync(writer, sources, chunkPlan, previous?.Disks[i].Chunks, diskStats, progress is null ? null : Report, ct);
                 stats.Add(diskStats);
                 manifestDisks.Add(new DiskManifest { Name = "disk" + d.Disk, SizeBytes = first.ExportSize, ChunkSize = repo.ChunkSize, Chunks = index });
                 CrashPoints.Hit("backup.after-disk");
