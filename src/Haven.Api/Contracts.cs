@@ -264,3 +264,57 @@ public sealed record OperationEvent
     public JsonElement? Result { get; init; }
     public ErrorResponse? Error { get; init; }
 }
+
+public sealed record RepositoryVerifyRequest : RepositoryRef
+{
+    /// <summary>Also read, decrypt and re-hash every chunk (slow); otherwise check structure only.</summary>
+    public bool ReadData { get; init; }
+}
+
+public sealed record RepositoryPruneRequest : RepositoryRef
+{
+    public int KeepLast { get; init; }
+    public int KeepHourly { get; init; }
+    public int KeepDaily { get; init; }
+    public int KeepWeekly { get; init; }
+    public int KeepMonthly { get; init; }
+    public int KeepYearly { get; init; }
+    public bool DryRun { get; init; }
+}
+
+// ---- backup jobs (v1) ----
+
+public sealed record JobDefinition
+{
+    public required string Name { get; init; }
+    public required List<string> Vms { get; init; }
+    public required string Repository { get; init; }
+    /// <summary>A file whose first line is the repository passphrase; read at each run, never stored by havend.</summary>
+    public required string PassphraseFile { get; init; }
+    /// <summary>Five-field cron expression in UTC ("0 2 * * *"), or null for a job run only on demand.</summary>
+    public string? Schedule { get; init; }
+    public int KeepLast { get; init; }
+    public int KeepHourly { get; init; }
+    public int KeepDaily { get; init; }
+    public int KeepWeekly { get; init; }
+    public int KeepMonthly { get; init; }
+    public int KeepYearly { get; init; }
+}
+
+public sealed record JobInfo
+{
+    public required JobDefinition Definition { get; init; }
+    public DateTimeOffset? NextRun { get; init; }
+    public DateTimeOffset? LastRun { get; init; }
+    /// <summary>"success", "failed" or null before the first run.</summary>
+    public string? LastStatus { get; init; }
+    public string? LastError { get; init; }
+}
+
+public sealed record JobRunResult
+{
+    public required string Job { get; init; }
+    public required List<BackupResult> Backups { get; init; }
+    public required List<string> Errors { get; init; }
+    public int PrunedBackups { get; init; }
+}

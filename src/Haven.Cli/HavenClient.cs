@@ -29,6 +29,9 @@ public sealed class HavenProtocolException(string message, Exception? inner = nu
 /// <summary>Thin typed client of havend's HTTP API (routes under /v1, see src/Haven.Api/Contracts.cs).</summary>
 public sealed class HavenClient : IDisposable
 {
+    /// <summary>Media type of streamed long operations: one OperationEvent per line.</summary>
+    public const string NdJson = "application/x-ndjson";
+
     readonly HttpClient http;
     readonly HavenEndpoint endpoint;
     string? token;
@@ -131,6 +134,33 @@ public sealed class HavenClient : IDisposable
     public Task<CheckpointExportResult> ExportCheckpointAsync(string vm, string checkpoint, CheckpointExportRequest request, CancellationToken ct) =>
         SendAsync<CheckpointExportResult>(HttpMethod.Post, CheckpointPath(vm, checkpoint) + "/export", request, ct);
 
+    // --- backup repositories ---
+    public Task<RepositoryInfo> InitRepositoryAsync(RepositoryInitRequest request, CancellationToken ct) =>
+        SendAsync<RepositoryInfo>(HttpMethod.Post, "/v1/repo/init", request, ct);
+
+    public Task<List<BackupInfo>> ListBackupsAsync(RepositoryRef request, CancellationToken ct) =>
+        SendAsync<List<BackupInfo>>(HttpMethod.Post, "/v1/repo/backups", request, ct);
+
+    public Task<RestoreResult> RestoreAsync(RestoreRequest request, CancellationToken ct) =>
+        SendAsync<RestoreResult>(HttpMethod.Post, "/v1/repo/restore", request, ct);
+
+    // The answers of verify, prune and gc have no records yet: they are passed through as JSON.
+    public Task<JsonElement> VerifyRepositoryAsync(RepositoryRef request, CancellationToken ct) =>
+        SendAsync<JsonElement>(HttpMethod.Post, "/v1/repo/verify", request, ct);
+
+    public Task<JsonElement> PruneRepositoryAsync(RepositoryRef request, CancellationToken ct) =>
+        SendAsync<JsonElement>(HttpMethod.Post, "/v1/repo/prune", request, ct);
+
+    public Task<JsonElement> GcRepositoryAsync(RepositoryRef request, CancellationToken ct) =>
+        SendAsync<JsonElement>(HttpMethod.Post, "/v1/repo/gc", request, ct);
+
+    /// <summary>
+    /// Backs a VM up. Asks for the NDJSON event stream and hands every progress line to
+    /// <paramref name="progress"/>; the result line is the answer, an error line throws like a non-2xx answer.
+    /// </summary>
+    public Task<BackupResult> BackupVmAsync(string vm, BackupRequest request, Action<OperationEvent>? progress, CancellationToken ct) =>
+        SendStreamingAsync<BackupResult>(HttpMethod.Post, VmPath(vm) + "/backup", request, progress, ct);
+
     public static string VmPath(string vm) => "/v1/vms/" + Segment(vm, "VM");
 
     public static string CheckpointPath(string vm, string checkpoint) =>
@@ -147,12 +177,17 @@ public sealed class HavenClient : IDisposable
     async Task<T> SendAsync<T>(HttpMethod method, string path, object? body, CancellationToken ct)
     {
         using var response = await SendCoreAsync(method, path, body, ct);
+        return await ReadJsonAsync<T>(response, method, path, ct);
+    }
+
+    async Task<T> ReadJsonAsync<T>(HttpResponseMessage response, HttpMethod method, string path, CancellationToken ct)
+    {
         string text;
         try
         {
             text = await response.Content.ReadAsStringAsync(ct);
         }
-        catch (HttpRequestException e)
+        catch (Exception e) when (e is HttpRequestException or IOException)
         {
             throw new HavenProtocolException($"lost connection to havend at {endpoint.Display}: {Innermost(e).Message}", e);
         }
@@ -172,18 +207,91 @@ public sealed class HavenClient : IDisposable
         using var response = await SendCoreAsync(method, path, body, ct);
     }
 
-    async Task<HttpResponseMessage> SendCoreAsync(HttpMethod method, string path, object? body, CancellationToken ct)
+    /// <summary>
+    /// A long operation streamed as OperationEvent lines (see <see cref="OperationEvent"/>): progress lines,
+    /// then one result or error line. An answer that is not NDJSON is read as a plain <typeparamref name="T"/>.
+    /// </summary>
+    async Task<T> SendStreamingAsync<T>(HttpMethod method, string path, object? body, Action<OperationEvent>? progress, CancellationToken ct)
+    {
+        using var response = await SendCoreAsync(method, path, body, ct, NdJson);
+        if (!string.Equals(response.Content.Headers.ContentType?.MediaType, NdJson, StringComparison.OrdinalIgnoreCase))
+            return await ReadJsonAsync<T>(response, method, path, ct);
+
+        try
+        {
+            await using var stream = await response.Content.ReadAsStreamAsync(ct);
+            using var reader = new StreamReader(stream, Encoding.UTF8);
+            while (await reader.ReadLineAsync(ct) is { } line)
+            {
+                if (string.IsNullOrWhiteSpace(line))
+                    continue;
+                OperationEvent e;
+                try
+                {
+                    e = JsonSerializer.Deserialize<OperationEvent>(line, ApiJson.Options) ?? throw new JsonException("the line is null");
+                }
+                catch (JsonException x)
+                {
+                    throw new HavenProtocolException($"havend sent a line in its answer to {method} {path} that is not an OperationEvent: {x.Message}", x);
+                }
+                switch (e.Type)
+                {
+                    case "progress":
+                        progress?.Invoke(e);
+                        break;
+                    case "result":
+                        try
+                        {
+                            return e.Result is { } result
+                                ? result.Deserialize<T>(ApiJson.Options) ?? throw new JsonException("the result is null")
+                                : throw new JsonException("the result line has no result");
+                        }
+                        catch (JsonException x)
+                        {
+                            throw new HavenProtocolException($"havend sent a result to {method} {path} that is not a {typeof(T).Name}: {x.Message}", x);
+                        }
+                    case "error":
+                        throw e.Error is { Error: { Length: > 0 } message } error
+                            ? new HavenApiException(message, error.Code ?? "", StatusForErrorCode(error.Code))
+                            : new HavenApiException($"havend reported an error without a message to {method} {path}", e.Error?.Code ?? "", HttpStatusCode.InternalServerError);
+                    default:
+                        break; // Event types this haven does not know yet.
+                }
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException)
+        {
+            throw new HavenProtocolException($"lost connection to havend at {endpoint.Display}: {Innermost(e).Message}", e);
+        }
+        throw new HavenProtocolException($"lost connection to havend at {endpoint.Display}: the answer to {method} {path} ended without a result");
+    }
+
+    /// <summary>The status a non-streamed answer would have had for this error code.</summary>
+    static HttpStatusCode StatusForErrorCode(string? code) => code switch
+    {
+        "invalid_argument" => HttpStatusCode.BadRequest,
+        "unauthorized" => HttpStatusCode.Unauthorized,
+        "not_found" => HttpStatusCode.NotFound,
+        "conflict" => HttpStatusCode.Conflict,
+        _ => HttpStatusCode.InternalServerError,
+    };
+
+    async Task<HttpResponseMessage> SendCoreAsync(HttpMethod method, string path, object? body, CancellationToken ct, string? accept = null)
     {
         using var request = new HttpRequestMessage(method, path);
         if (LoadToken() is { } t)
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", t);
+        if (accept is not null)
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue(accept));
         if (body is not null)
             request.Content = new StringContent(JsonSerializer.Serialize(body, body.GetType(), ApiJson.Options), Encoding.UTF8, "application/json");
 
         HttpResponseMessage response;
         try
         {
-            response = await http.SendAsync(request, ct);
+            // A streamed answer is read as it arrives; everything else is buffered whole.
+            var completion = accept is null ? HttpCompletionOption.ResponseContentRead : HttpCompletionOption.ResponseHeadersRead;
+            response = await http.SendAsync(request, completion, ct);
         }
         catch (HttpRequestException e) when (IsConnectError(e) && !connectedOnce)
         {

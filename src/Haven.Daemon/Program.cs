@@ -48,6 +48,7 @@ builder.Services.ConfigureHttpJsonOptions(o =>
     o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull;
 });
 builder.Services.AddSingleton(host);
+builder.Services.AddHostedService<JobScheduler>();
 // Binding failures (malformed JSON, missing body) throw, so ErrorMiddleware answers them with one line.
 builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
 var app = builder.Build();

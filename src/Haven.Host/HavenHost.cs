@@ -29,6 +29,7 @@ public sealed class HavenHost : IAsyncDisposable
         Backups = new BackupService(this);
         Restores = new RestoreService(this);
         Stamps = new ReferencePointStamps(this);
+        Jobs = new JobService(this);
     }
 
     public HostPaths Paths { get; }
@@ -40,6 +41,7 @@ public sealed class HavenHost : IAsyncDisposable
     public BackupService Backups { get; }
     public RestoreService Restores { get; }
     public ReferencePointStamps Stamps { get; }
+    public JobService Jobs { get; }
 
     /// <summary>Re-attaches to running VMs and repairs what a crash left half done. Call once before serving.</summary>
     public Task<ReconcileReport> StartAsync(CancellationToken ct = default) => new Reconciler(this).RunAsync(ct);

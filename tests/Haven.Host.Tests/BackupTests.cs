@@ -217,6 +217,34 @@ public sealed class BackupTests
     }
 }
 
+public sealed class BackupJobTests
+{
+    [Fact]
+    public async Task A_scheduled_job_backs_up_when_due_and_applies_its_retention()
+    {
+        await using var t = new TestHost();
+        await t.CreateVmAsync("vm1", size: 16 << 20);
+        var repo = t.Dir.File("repo");
+        var pass = t.Dir.File("pass");
+        await File.WriteAllTextAsync(pass, "job passphrase\n", t.Ct);
+        await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "job passphrase" }, t.Ct);
+        Assert.Throws<HavenException>(() => t.Host.Jobs.Create(new JobDefinition { Name = "bad", Vms = ["vm1"], Repository = repo, PassphraseFile = pass, Schedule = "not cron" }));
+        var job = t.Host.Jobs.Create(new JobDefinition { Name = "nightly", Vms = ["vm1"], Repository = repo, PassphraseFile = pass, Schedule = "0 2 * * *", KeepLast = 1 });
+        Assert.NotNull(job.NextRun);
+
+        var start = DateTimeOffset.UtcNow;
+        await t.Host.Jobs.RunDueAsync(start.AddMinutes(1), start, t.Ct);       // not due yet
+        Assert.Empty(await t.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = "job passphrase" }, t.Ct));
+        await t.Host.Jobs.RunDueAsync(start.AddDays(1.1), start, t.Ct);        // due
+        var r = await t.Host.Jobs.RunAsync("nightly", t.Ct);                    // and once more on demand
+        Assert.Empty(r.Errors);
+        Assert.Equal(1, r.PrunedBackups);
+        var left = await t.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = "job passphrase" }, t.Ct);
+        Assert.Equal(r.Backups[0].BackupId, Assert.Single(left).Id);
+        Assert.Equal("success", t.Host.Jobs.List().Single().LastStatus);
+    }
+}
+
 internal static class DiskModelExtensions
 {
     public static async Task<DiskModel> WriteThenAsync(this DiskModel m, byte pattern, long offset, long length)

@@ -9,7 +9,7 @@ namespace Haven.Host.State;
 /// </summary>
 public sealed class HostStore : IDisposable
 {
-    private const int SchemaVersion = 2;
+    private const int SchemaVersion = 3;
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
@@ -34,6 +34,11 @@ public sealed class HostStore : IDisposable
                   bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT NOT NULL, consistency TEXT NOT NULL,
                   created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT,
                   PRIMARY KEY (vm_id, disk_idx, repo_id));
+                """);
+        if (version < 3)
+            Exec("""
+                CREATE TABLE jobs (
+                  name TEXT PRIMARY KEY, definition TEXT NOT NULL, last_run TEXT, last_status TEXT, last_error TEXT);
                 """);
         Exec($"PRAGMA user_version = {SchemaVersion}");
     }
@@ -72,6 +77,7 @@ public sealed class HostStore : IDisposable
     public List<CheckpointRecord> ListAllCheckpoints() => Query("SELECT * FROM checkpoints", [], ReadCheckpoint);
     public List<OperationRecord> ListOperations() => Query("SELECT * FROM operations ORDER BY started_at", [], ReadOperation);
     public List<ReferencePointRecord> ListReferencePoints(string vmId) => Query("SELECT * FROM reference_points WHERE vm_id=$a", [vmId], ReadReferencePoint);
+    public List<JobRecord> ListJobs() => Query("SELECT * FROM jobs ORDER BY name", [], ReadJob);
     public OperationRecord? FindOperation(string id) => Query("SELECT * FROM operations WHERE id=$a", [id], ReadOperation).FirstOrDefault();
 
     // ---- writes ----
@@ -118,6 +124,10 @@ public sealed class HostStore : IDisposable
         public void InsertOperation(OperationRecord o) => X("INSERT INTO operations VALUES ($a,$b,$c,$d,$e)", o.Id, o.VmId, o.Kind, o.Payload, o.StartedAt.ToString("O"));
         public void UpdateOperation(string id, string payload) => X("UPDATE operations SET payload=$a WHERE id=$b", payload, id);
         public void DeleteOperation(string id) => X("DELETE FROM operations WHERE id=$a", id);
+        public void InsertJob(string name, string definition) => X("INSERT INTO jobs (name, definition) VALUES ($a,$b)", name, definition);
+        public void DeleteJob(string name) => X("DELETE FROM jobs WHERE name=$a", name);
+        public void SetJobOutcome(string name, DateTimeOffset at, string status, string? error) =>
+            X("UPDATE jobs SET last_run=$a, last_status=$b, last_error=$c WHERE name=$d", at.ToString("O"), status, error, name);
         public void UpsertReferencePoint(ReferencePointRecord r) => X("INSERT OR REPLACE INTO reference_points VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j)",
             r.VmId, r.DiskIndex, r.RepositoryId, r.Bitmap, r.LayerId, r.BackupId, r.Consistency.ToString(), r.CreatedAt.ToString("O"), r.FileStamp, r.UntrustedReason);
         public void SetReferencePointStamp(string vmId, int disk, string repoId, string? stamp) =>
@@ -228,6 +238,9 @@ public sealed class HostStore : IDisposable
         FileStamp = S(r, "file_stamp"),
         UntrustedReason = S(r, "untrusted_reason"),
     };
+
+    private static JobRecord ReadJob(SqliteDataReader r) => new(S(r, "name")!, S(r, "definition")!,
+        S(r, "last_run") is { } t ? DateTimeOffset.Parse(t) : null, S(r, "last_status"), S(r, "last_error"));
 
     private static OperationRecord ReadOperation(SqliteDataReader r) =>
         new(S(r, "id")!, S(r, "vm_id")!, S(r, "kind")!, S(r, "payload")!, DateTimeOffset.Parse(S(r, "started_at")!));

@@ -69,3 +69,6 @@ public sealed record ReferencePointRecord
     public string? FileStamp { get; init; }
     public string? UntrustedReason { get; init; }
 }
+
+/// <summary>A backup job: its definition (JSON of Haven.Api.JobDefinition) and how its last run went.</summary>
+public sealed record JobRecord(string Name, string Definition, DateTimeOffset? LastRun, string? LastStatus, string? LastError);

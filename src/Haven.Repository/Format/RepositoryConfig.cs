@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 
 namespace Haven.Repository;
 
@@ -43,8 +44,8 @@ internal sealed record RepositoryConfig
         public required byte[] Tag { get; init; }
     }
 
-    public TimeSpan GcGracePeriod => TimeSpan.FromSeconds(GcGracePeriodSeconds);
-    public TimeSpan LockStaleAfter => TimeSpan.FromSeconds(LockStaleSeconds);
+    [JsonIgnore] public TimeSpan GcGracePeriod => TimeSpan.FromSeconds(GcGracePeriodSeconds);
+    [JsonIgnore] public TimeSpan LockStaleAfter => TimeSpan.FromSeconds(LockStaleSeconds);
 
     /// <summary>A new repository's config with a fresh random id, salt and master key; returns the master key too.</summary>
     public static (RepositoryConfig Config, byte[] MasterKey) Create(string passphrase, RepositoryOptions options, DateTimeOffset now)
