@@ -168,7 +168,14 @@ public sealed class BackupWriter : IAsyncDisposable
             if (await _repo.Store.TryCreateAsync(RepoKeys.Backup(id), _repo.SealManifest(final), ct)) break;
         }
 
-        var missing = await CheckAfterWriteAsync(final, ct);
+        List<ChunkId> missing;
+        try { missing = await CheckAfterWriteAsync(final, ct); }
+        catch
+        {
+            // Unchecked after an overlapping deletion it might be broken: a failed commit leaves no manifest.
+            await DeleteQuietlyAsync(RepoKeys.Backup(id));
+            throw;
+        }
         if (missing.Count > 0)
         {
             await _repo.Store.DeleteAsync(RepoKeys.Backup(id), CancellationToken.None);
@@ -254,6 +261,12 @@ public sealed class BackupWriter : IAsyncDisposable
             foreach (var entry in disk.Chunks)
                 if (entry is { } id && !present.Contains(id) && reported.Add(id)) missing.Add(id);
         return missing;
+    }
+
+    private async Task DeleteQuietlyAsync(string key)
+    {
+        try { await _repo.Store.DeleteAsync(key, CancellationToken.None); }
+        catch (Exception e) when (e is Haven.Storage.StoreException or IOException) { }
     }
 
     private void Forget(List<ChunkId> missing)

@@ -73,9 +73,13 @@ internal sealed class HeldLock : IAsyncDisposable
     public LockRecord Record => _record;
     public DateTimeOffset LastRefreshed { get; private set; }
     public bool Lost { get; private set; }
+    private bool _lapsedBefore;
 
-    /// <summary>True when the lock went unrefreshed longer than the staleness limit: others may have ignored it.</summary>
-    public bool Lapsed => Lost || _repo.Clock.GetUtcNow() - LastRefreshed > _repo.LockStaleAfter;
+    /// <summary>
+    /// True when the lock is, or at some point was, unrefreshed longer than the staleness limit: others may
+    /// have ignored it then (sticky, since a late refresh does not undo what happened meanwhile).
+    /// </summary>
+    public bool Lapsed => Lost || _lapsedBefore || _repo.Clock.GetUtcNow() - LastRefreshed > _repo.LockStaleAfter;
 
     private static LockRecord NewRecord(Repository repo, string kind, string operation, string host)
     {
@@ -153,6 +157,7 @@ internal sealed class HeldLock : IAsyncDisposable
         {
             await EnsureHeldAsync(ct);
             var now = _repo.Clock.GetUtcNow();
+            if (now - LastRefreshed > _repo.LockStaleAfter) _lapsedBefore = true;
             var record = _record with { RefreshedAt = now };
             if (update is not null) record = update(record);
             await _repo.Store.PutAsync(Key, record.ToJson(), ct);

@@ -94,4 +94,22 @@ public sealed class GuestCheckpointTests
         Assert.DoesNotContain("GUEST-READY", serial);
         await t.AssertConsistentAsync("guest");
     }
+
+    [Fact]
+    public async Task Production_backup_of_the_running_guest_restores_to_a_clean_file_system()
+    {
+        await using var t = await BootGuestAsync(CheckpointType.Production);
+        var repo = t.Dir.File("repo");
+        await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+        var r = await t.Host.Backups.BackupAsync("guest", new BackupRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+        Assert.Equal(Consistency.ApplicationConsistent, r.Consistency);
+        Assert.True(r.FrozenMilliseconds > 0);
+        Assert.Equal("thawed", await FreezeStatusAsync(t));
+
+        var raw = t.Dir.File("restored.raw");
+        await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = "p", BackupId = r.BackupId, Disk = 0, TargetPath = raw, Format = "raw" }, t.Ct);
+        var fsck = await ProcessRunner.RunAsync("e2fsck", ["-fn", raw], t.Ct, throwOnError: false);
+        Assert.True(fsck.ExitCode == 0, "e2fsck -fn on the restored backup: " + fsck.StandardOutput + fsck.StandardError);
+        Assert.Contains("hello.txt", (await ProcessRunner.RunAsync("debugfs", ["-R", "ls /", raw], t.Ct)).StandardOutput);
+    }
 }

@@ -14,16 +14,22 @@ internal sealed class KeySet : IDisposable
     public const string ManifestEncryptionLabel = "haven/v1/manifest-encryption";
 
     private readonly byte[] _chunkId;
+    private readonly byte[] _chunkEncryption;
+    private readonly byte[] _manifestEncryption;
+    private volatile bool _disposed;
 
     public KeySet(ReadOnlySpan<byte> masterKey)
     {
         _chunkId = Derive(masterKey, ChunkIdLabel);
-        ChunkEncryption = Derive(masterKey, ChunkEncryptionLabel);
-        ManifestEncryption = Derive(masterKey, ManifestEncryptionLabel);
+        _chunkEncryption = Derive(masterKey, ChunkEncryptionLabel);
+        _manifestEncryption = Derive(masterKey, ManifestEncryptionLabel);
     }
 
-    public byte[] ChunkEncryption { get; }
-    public byte[] ManifestEncryption { get; }
+    // Keys are zeroed on dispose; using them afterwards would silently write data nobody can read.
+    public byte[] ChunkEncryption => _disposed ? throw Disposed() : _chunkEncryption;
+    public byte[] ManifestEncryption => _disposed ? throw Disposed() : _manifestEncryption;
+
+    private static ObjectDisposedException Disposed() => new(nameof(Repository), "the repository was disposed");
 
     private static byte[] Derive(ReadOnlySpan<byte> masterKey, string label)
     {
@@ -32,7 +38,7 @@ internal sealed class KeySet : IDisposable
         return key;
     }
 
-    public ChunkId ComputeId(ReadOnlySpan<byte> plaintext) => KeyedHash(_chunkId, plaintext);
+    public ChunkId ComputeId(ReadOnlySpan<byte> plaintext) => _disposed ? throw Disposed() : KeyedHash(_chunkId, plaintext);
 
     /// <summary>
     /// BLAKE3 in keyed mode, 32-byte output: a MAC, so ids reveal nothing without the key. Chosen over
@@ -50,8 +56,9 @@ internal sealed class KeySet : IDisposable
 
     public void Dispose()
     {
+        _disposed = true;
         CryptographicOperations.ZeroMemory(_chunkId);
-        CryptographicOperations.ZeroMemory(ChunkEncryption);
-        CryptographicOperations.ZeroMemory(ManifestEncryption);
+        CryptographicOperations.ZeroMemory(_chunkEncryption);
+        CryptographicOperations.ZeroMemory(_manifestEncryption);
     }
 }
