@@ -32,6 +32,7 @@ public static class DiskBackup
         var channel = Channel.CreateBounded<(int Index, byte[] Buffer, int Length)>(new BoundedChannelOptions(workers * 2) { SingleWriter = false, SingleReader = false });
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var next = -1;
+        Exception? firstFailure = null;
 
         async Task ReadLoop(NbdClient source)
         {
@@ -89,6 +90,12 @@ public static class DiskBackup
             channel.Writer.TryComplete();
             await Task.WhenAll(stores);
         }
+        catch when (firstFailure is not null)
+        {
+            await Task.WhenAll(readers.Concat(stores)).ContinueWith(_ => { }, TaskScheduler.Default);
+            // The other tasks only saw the cancellation or the closed channel: report the cause.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(firstFailure);
+        }
         finally
         {
             channel.Writer.TryComplete();
@@ -99,8 +106,9 @@ public static class DiskBackup
         async Task Guard(Task t)
         {
             try { await t; }
-            catch
+            catch (Exception e)
             {
+                Interlocked.CompareExchange(ref firstFailure, e, null);
                 failed.Cancel(); // one failure stops every reader and worker
                 channel.Writer.TryComplete();
                 throw;

@@ -16,6 +16,7 @@ public static class DiskRestore
     {
         var parallelism = Math.Max(4, Environment.ProcessorCount * 2);
         var next = -1;
+        Exception? firstFailure = null;
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
 
         async Task Worker()
@@ -42,8 +43,9 @@ public static class DiskRestore
                     progress?.Invoke(length);
                 }
             }
-            catch
+            catch (Exception e)
             {
+                Interlocked.CompareExchange(ref firstFailure, e, null);
                 failed.Cancel();
                 throw;
             }
@@ -52,7 +54,12 @@ public static class DiskRestore
 
         var workers = new Task[parallelism];
         for (var w = 0; w < parallelism; w++) workers[w] = Task.Run(Worker, CancellationToken.None);
-        await Task.WhenAll(workers);
+        try { await Task.WhenAll(workers); }
+        catch when (firstFailure is not null)
+        {
+            // The other workers only saw the cancellation: report the cause (e.g. the corrupt chunk).
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(firstFailure);
+        }
         await target.FlushAsync(ct);
     }
 }

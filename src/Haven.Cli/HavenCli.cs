@@ -2,8 +2,11 @@ using System.CommandLine;
 using System.CommandLine.Help;
 using System.CommandLine.Invocation;
 using System.CommandLine.Parsing;
+using Haven.Cli.Commands.Backup;
 using Haven.Cli.Commands.Checkpoint;
 using Haven.Cli.Commands.Host;
+using Haven.Cli.Commands.Repo;
+using Haven.Cli.Commands.Restore;
 using Haven.Cli.Commands.Vm;
 
 namespace Haven.Cli;
@@ -16,6 +19,8 @@ public static class HavenCli
         + "Every command accepts --json to print only the daemon's JSON answer. Connection: --host (HAVEN_HOST) "
         + "names havend's data folder (socket <folder>/havend.sock, token <folder>/token), unix:/path/to/havend.sock, "
         + "or http://HOST:PORT (token from --token/HAVEN_TOKEN). Default: $HAVEN_HOME, else ~/.local/share/haven.\n\n"
+        + "Backup commands (repo, backup, backups, restore) name the repository with --repo (HAVEN_REPO) and read its "
+        + "passphrase from the first line of --passphrase-file, else from HAVEN_PASSPHRASE.\n\n"
         + ExitCodes.HelpText;
 
     public static RootCommand Build(CliContext ctx)
@@ -27,6 +32,10 @@ public static class HavenCli
         root.Add(HostCommand.Create(ctx));
         root.Add(VmCommand.Create(ctx));
         root.Add(CheckpointCommand.Create(ctx));
+        root.Add(new BackupCommand(ctx));
+        root.Add(BackupsCommand.Create(ctx));
+        root.Add(new RestoreCommand(ctx));
+        root.Add(RepoCommand.Create(ctx));
         ShowHelpWhenBare(root);
         return root;
     }

@@ -19,16 +19,18 @@ public sealed class FakeHavend : IDisposable
     readonly int status;
     readonly string reason;
     readonly string body;
+    readonly string contentType;
 
     public string Folder { get; }
     public string SocketPath { get; }
     public List<Request> Requests { get; } = [];
 
-    public FakeHavend(int status, string body, string reason = "")
+    public FakeHavend(int status, string body, string reason = "", string contentType = "application/json; charset=utf-8")
     {
         this.status = status;
         this.body = body;
         this.reason = reason;
+        this.contentType = contentType;
         Folder = Directory.CreateTempSubdirectory("haven-cli-").FullName;
         SocketPath = Path.Combine(Folder, "havend.sock");
         File.WriteAllText(Path.Combine(Folder, "token"), TokenValue + "\n");
@@ -92,7 +94,7 @@ public sealed class FakeHavend : IDisposable
 
         var payload = Encoding.UTF8.GetBytes(body);
         var response = $"HTTP/1.1 {status} {reason}\r\n"
-            + (payload.Length > 0 ? "Content-Type: application/json; charset=utf-8\r\n" : "")
+            + (payload.Length > 0 ? $"Content-Type: {contentType}\r\n" : "")
             + $"Content-Length: {payload.Length}\r\nConnection: close\r\n\r\n";
         await stream.WriteAsync(Encoding.ASCII.GetBytes(response), stop.Token);
         await stream.WriteAsync(payload, stop.Token);

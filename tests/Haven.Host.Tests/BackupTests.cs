@@ -217,6 +217,52 @@ public sealed class BackupTests
     }
 }
 
+public sealed class BackupFullDiskTests
+{
+    [Fact]
+    public async Task A_full_repository_disk_fails_the_backup_cleanly_and_the_repository_stays_valid()
+    {
+        await using var t = new TestHost();
+        // Incompressible data, so the repository really needs the space.
+        var source = t.Dir.File("random.raw");
+        await using (var f = File.Create(source))
+        {
+            var buf = new byte[1 << 20];
+            for (var i = 0; i < 24; i++) { Random.Shared.NextBytes(buf); await f.WriteAsync(buf, t.Ct); }
+        }
+        await t.Host.Vms.CreateAsync(new VmCreateRequest { Name = "vm1", Disks = [new DiskSpec { ImportPath = source }], Accelerator = "tcg", MemoryMiB = 64 }, t.Ct);
+        await t.Host.Vms.StartAsync("vm1", t.Ct);
+        var repo = t.Dir.File("repo");
+        Directory.CreateDirectory(repo);
+        var mount = await ProcessRunner.RunAsync("mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", repo], t.Ct, throwOnError: false);
+        if (mount.ExitCode != 0) Assert.Skip("cannot mount a small tmpfs to fill (needs root): " + mount.StandardError.Trim());
+        try
+        {
+            var r = new RepositoryRef { Repository = repo, Passphrase = "p" };
+            await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+            var e = await Assert.ThrowsAnyAsync<Exception>(() => t.Host.Backups.BackupAsync("vm1", new BackupRequest { Repository = repo, Passphrase = "p" }, t.Ct));
+            Assert.True(e.Message.Contains("full", StringComparison.OrdinalIgnoreCase), $"{e.GetType().Name}: {e.Message}");
+            Assert.Empty(Directory.GetFiles(t.Host.Paths.RunDir, "*.fleece.qcow2"));
+            Assert.Empty(t.Host.Store.ListOperations());
+            var verify = await Haven.Host.Backups.RepositoryMaintenance.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+            Assert.Null(verify.ConfigProblem);
+            Assert.Empty(verify.CorruptManifests);
+            Assert.Empty(await t.Host.Backups.ListAsync(r, t.Ct));
+
+            // Room again: the next backup works and restores exactly.
+            await ProcessRunner.RunAsync("mount", ["-o", "remount,size=128m", repo], t.Ct);
+            var ok = await t.Host.Backups.BackupAsync("vm1", new BackupRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+            var target = t.Dir.File("back.raw");
+            await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = "p", BackupId = ok.BackupId, Disk = 0, TargetPath = target, Format = "raw" }, t.Ct);
+            Assert.True(await QemuImg.CompareAsync(source, target, ct: t.Ct));
+        }
+        finally
+        {
+            await ProcessRunner.RunAsync("umount", ["-l", repo], CancellationToken.None, throwOnError: false);
+        }
+    }
+}
+
 public sealed class BackupJobTests
 {
     [Fact]

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using System.CommandLine.Parsing;
 using Haven.Api;
 
@@ -12,12 +13,12 @@ public sealed class RepoPruneCommand : Command
     /// <summary>The keep count that keeps one backup per period forever (RetentionPolicy.Unlimited).</summary>
     public const int Unlimited = -1;
 
-    public Option<int> KeepLast { get; } = Keep("--keep-last", "Keep each VM's N newest backups");
-    public Option<int> KeepHourly { get; } = Keep("--keep-hourly", "Keep each VM's newest backup of each of the last N hours that have one");
-    public Option<int> KeepDaily { get; } = Keep("--keep-daily", "Keep each VM's newest backup of each of the last N days that have one");
-    public Option<int> KeepWeekly { get; } = Keep("--keep-weekly", "Keep each VM's newest backup of each of the last N ISO weeks that have one");
-    public Option<int> KeepMonthly { get; } = Keep("--keep-monthly", "Keep each VM's newest backup of each of the last N months that have one");
-    public Option<int> KeepYearly { get; } = Keep("--keep-yearly", "Keep each VM's newest backup of each of the last N years that have one");
+    public Option<int> KeepLast { get; } = Keep("--keep-last", "Keep each VM's N newest backups ('unlimited': all)");
+    public Option<int> KeepHourly { get; } = KeepPeriod("--keep-hourly", "hours");
+    public Option<int> KeepDaily { get; } = KeepPeriod("--keep-daily", "days");
+    public Option<int> KeepWeekly { get; } = KeepPeriod("--keep-weekly", "ISO weeks");
+    public Option<int> KeepMonthly { get; } = KeepPeriod("--keep-monthly", "months");
+    public Option<int> KeepYearly { get; } = KeepPeriod("--keep-yearly", "years");
 
     public Option<bool> DryRun { get; } = new("--dry-run")
     {
@@ -35,7 +36,7 @@ public sealed class RepoPruneCommand : Command
         Validators.Add(result =>
         {
             // Without a rule that keeps something, prune would remove every backup: refuse.
-            if (result.Errors.Any() || KeepOptions.Any(o => result.GetValue(o) != 0))
+            if (KeepOptions.Any(o => result.GetResult(o) is { } given && KeepsSomething(given)))
                 return;
             result.AddError("give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, "
                 + "--keep-yearly with a count above 0 (with no rule, every backup would be removed)");
@@ -67,9 +68,17 @@ public sealed class RepoPruneCommand : Command
         DryRun = parseResult.GetValue(DryRun),
     };
 
+    /// <summary>Whether a --keep-* value is not 0 (read from the token: a bad value has its own error and must not be converted here).</summary>
+    static bool KeepsSomething(OptionResult option) =>
+        option.Tokens.Count == 0 || option.Tokens[^1].Value is var text
+            && (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var n) || n != 0);
+
+    static Option<int> KeepPeriod(string name, string periods) =>
+        Keep(name, $"Keep each VM's newest backup in each of the last N {periods} (UTC) that have one ('unlimited': no limit)");
+
     static Option<int> Keep(string name, string description) => new(name)
     {
-        Description = description + " ('unlimited': one per period forever; periods are UTC)",
+        Description = description,
         HelpName = "N",
         CustomParser = r => r.Tokens.Count > 0 && r.Tokens[^1].Value.Equals("unlimited", StringComparison.OrdinalIgnoreCase)
             ? Unlimited
