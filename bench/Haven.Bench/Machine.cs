@@ -12,11 +12,11 @@ public sealed record Machine(int Cores, string Cpu, long MemoryMiB, string Kerne
             ? File.ReadLines("/etc/os-release").FirstOrDefault(l => l.StartsWith("PRETTY_NAME=", StringComparison.Ordinal))?.Split('=', 2)[1].Trim('"') ?? "?"
             : "?";
         return new Machine(Environment.ProcessorCount, cpu, memKiB / 1024, File.ReadAllText("/proc/sys/kernel/osrelease").Trim(), os,
-            await DiskAsync(dir), LoadAverage(), await FirstLineAsync("qemu-system-x86_64", "--version"), await FirstLineAsync("restic", "version"),
+            await DiskAsync(dir), ReadLoadAverage(), await FirstLineAsync("qemu-system-x86_64", "--version"), await FirstLineAsync("restic", "version"),
             await FirstLineAsync("borg", "--version"), ".NET " + Environment.Version, await CommitAsync(repoRoot));
     }
 
-    public static string LoadAverage() => string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+    public static string ReadLoadAverage() => string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
 
     private static async Task<string> DiskAsync(string dir)
     {

@@ -192,6 +192,7 @@ public sealed class BackupWriter : IAsyncDisposable
         if (string.IsNullOrWhiteSpace(manifest.VmName)) throw new ArgumentException("the manifest needs a VM name", nameof(manifest));
         if (manifest.Disks is null) throw new ArgumentException("the manifest needs a disk list", nameof(manifest));
         var notStored = new List<ChunkId>();
+        var reported = new HashSet<ChunkId>();
         var known = _known;
         foreach (var disk in manifest.Disks)
         {
@@ -203,7 +204,7 @@ public sealed class BackupWriter : IAsyncDisposable
             foreach (var entry in disk.Chunks)
             {
                 if (entry is not { } id || known.Contains(id)) continue;
-                if (!_mine.TryGetValue(id, out var task) || !task.IsCompletedSuccessfully) notStored.Add(id);
+                if ((!_mine.TryGetValue(id, out var task) || !task.IsCompletedSuccessfully) && reported.Add(id)) notStored.Add(id);
             }
         }
         return notStored;

@@ -211,9 +211,19 @@ public sealed class BackupTests
         bytes[bytes.Length / 2] ^= 0x01;
         await File.WriteAllBytesAsync(chunk, bytes, t.Ct);
         var target = t.Dir.File("bad.qcow2");
-        await Assert.ThrowsAnyAsync<Exception>(() => t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, Disk = 0, TargetPath = target }, t.Ct));
+        var bad = await Assert.ThrowsAsync<Haven.Repository.CorruptChunkException>(() => t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, Disk = 0, TargetPath = target }, t.Ct));
+        Assert.DoesNotContain('\n', bad.Message);
         Assert.False(File.Exists(target));
         Assert.False(File.Exists(target + ".partial"));
+        var verify = await Haven.Host.Backups.RepositoryMaintenance.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = Pass, ReadData = true }, t.Ct);
+        Assert.Contains(b.BackupId, verify.CorruptChunks.SelectMany(c => c.BackupIds));
+
+        // A truncated manifest is refused, not half-read.
+        var manifest = Directory.GetFiles(Path.Combine(repo, "backups")).Single();
+        var mbytes = await File.ReadAllBytesAsync(manifest, t.Ct);
+        await File.WriteAllBytesAsync(manifest, mbytes[..(mbytes.Length - 7)], t.Ct);
+        await Assert.ThrowsAsync<Haven.Repository.CorruptManifestException>(() => t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, NewName = "x" }, t.Ct));
+        Assert.Null(t.Host.Store.FindVmByName("x"));
     }
 }
 
