@@ -217,6 +217,7 @@ namespace Haven.Bench
             }
 
             r.FinishedAt = DateTimeOffset.UtcNow;
+            r.LoadAtEnd = Machine.ReadLoadAverage();
             r.Notes.AddRange(_notes);
             var ok = r.Checks.All(c => c.Ok);
             if (!o.Keep) Cleanup();

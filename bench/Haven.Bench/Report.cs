@@ -30,6 +30,7 @@ public sealed class ReportData
     public long RawAllocated { get; set; }
     public long QcowAllocated { get; set; }
     public List<string> Notes { get; } = [];
+    public string LoadAtEnd { get; set; } = "?";
 }
 
 /// <summary>The markdown report.</summary>
@@ -49,7 +50,7 @@ public static class ReportWriter
         L();
         L($"- Command: `{o.Command}`");
         L($"- Date: {r.StartedAt:yyyy-MM-dd HH:mm} UTC (the whole run took {(r.FinishedAt - r.StartedAt).TotalMinutes:F1} min)");
-        L($"- Machine: {m.Cores} cores ({m.Cpu}), {m.MemoryMiB / 1024.0:F1} GiB RAM, Linux {m.Kernel}, {m.Os}; disk {m.Disk}; load average at start {m.LoadAverage}");
+        L($"- Machine: {m.Cores} cores ({m.Cpu}), {m.MemoryMiB / 1024.0:F1} GiB RAM, Linux {m.Kernel}, {m.Os}; disk {m.Disk}; load average (1, 5, 15 min) at start {m.LoadAverage}, at end {r.LoadAtEnd}");
         L($"- Software: Haven {m.HavenCommit} on {m.DotNet}; {m.Qemu}; {m.Restic}; {m.Borg}");
         L($"- Page cache: {(o.Warm ? "warm (--warm)" : r.HavenFull.Cost.Cold ? "dropped (`echo 3 > /proc/sys/vm/drop_caches`) before every timed phase" : "could not be dropped: every phase ran warm")}");
         L();
@@ -119,7 +120,7 @@ public static class ReportWriter
           "it is started again before the incremental, so the incremental includes a fresh daemon's JIT warm-up.");
         L("- restic: `restic backup FILE` (repository v2, compression auto), `restic restore latest --target DIR`. " +
           "borg: `borg init -e repokey`, `borg create --compression zstd,3 REPO::NAME FILE`, `borg extract --sparse`. " +
-          "Both see a changed file (mtime) and read the whole 2 GiB again for the incremental; Haven reads only the chunks its dirty bitmap marks.");
+          $"Both see a changed file (mtime) and read all {o.Size / MiB / 1024:0.##} GiB again for the incremental; Haven reads only the chunks its dirty bitmap marks.");
         foreach (var n in r.Notes) L("- " + n);
         return sb.ToString();
     }
