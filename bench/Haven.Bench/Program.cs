@@ -8,7 +8,7 @@ using Haven.Qemu.Qmp;
 // End-to-end backup benchmark: Haven (through havend, live VM) against restic and borgbackup backing up
 // the same disk as a file. Full backup, 1% of blocks changed, incremental, restore. bench/README.md.
 //   dotnet bench/Haven.Bench/bin/Release/net10.0/Haven.Bench.dll [--size 2G] [--dir /tmp/haven-bench]
-//       [--havend path/to/havend.dll] [--seed 42] [--warm] [--keep] [--command "what to print as the command"]
+//       [--havend path/to/havend.dll] [--seed 42] [--warm] [--keep] [--cold-daemon] [--command "what to print as the command"]
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -18,7 +18,7 @@ try { o = Options.Parse(args); }
 catch (ArgumentException e)
 {
     Console.Error.WriteLine("haven-bench: " + e.Message);
-    Console.Error.WriteLine("usage: Haven.Bench [--size 2G] [--dir /tmp/haven-bench] [--havend havend.dll] [--seed N] [--warm] [--keep] [--command TEXT]");
+    Console.Error.WriteLine("usage: Haven.Bench [--size 2G] [--dir /tmp/haven-bench] [--havend havend.dll] [--seed N] [--warm] [--keep] [--cold-daemon] [--command TEXT]");
     return 2;
 }
 
@@ -40,7 +40,7 @@ catch (Exception e)
 
 namespace Haven.Bench
 {
-    public sealed record Options(long Size, string Dir, string Havend, string RepoRoot, ulong Seed, bool Warm, bool Keep, string Command)
+    public sealed record Options(long Size, string Dir, string Havend, string RepoRoot, ulong Seed, bool Warm, bool Keep, bool ColdDaemon, string Command)
     {
         public static Options Parse(string[] args)
         {
@@ -48,7 +48,7 @@ namespace Haven.Bench
             string dir = "/tmp/haven-bench";
             string? havend = null, command = null;
             ulong seed = 42;
-            bool warm = false, keep = false;
+            bool warm = false, keep = false, coldDaemon = false;
             for (var i = 0; i < args.Length; i++)
             {
                 string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -60,6 +60,7 @@ namespace Haven.Bench
                     case "--seed": seed = ulong.Parse(Value(), CultureInfo.InvariantCulture); break;
                     case "--warm": warm = true; break;
                     case "--keep": keep = true; break;
+                    case "--cold-daemon": coldDaemon = true; break;
                     case "--command": command = Value(); break;
                     default: throw new ArgumentException($"unknown argument {args[i]}");
                 }
@@ -69,7 +70,7 @@ namespace Haven.Bench
             havend ??= Path.Combine(root, "src/Haven.Daemon/bin/Release/net10.0/havend.dll");
             if (!File.Exists(havend)) throw new ArgumentException($"havend not found at {havend} (build with: dotnet build Haven.slnx -c Release)");
             command ??= "dotnet bench/Haven.Bench/bin/Release/net10.0/Haven.Bench.dll " + string.Join(' ', args);
-            return new Options(size, Path.GetFullPath(dir), Path.GetFullPath(havend), root, seed, warm, keep, command);
+            return new Options(size, Path.GetFullPath(dir), Path.GetFullPath(havend), root, seed, warm, keep, coldDaemon, command);
         }
 
         private static long ParseSize(string s)
@@ -95,9 +96,14 @@ namespace Haven.Bench
 
     public sealed record HavenRestore(Cost Cost, RestoreResult Result, ProcessCost Daemon, ProcessCost Qemu);
 
+    /// <summary>One untimed-for-the-table warm-up round: backup + restore of the small scratch VM.</summary>
+    public sealed record WarmUp(string When, double Wall, ProcessCost Daemon);
+
     public sealed class Bench(Options o)
     {
         private const string Vm = "bench";
+        private const string WarmVm = "warmup";
+        private const long WarmSize = 128L << 20;
         private const string Passphrase = "haven bench passphrase";
         private const int Block = 64 << 10;
         private readonly Stopwatch _clock = Stopwatch.StartNew();
@@ -105,6 +111,7 @@ namespace Haven.Bench
 
         private string Raw => Path.Combine(o.Dir, "disk.raw");
         private string Qcow2 => Path.Combine(o.Dir, "disk.qcow2");
+        private string WarmRaw => Path.Combine(o.Dir, "warmup.raw");
         private string HavenData => Path.Combine(o.Dir, "haven");
         private string HavenRepo => Path.Combine(o.Dir, "haven-repo");
         private string HavenRestore => Path.Combine(o.Dir, "haven-restore.raw");
@@ -147,11 +154,12 @@ namespace Haven.Bench
             r.TextRatio = await TextCompressionAsync(image);
             await Exec.RunAsync("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", Raw, Qcow2]);
             Log("converted to qcow2");
+            if (!o.ColdDaemon) DiskImage.Plan(WarmSize, o.Seed + 1).Write(WarmRaw);
 
             // 2. havend, the VM and the repositories.
             var log = Path.Combine(o.Dir, "havend.log");
             var havend = await Havend.StartAsync(o.Havend, HavenData, log);
-            int? qemuPid = null;
+            int? qemuPid = null, warmPid = null;
             try
             {
                 await havend.PostAsync<VmInfo>("/v1/vms", new VmCreateRequest
@@ -160,12 +168,29 @@ namespace Haven.Bench
                     GuestAgent = false, Accelerator = "tcg", CheckpointType = CheckpointType.Standard,
                 });
                 var info = await havend.PostAsync<VmInfo>($"/v1/vms/{Vm}/start", null);
+                if (!o.ColdDaemon)
+                {
+                    await havend.PostAsync<VmInfo>("/v1/vms", new VmCreateRequest
+                    {
+                        Name = WarmVm, MemoryMiB = 64, Vcpus = 1, Disks = [new DiskSpec { ImportPath = WarmRaw }],
+                        GuestAgent = false, Accelerator = "tcg", CheckpointType = CheckpointType.Standard,
+                    });
+                    warmPid = (await havend.PostAsync<VmInfo>($"/v1/vms/{WarmVm}/start", null)).Pid;
+                }
                 qemuPid = info.Pid ?? throw new InvalidOperationException("the started VM has no pid");
                 Log($"VM {Vm} running (QEMU pid {qemuPid}, disk {info.Disks[0].Chain[0].Path})");
                 await havend.PostAsync<RepositoryInfo>("/v1/repo/init", new RepositoryInitRequest { Repository = HavenRepo, Passphrase = Passphrase });
                 await Exec.RunAsync("restic", ["init"], ResticEnv);
                 await Exec.RunAsync("borg", ["init", "-e", "repokey", BorgRepo], BorgEnv);
                 r.QemuIdleCpuPerSecond = await IdleRateAsync(qemuPid.Value);
+
+                // A long-running havend has JIT-compiled its backup path long before a given backup; a fresh one
+                // has not. Two warm-up rounds on a scratch VM: the first shows what a cold daemon pays extra.
+                if (!o.ColdDaemon)
+                {
+                    r.WarmUps.Add(await WarmUpAsync(havend, "fresh havend (cold JIT)"));
+                    r.WarmUps.Add(await WarmUpAsync(havend, "same havend again (warm)"));
+                }
 
                 // 3. Full backups.
                 r.HavenFull = await HavenBackupAsync(havend, qemuPid.Value, "full");
@@ -177,6 +202,7 @@ namespace Haven.Bench
                 await havend.DisposeAsync();
                 (r.BlocksChanged, r.ChunksTouched) = await ChangeBlocksAsync(info);
                 havend = await Havend.StartAsync(o.Havend, HavenData, log);
+                if (!o.ColdDaemon) r.WarmUps.Add(await WarmUpAsync(havend, "restarted havend (cold JIT)"));
 
                 // 5. Incrementals.
                 r.HavenIncremental = await HavenBackupAsync(havend, qemuPid.Value, "incremental");
@@ -184,11 +210,16 @@ namespace Haven.Bench
                 r.BorgIncremental = await PeerAsync("borg incremental", "borg", ["create", "--compression", "zstd,3", BorgRepo + "::inc", Raw], BorgEnv, BorgRepo);
 
                 // 6. Restores of the incremental (the disk as it is now).
+                // Haven flushes the restored disk (NBD flush → fdatasync) before answering; restic and borg leave
+                // their writes in the page cache. The `sync` right after each restore shows what that is worth.
                 r.HavenRestore = await HavenRestoreAsync(havend, qemuPid.Value, r.HavenIncremental.Result.BackupId);
+                r.SyncAfterRestore["Haven"] = await SyncSecondsAsync();
                 Directory.CreateDirectory(ResticRestore);
                 r.ResticRestore = await PeerAsync("restic restore", "restic", ["restore", "latest", "--quiet", "--target", ResticRestore], ResticEnv, null);
+                r.SyncAfterRestore["restic"] = await SyncSecondsAsync();
                 Directory.CreateDirectory(BorgRestore);
                 r.BorgRestore = await PeerAsync("borg restore", "borg", ["extract", "--sparse", BorgRepo + "::inc"], BorgEnv, null, BorgRestore);
+                r.SyncAfterRestore["borg"] = await SyncSecondsAsync();
                 r.RestoredAllocated["Haven"] = await AllocatedAsync(HavenRestore);
                 r.RestoredAllocated["restic"] = await AllocatedAsync(ResticRestore + Raw);
                 r.RestoredAllocated["borg"] = await AllocatedAsync(BorgRestore + Raw);
@@ -209,11 +240,14 @@ namespace Haven.Bench
                 Log("stopping the VM");
                 await havend.PostAsync<VmInfo>($"/v1/vms/{Vm}/stop", new VmStopRequest { Force = true });
                 qemuPid = null;
+                if (warmPid is not null) await havend.PostAsync<VmInfo>($"/v1/vms/{WarmVm}/stop", new VmStopRequest { Force = true });
+                warmPid = null;
             }
             finally
             {
                 await havend.DisposeAsync();
-                if (qemuPid is { } pid && Proc.CommandName(pid).StartsWith("qemu", StringComparison.Ordinal)) Proc.Terminate(pid);
+                foreach (var pid in new[] { qemuPid, warmPid })
+                    if (pid is { } p && Proc.CommandName(p).StartsWith("qemu", StringComparison.Ordinal)) Proc.Terminate(p);
             }
 
             r.FinishedAt = DateTimeOffset.UtcNow;
@@ -245,9 +279,10 @@ namespace Haven.Bench
 
         private void Cleanup()
         {
-            foreach (var f in new[] { Raw, Qcow2, HavenRestore }) File.Delete(f);
+            foreach (var f in new[] { Raw, Qcow2, HavenRestore, WarmRaw }) File.Delete(f);
             foreach (var d in new[] { HavenData, HavenRepo, ResticRepo, ResticRestore, BorgRepo, BorgRestore, Path.Combine(o.Dir, "restic-cache"), Path.Combine(o.Dir, "borg-base") })
                 if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
+            foreach (var d in Directory.GetDirectories(o.Dir, "warmup-repo-*")) Directory.Delete(d, recursive: true);
         }
 
         private async Task<bool> DropCachesAsync()
@@ -284,6 +319,27 @@ namespace Haven.Bench
             var stored = await Exec.DiskUsageAsync(HavenRepo);
             Log($"  {wall:F2} s, {result.Mode}, read {result.BytesRead >> 20} MiB, new {result.BytesNew >> 20} MiB, repo {stored >> 20} MiB");
             return new HavenBackup(new Cost(wall, d.CpuSeconds + d.ChildCpuSeconds, d.PeakRssMiB, stored, cold), result, timeline, d, q);
+        }
+
+        private async Task<WarmUp> WarmUpAsync(Havend havend, string when)
+        {
+            var n = Directory.GetDirectories(o.Dir, "warmup-repo-*").Length + 1;
+            var repo = Path.Combine(o.Dir, $"warmup-repo-{n}");
+            var target = Path.Combine(o.Dir, $"warmup-restore-{n}.raw");
+            await havend.PostAsync<RepositoryInfo>("/v1/repo/init", new RepositoryInitRequest { Repository = repo, Passphrase = Passphrase });
+            var meter = ProcMeter.Start(havend.Pid);
+            var sw = Stopwatch.StartNew();
+            var (b, _) = await havend.BackupAsync(WarmVm, new BackupRequest { Repository = repo, Passphrase = Passphrase });
+            await havend.PostAsync<RestoreResult>("/v1/repo/restore", new RestoreRequest
+            {
+                Repository = repo, Passphrase = Passphrase, BackupId = b.BackupId, Disk = 0, TargetPath = target, Format = "raw",
+            });
+            var wall = sw.Elapsed.TotalSeconds;
+            var cost = await meter.StopAsync();
+            await meter.DisposeAsync();
+            File.Delete(target);
+            Log($"warm-up ({when}): backup + restore of the {WarmSize >> 20} MiB scratch VM in {wall:F2} s, havend CPU {cost.CpuSeconds:F2} s");
+            return new WarmUp(when, wall, cost);
         }
 
         private async Task<HavenRestore> HavenRestoreAsync(Havend havend, int qemuPid, string backupId)
@@ -367,6 +423,13 @@ namespace Haven.Bench
             var r = await Exec.RunAsync("cmp", [a, b], check: false);
             if (r.ExitCode != 0) Log("  DIFFERENT: " + (r.Stdout + r.Stderr).Trim());
             return r.ExitCode == 0;
+        }
+
+        private static async Task<double> SyncSecondsAsync()
+        {
+            var sw = Stopwatch.StartNew();
+            await Exec.RunAsync("sync", []);
+            return sw.Elapsed.TotalSeconds;
         }
 
         private static async Task<long> AllocatedAsync(string path)

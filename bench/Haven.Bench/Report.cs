@@ -24,6 +24,7 @@ public sealed class ReportData
     public Cost ResticRestore { get; set; } = null!;
     public Cost BorgRestore { get; set; } = null!;
     public Dictionary<string, long> RestoredAllocated { get; } = [];
+    public Dictionary<string, double> SyncAfterRestore { get; } = [];
     public List<(string What, bool Ok)> Checks { get; } = [];
     public (double Seconds, bool Cold) RawRead { get; set; }
     public (double Seconds, bool Cold) QcowRead { get; set; }
@@ -31,6 +32,7 @@ public sealed class ReportData
     public long QcowAllocated { get; set; }
     public List<string> Notes { get; } = [];
     public string LoadAtEnd { get; set; } = "?";
+    public List<WarmUp> WarmUps { get; } = [];
 }
 
 /// <summary>The markdown report.</summary>
@@ -86,11 +88,21 @@ public static class ReportWriter
         HavenBackupDetail(sb, r.HavenIncremental, r.QemuIdleCpuPerSecond);
         Phase(sb, "Restore of the incremental (whole disk to a raw file)", r.HavenRestore.Cost, r.ResticRestore, r.BorgRestore, stored: false);
         L($"| restored file, allocated MiB | {A(r, "Haven")} | {A(r, "restic")} | {A(r, "borg")} | | |");
+        if (r.SyncAfterRestore.Count == 3)
+        {
+            double S(string t) => r.SyncAfterRestore[t];
+            L($"| `sync` right after, s | {S("Haven"):F2} | {S("restic"):F2} | {S("borg"):F2} | | |");
+            double hs = r.HavenRestore.Cost.Wall + S("Haven"), rs = r.ResticRestore.Wall + S("restic"), bs = r.BorgRestore.Wall + S("borg");
+            L($"| wall + `sync` s (restored data on disk) | {hs:F2} | {rs:F2} | {bs:F2} | {hs / rs:F2}× | {hs / bs:F2}× |");
+        }
         L();
         var hr = r.HavenRestore;
         L($"Haven: wrote {hr.Result.BytesWritten / MiB:F0} MiB of disk through qemu-nbd (zero chunks skipped, so the file stays sparse); havend CPU " +
-          $"{hr.Daemon.CpuSeconds:F2} s + children {hr.Daemon.ChildCpuSeconds:F2} s ({Names(hr.Daemon)}); children's peak RSS {hr.Daemon.ChildPeakRssMiB:F0} MiB. " +
-          $"restic 0.14 has no sparse restore and writes every zero; borg ran `extract --sparse`.");
+          $"{hr.Daemon.UserSeconds:F2} s user + {hr.Daemon.SystemSeconds:F2} s system, children {hr.Daemon.ChildCpuSeconds:F2} s ({Names(hr.Daemon)}), children's peak RSS {hr.Daemon.ChildPeakRssMiB:F0} MiB; " +
+          $"{hr.Cost.Cpu / hr.Cost.Wall:F2} cores busy on average, havend threads on average {hr.Daemon.AvgRunning:F2} runnable and {hr.Daemon.AvgDiskWait:F2} in disk wait; " +
+          $"havend CPU by thread: {hr.Daemon.ThreadSummary}. " +
+          $"restic 0.14 has no sparse restore and writes every zero; borg ran `extract --sparse`. Haven flushes the restored image to stable storage " +
+          "before it answers; restic and borg do not, so the `sync` rows show the same end state (restored data on disk) for all three.");
         L();
 
         L("### Restore checks");
@@ -106,6 +118,22 @@ public static class ReportWriter
           $"{r.QcowAllocated / MiB / r.QcowRead.Seconds:F0} MiB/s");
         L();
 
+        if (r.WarmUps.Count > 0)
+        {
+            L("### Daemon warm-up (not in the tables)");
+            L();
+            L($"After each start of havend, and before the Haven phase it precedes, the benchmark backs up a {128} MiB scratch VM into a new repository and restores it " +
+              "(same code path as the measured phases), because a long-running havend has JIT-compiled its backup path long before any given backup. " +
+              "What those rounds cost shows what a freshly started daemon pays on its first backup:");
+            L();
+            L("| warm-up round | wall s | havend CPU s (user + sys) |");
+            L("| --- | ---: | ---: |");
+            foreach (var w in r.WarmUps) L($"| {w.When} | {w.Wall:F2} | {w.Daemon.CpuSeconds:F2} ({w.Daemon.UserSeconds:F2} + {w.Daemon.SystemSeconds:F2}); by thread: {w.Daemon.ThreadSummary} |");
+            L();
+            L("`--cold-daemon` skips the warm-up: the full and incremental then run on a daemon started just before them.");
+            L();
+        }
+
         L("### How these were measured");
         L();
         L("- Wall: Haven from the HTTP request to the answer (client side); restic and borg from `/usr/bin/time -v`.");
@@ -116,8 +144,8 @@ public static class ReportWriter
         L("- Not in Haven's columns: the VM's QEMU process, which serves the point-in-time view over NBD and copies blocks before guest writes " +
           "(fleecing). Its CPU during each phase is listed under the table with its idle rate (a TCG guest sitting in the BIOS).");
         L("- Stored: `du -sb` of each repository after the phase (Haven's repository folder; restic and borg repositories; borg's cache and restic's cache excluded).");
-        L("- havend is stopped (SIGTERM; the VM keeps running) while the change is written, because QEMU's QMP socket takes one client at a time; " +
-          "it is started again before the incremental, so the incremental includes a fresh daemon's JIT warm-up.");
+        L("- havend is stopped (SIGTERM; the VM keeps running) while the change is written, because QEMU's QMP socket takes one client at a time, " +
+          "and started again before the incremental" + (r.WarmUps.Count > 0 ? " (then warmed up, see above)." : "; with `--cold-daemon` the incremental includes a fresh daemon's JIT warm-up."));
         L("- restic: `restic backup FILE` (repository v2, compression auto), `restic restore latest --target DIR`. " +
           "borg: `borg init -e repokey`, `borg create --compression zstd,3 REPO::NAME FILE`, `borg extract --sparse`. " +
           $"Both see a changed file (mtime) and read all {o.Size / MiB / 1024:0.##} GiB again for the incremental; Haven reads only the chunks its dirty bitmap marks.");
@@ -159,8 +187,12 @@ public static class ReportWriter
         if (t.FirstProgress >= 0)
             sb.Append($"From the progress stream: {t.FirstProgress:F2} s until the first chunk was read (open repository, list its chunks, fleecing, NBD connect, chunk plan), " +
                       $"{transfer:F2} s reading and storing ({(transfer > 0 ? x.BytesRead / MiB / transfer : 0):F0} MiB/s), {t.Result - t.LastProgress:F2} s to finish (manifest, reference point, tear-down). ");
-        sb.Append($"havend CPU {b.Daemon.CpuSeconds:F2} s + children {b.Daemon.ChildCpuSeconds:F2} s{(b.Daemon.ChildNames.Length > 0 ? $" ({b.Daemon.ChildNames}, peak RSS {b.Daemon.ChildPeakRssMiB:F0} MiB)" : "")}. " +
-                  $"QEMU (not in the table): CPU {b.Qemu.CpuSeconds:F2} s (idle rate {idle:F2} s/s, i.e. {idle * b.Cost.Wall:F2} s of it is the idle guest), peak RSS {b.Qemu.PeakRssMiB:F0} MiB.\n\n");
+        sb.Append($"havend CPU {b.Daemon.UserSeconds:F2} s user + {b.Daemon.SystemSeconds:F2} s system + children {b.Daemon.ChildCpuSeconds:F2} s" +
+                  $"{(b.Daemon.ChildNames.Length > 0 ? $" ({b.Daemon.ChildNames}, peak RSS {b.Daemon.ChildPeakRssMiB:F0} MiB)" : "")}, " +
+                  $"i.e. {b.Cost.Cpu / b.Cost.Wall:F2} cores busy on average; sampled every 20 ms, on average {b.Daemon.AvgRunning:F2} of its threads were runnable " +
+                  $"and {b.Daemon.AvgDiskWait:F2} waiting for the disk (D state: fsync, reads); CPU by thread: {b.Daemon.ThreadSummary}. " +
+                  $"QEMU (not in the table): CPU {b.Qemu.CpuSeconds:F2} s (idle rate {idle:F2} s/s, i.e. {idle * b.Cost.Wall:F2} s of it is the idle guest), " +
+                  $"{b.Qemu.AvgRunning:F2} threads runnable and {b.Qemu.AvgDiskWait:F2} in disk wait on average, peak RSS {b.Qemu.PeakRssMiB:F0} MiB.\n\n");
     }
 
     private static string Names(ProcessCost c) => c.ChildNames.Length > 0 ? c.ChildNames : "none seen";

@@ -88,13 +88,14 @@ public sealed class BackupTests
         await t.WriteAsync("vm1", now, 0x31, 0, 8 * M);
         var atBackup = await now.SnapshotAsync(t.Dir.File("at.raw"));
         // Overwrite what the backup is about to read, after its point in time.
-        t.Host.Backups.AfterPointInTime = async () =>
+        t.Host.Backups.AtStep = async step =>
         {
+            if (step != "backup.after-point-in-time") return;
             await t.WriteAsync("vm1", now, 0x99, 0, 8 * M);
             await t.WriteAsync("vm1", now, 0x98, 30 * M, M);
         };
         var r = await Backup(t, repo);
-        t.Host.Backups.AfterPointInTime = null;
+        t.Host.Backups.AtStep = null;
         await AssertRestoresToAsync(t, repo, r.BackupId, atBackup);
         await AssertNoBackupLeftoversAsync(t);
 
@@ -105,25 +106,51 @@ public sealed class BackupTests
         await AssertRestoresToAsync(t, repo, next.BackupId, now);
     }
 
-    [Fact]
-    public async Task A_failed_backup_cleans_up_and_loses_no_change_for_the_next_one()
+    [Theory]
+    [InlineData("backup.after-point-in-time", true)]
+    [InlineData("backup.after-disk", true)]
+    [InlineData("backup.after-manifest", true)]
+    [InlineData("backup.after-point-in-time", false)]
+    [InlineData("backup.after-disk", false)]
+    public async Task A_backup_failing_at_any_step_cleans_up_and_loses_no_change_for_the_next_one(string step, bool live)
     {
-        var (t, repo) = await SetUpAsync(start: true);
+        var (t, repo) = await SetUpAsync(start: live);
         await using var _ = t;
         var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
         await t.WriteAsync("vm1", now, 0x41, 0, 2 * M);
         await Backup(t, repo);
+        if (!live) await t.Host.Vms.StartAsync("vm1", t.Ct);
         await t.WriteAsync("vm1", now, 0x42, 10 * M, M);
-        t.Host.Backups.AfterPointInTime = () => throw new IOException("injected failure");
-        await Assert.ThrowsAsync<IOException>(() => Backup(t, repo));
-        t.Host.Backups.AfterPointInTime = null;
+        if (!live) await t.Host.Vms.StopAsync("vm1", new VmStopRequest { Force = true }, t.Ct);
+        t.Host.Backups.AtStep = s => s == step ? throw new IOException("injected failure at " + s) : Task.CompletedTask;
+        var e = await Assert.ThrowsAsync<IOException>(() => Backup(t, repo));
+        Assert.Contains(step, e.Message);
+        t.Host.Backups.AtStep = null;
         await AssertNoBackupLeftoversAsync(t);
+        Assert.Empty(Directory.GetFiles(t.Host.Paths.RunDir, "*.nbd"));
 
+        if (!live) await t.Host.Vms.StartAsync("vm1", t.Ct);
         await t.WriteAsync("vm1", now, 0x43, 20 * M, M);
+        if (!live) await t.Host.Vms.StopAsync("vm1", new VmStopRequest { Force = true }, t.Ct);
         var r = await Backup(t, repo);
         Assert.Equal("incremental", r.Mode);
         Assert.Equal(2, r.ChunksRead); // the change before the failed run and the one after
         await AssertRestoresToAsync(t, repo, r.BackupId, now);
+    }
+
+    [Fact]
+    public async Task A_brand_new_host_reattaches_the_repository_with_only_its_path_and_passphrase()
+    {
+        var (t, repo) = await SetUpAsync(start: false);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.WriteAsync("vm1", now, 0x91, M, 5 * M);
+        var b = await Backup(t, repo);
+        await using var other = new TestHost();
+        var list = await other.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, other.Ct);
+        Assert.Equal(b.BackupId, Assert.Single(list).Id);
+        await other.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, NewName = "vm1" }, other.Ct);
+        Assert.True(await now.EqualsImageAsync(other.TopLayer("vm1")));
     }
 
     [Fact]

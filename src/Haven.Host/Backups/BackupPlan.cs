@@ -10,6 +10,8 @@ public sealed record BackupPlan
     /// <summary>qemu-nbd processes serving an off VM's disks (children of the daemon that die with it only sometimes).</summary>
     public List<int> QemuNbdPids { get; init; } = [];
     public bool Freezing { get; set; }
+    /// <summary>Off VMs: disks whose reference-point stamp matched the layer file before this backup's own bitmap edits.</summary>
+    public List<int> StampsHeld { get; init; } = [];
 }
 
 public sealed record BackupDiskPlan(int Disk, string LayerId, string FleeceFile, string FleeceNode, string JobId, string ExportName, string? OldBitmap, string NewBitmap);

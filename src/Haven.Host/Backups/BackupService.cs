@@ -29,8 +29,14 @@ public sealed class BackupService(HavenHost host)
     private HostStore Store => host.Store;
     private HostPaths Paths => host.Paths;
 
-    /// <summary>Test seam: runs once the point in time is taken and before any data is read.</summary>
-    internal Func<Task>? AfterPointInTime { get; set; }
+    /// <summary>Test seam: runs at each named step (the same names as the crash points), e.g. to inject a failure or a guest write.</summary>
+    internal Func<string, Task>? AtStep { get; set; }
+
+    private async Task StepAsync(string name)
+    {
+        CrashPoints.Hit(name);
+        if (AtStep is not null) await AtStep(name);
+    }
 
     public static IObjectStore OpenStore(string location)
     {
@@ -119,6 +125,9 @@ public sealed class BackupService(HavenHost host)
                 foreach (var d in plan.Disks)
                 {
                     var top = tree.PathOf(tree[d.LayerId]);
+                    var rp = Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Disk && r.RepositoryId == repo.Id);
+                    if (rp is not null && rp.FileStamp == FileStamp(top)) plan.StampsHeld.Add(d.Disk);
+                    Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
                     // Off: the disk itself is the point in time. Hand tracking over to a new bitmap first.
                     await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--add", "--granularity", repo.ChunkSize.ToString()], ct);
                     if (d.OldBitmap is not null) await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--disable"], ct);
@@ -130,8 +139,7 @@ public sealed class BackupService(HavenHost host)
                     endpoints.Add((new NbdEndpoint.Unix(socket), d.ExportName));
                 }
             }
-            CrashPoints.Hit("backup.after-point-in-time");
-            if (AfterPointInTime is not null) await AfterPointInTime();
+            await StepAsync("backup.after-point-in-time");
 
             await using var writer = await repo.BeginBackupAsync(Environment.MachineName, ct);
             var manifestDisks = new List<DiskManifest>();
@@ -157,7 +165,7 @@ public sealed class BackupService(HavenHost host)
                 var index = await DiskBackup.RunAsync(writer, sources, chunkPlan, previous?.Disks[i].Chunks, diskStats, progress is null ? null : Report, ct);
                 stats.Add(diskStats);
                 manifestDisks.Add(new DiskManifest { Name = "disk" + d.Disk, SizeBytes = first.ExportSize, ChunkSize = repo.ChunkSize, Chunks = index });
-                CrashPoints.Hit("backup.after-disk");
+                await StepAsync("backup.after-disk");
             }
             var mode = previous is null ? "full" : "incremental";
             var backupId = await writer.CommitAsync(new BackupManifest
@@ -172,7 +180,7 @@ public sealed class BackupService(HavenHost host)
                 Consistency = consistency.ToString(),
                 Disks = manifestDisks,
             }, ct);
-            CrashPoints.Hit("backup.after-manifest");
+            await StepAsync("backup.after-manifest");
             succeeded = true;
             await FinishAsync(vm, plan, op, backupId, consistency, servers, clients, ct);
             return new BackupResult
@@ -346,12 +354,16 @@ public sealed class BackupService(HavenHost host)
                 var top = tree.PathOf(tree[d.LayerId]);
                 var bitmaps = await DirtyBitmaps.ListOfflineAsync(top, ct);
                 if (!bitmaps.Exists(b => b.Name == d.NewBitmap)) continue;
+                // Our own bitmap edits change the file's mtime; keep the stamp current, but only where it
+                // matched before them, so a write made outside Haven is never laundered.
+                var stampHeld = plan.StampsHeld.Contains(d.Disk);
                 if (d.OldBitmap is not null && bitmaps.Exists(b => b.Name == d.OldBitmap))
                 {
                     await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--merge", d.NewBitmap], ct);
                     await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--enable"], ct);
                 }
                 await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--remove"], ct);
+                if (stampHeld) Store.Write(w => w.SetReferencePointStamp(vmId, d.Disk, plan.RepositoryId, FileStamp(top)));
             }
         }
         Store.Write(w => w.DeleteOperation(op.Id));
