@@ -36,6 +36,7 @@ public static class HavenCli
         root.Add(BackupsCommand.Create(ctx));
         root.Add(new RestoreCommand(ctx));
         root.Add(RepoCommand.Create(ctx));
+        root.Add(Commands.Job.JobCommand.Create(ctx));
         ShowHelpWhenBare(root);
         return root;
     }

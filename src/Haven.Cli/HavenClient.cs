@@ -154,6 +154,18 @@ public sealed class HavenClient : IDisposable
     public Task<JsonElement> GcRepositoryAsync(RepositoryRef request, CancellationToken ct) =>
         SendAsync<JsonElement>(HttpMethod.Post, "/v1/repo/gc", request, ct);
 
+    public Task<List<JobInfo>> ListJobsAsync(CancellationToken ct) =>
+        SendAsync<List<JobInfo>>(HttpMethod.Get, "/v1/jobs", null, ct);
+
+    public Task<JobInfo> CreateJobAsync(JobDefinition job, CancellationToken ct) =>
+        SendAsync<JobInfo>(HttpMethod.Post, "/v1/jobs", job, ct);
+
+    public Task RemoveJobAsync(string job, CancellationToken ct) =>
+        SendAsync(HttpMethod.Delete, "/v1/jobs/" + Segment(job, "job"), null, ct);
+
+    public Task<JobRunResult> RunJobAsync(string job, CancellationToken ct) =>
+        SendAsync<JobRunResult>(HttpMethod.Post, "/v1/jobs/" + Segment(job, "job") + "/run", null, ct);
+
     /// <summary>
     /// Backs a VM up. Asks for the NDJSON event stream and hands every progress line to
     /// <paramref name="progress"/>; the result line is the answer, an error line throws like a non-2xx answer.
