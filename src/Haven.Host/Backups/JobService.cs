@@ -77,23 +77,15 @@ public sealed class JobService(HavenHost host)
                     try { backups.Add(await host.Backups.BackupAsync(vm, new BackupRequest { Repository = def.Repository, Passphrase = passphrase }, ct)); }
                     catch (Exception e) when (e is not OperationCanceledException) { errors.Add($"{vm}: {e.Message}"); }
                 }
-                var policy = new RetentionPolicy
+                var prune = new RepositoryPruneRequest
                 {
-                    KeepLast = def.KeepLast, KeepHourly = def.KeepHourly, KeepDaily = def.KeepDaily,
-                    KeepWeekly = def.KeepWeekly, KeepMonthly = def.KeepMonthly, KeepYearly = def.KeepYearly,
+                    Repository = def.Repository, Passphrase = passphrase, KeepLast = def.KeepLast, KeepHourly = def.KeepHourly,
+                    KeepDaily = def.KeepDaily, KeepWeekly = def.KeepWeekly, KeepMonthly = def.KeepMonthly, KeepYearly = def.KeepYearly,
                 };
                 // Retention runs only after a fully successful run: never prune the last good backups because new ones failed.
-                if (errors.Count == 0 && !policy.IsEmpty)
+                if (errors.Count == 0 && !RepositoryMaintenance.ToPolicy(prune).IsEmpty)
                 {
-                    try
-                    {
-                        var r = await RepositoryMaintenance.PruneAsync(new RepositoryPruneRequest
-                        {
-                            Repository = def.Repository, Passphrase = passphrase, KeepLast = def.KeepLast, KeepHourly = def.KeepHourly,
-                            KeepDaily = def.KeepDaily, KeepWeekly = def.KeepWeekly, KeepMonthly = def.KeepMonthly, KeepYearly = def.KeepYearly,
-                        }, ct);
-                        pruned = r.Removed.Count;
-                    }
+                    try { pruned = (await RepositoryMaintenance.PruneAsync(prune, ct)).Removed.Count; }
                     catch (Exception e) when (e is not OperationCanceledException) { errors.Add($"prune: {e.Message}"); }
                 }
             }

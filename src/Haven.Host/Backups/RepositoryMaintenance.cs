@@ -12,17 +12,19 @@ public static class RepositoryMaintenance
         return await repo.VerifyAsync(req.ReadData, ct);
     }
 
+    public static RetentionPolicy ToPolicy(RepositoryPruneRequest req) => new()
+    {
+        KeepLast = req.KeepLast,
+        KeepHourly = req.KeepHourly,
+        KeepDaily = req.KeepDaily,
+        KeepWeekly = req.KeepWeekly,
+        KeepMonthly = req.KeepMonthly,
+        KeepYearly = req.KeepYearly,
+    };
+
     public static async Task<PruneResult> PruneAsync(RepositoryPruneRequest req, CancellationToken ct)
     {
-        var policy = new RetentionPolicy
-        {
-            KeepLast = req.KeepLast,
-            KeepHourly = req.KeepHourly,
-            KeepDaily = req.KeepDaily,
-            KeepWeekly = req.KeepWeekly,
-            KeepMonthly = req.KeepMonthly,
-            KeepYearly = req.KeepYearly,
-        };
+        var policy = ToPolicy(req);
         if (policy.IsEmpty) throw HavenException.Invalid("prune needs at least one --keep-* rule (it would remove every backup)");
         await using var repo = await BackupService.OpenRepositoryAsync(req, ct);
         return await repo.PruneAsync(policy, req.DryRun, ct);
