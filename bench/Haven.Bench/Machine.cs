@@ -26,7 +26,7 @@ public sealed record Machine(int Cores, string Cpu, long MemoryMiB, string Kerne
             var source = mount.Split(' ', StringSplitOptions.RemoveEmptyEntries)[0];
             var dev = (await Exec.RunAsync("lsblk", ["-dno", "SIZE,ROTA,MODEL", source], check: false)).Stdout.Trim();
             var parts = dev.Split(' ', 3, StringSplitOptions.RemoveEmptyEntries);
-            var kind = parts.Length >= 2 ? (parts[1] == "1" ? "rotational" : "non-rotational") : "";
+            var kind = parts.Length >= 2 ? (parts[1] == "1" ? "reported rotational" : "non-rotational") : "";
             return $"{mount} ({string.Join(", ", new[] { parts.ElementAtOrDefault(0), kind, parts.ElementAtOrDefault(2) }.Where(s => !string.IsNullOrWhiteSpace(s)))})";
         }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { return "?"; }

@@ -122,9 +122,10 @@ public static class ReportWriter
         {
             L("### Daemon warm-up (not in the tables)");
             L();
-            L($"After each start of havend, and before the Haven phase it precedes, the benchmark backs up a {128} MiB scratch VM into a new repository and restores it " +
-              "(same code path as the measured phases), because a long-running havend has JIT-compiled its backup path long before any given backup. " +
-              "What those rounds cost shows what a freshly started daemon pays on its first backup:");
+            L($"After each start of havend (before the full backup, and after the restart before the incremental) the benchmark runs {Bench.WarmUpRounds} warm-up rounds: " +
+              "back up a 128 MiB scratch VM (same mix of data) into a new repository and restore it, the same code path as the measured phases. " +
+              "A long-running havend has JIT-compiled its backup path long before any given backup; a freshly started one has not, and .NET's tiered JIT " +
+              "takes several hundred chunks to settle when the workers keep both cores busy. What the rounds cost shows what a fresh daemon pays:");
             L();
             L("| warm-up round | wall s | havend CPU s (user + sys) |");
             L("| --- | ---: | ---: |");
@@ -139,7 +140,7 @@ public static class ReportWriter
         L("- Wall: Haven from the HTTP request to the answer (client side); restic and borg from `/usr/bin/time -v`.");
         L("- CPU: user + system seconds. Haven: the havend process (delta of utime+stime in /proc/PID/stat) plus the children it ran " +
           "(cutime+cstime: qemu-img, qemu-nbd). restic, borg: `/usr/bin/time -v`.");
-        L("- Peak RSS: Haven: havend's VmHWM, reset before each phase (`echo 5 > /proc/PID/clear_refs`); its children are sampled every 50 ms and listed " +
+        L("- Peak RSS: Haven: havend's VmHWM, reset before each phase (`echo 5 > /proc/PID/clear_refs`); its children are sampled every 100 ms and listed " +
           "separately. restic, borg: \"Maximum resident set size\" of `/usr/bin/time -v`.");
         L("- Not in Haven's columns: the VM's QEMU process, which serves the point-in-time view over NBD and copies blocks before guest writes " +
           "(fleecing). Its CPU during each phase is listed under the table with its idle rate (a TCG guest sitting in the BIOS).");

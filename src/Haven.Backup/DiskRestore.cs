@@ -1,5 +1,4 @@
 using System.Buffers;
-using Haven.Nbd;
 using Haven.Repository;
 
 namespace Haven.Backup;
@@ -12,7 +11,7 @@ namespace Haven.Backup;
 public static class DiskRestore
 {
     public static async Task RunAsync(Repository.Repository repository, IReadOnlyList<ChunkId?> chunks, int chunkSize, long diskSize,
-        NbdClient target, bool targetIsZeroed, Action<long>? progress, CancellationToken ct)
+        IBlockTarget target, bool targetIsZeroed, Action<long>? progress, CancellationToken ct)
     {
         var parallelism = Math.Max(4, Environment.ProcessorCount * 2);
         var next = -1;

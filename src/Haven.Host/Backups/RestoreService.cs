@@ -141,13 +141,21 @@ public sealed class RestoreService(HavenHost host)
     /// <summary>Creates <paramref name="path"/> and writes the disk into it through qemu-nbd.</summary>
     private async Task RestoreDiskAsync(Repository.Repository repo, Repository.DiskManifest disk, string path, DiskFormat format, CancellationToken ct)
     {
-        await QemuImg.CreateAsync(path, format, disk.SizeBytes, ct);
-        var socket = Path.Combine(host.Paths.RunDir, $"restore-{HostPaths.NewId()}.nbd");
         try
         {
+            if (format == DiskFormat.Raw)
+            {
+                // A new sparse file reads as zeros: zero chunks stay holes.
+                using var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, FileOptions.Asynchronous);
+                RandomAccess.SetLength(file, disk.SizeBytes);
+                await DiskRestore.RunAsync(repo, disk.Chunks, disk.ChunkSize, disk.SizeBytes, new RawFileBlockTarget(file), targetIsZeroed: true, null, ct);
+                return;
+            }
+            await QemuImg.CreateAsync(path, format, disk.SizeBytes, ct);
+            var socket = Path.Combine(host.Paths.RunDir, $"restore-{HostPaths.NewId()}.nbd");
             await using var server = await QemuNbdServer.StartAsync(path, format, socket, "restore", writable: true, ct: ct);
             await using var target = await NbdClient.ConnectAsync(new NbdEndpoint.Unix(socket), "restore", [], ct);
-            await DiskRestore.RunAsync(repo, disk.Chunks, disk.ChunkSize, disk.SizeBytes, target, targetIsZeroed: true, null, ct);
+            await DiskRestore.RunAsync(repo, disk.Chunks, disk.ChunkSize, disk.SizeBytes, new NbdBlockTarget(target), targetIsZeroed: true, null, ct);
         }
         catch
         {

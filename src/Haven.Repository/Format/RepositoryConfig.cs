@@ -118,8 +118,29 @@ internal sealed record RepositoryConfig
         finally { CryptographicOperations.ZeroMemory(kek); }
     }
 
+    /// <summary>
+    /// PBKDF2 is slow on purpose (hundreds of milliseconds), which a daemon running a backup every few
+    /// minutes would pay each time. A process keeps the derived key of each (repository, salt,
+    /// iterations, passphrase) it has opened, in memory only; a wrong passphrase derives a key that
+    /// cannot unwrap the master key, so the cache never changes what is accepted.
+    /// </summary>
     private byte[] DeriveKek(string passphrase)
-        => Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(passphrase), Kdf.Salt, Kdf.Iterations, HashAlgorithmName.SHA256, 32);
+    {
+        var cacheKey = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes($"{Id}\n{Convert.ToBase64String(Kdf.Salt)}\n{Kdf.Iterations}\n{passphrase}")));
+        lock (KekCache)
+        {
+            if (KekCache.TryGetValue(cacheKey, out var cached)) return (byte[])cached.Clone();
+        }
+        var kek = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(passphrase), Kdf.Salt, Kdf.Iterations, HashAlgorithmName.SHA256, 32);
+        lock (KekCache)
+        {
+            if (KekCache.Count >= 64) KekCache.Clear();
+            KekCache[cacheKey] = (byte[])kek.Clone();
+        }
+        return kek;
+    }
+
+    private static readonly Dictionary<string, byte[]> KekCache = [];
 
     /// <summary>"haven-backup-repository/1/&lt;id&gt;/&lt;chunkSize&gt;/&lt;grace s&gt;/&lt;stale s&gt;" in ASCII.</summary>
     public byte[] AssociatedData() => Encoding.ASCII.GetBytes($"{FormatName}/{Version}/{Id}/{ChunkSize}/{GcGracePeriodSeconds}/{LockStaleSeconds}");
