@@ -43,8 +43,11 @@ public sealed record Machine(int Cores, string Cpu, long MemoryMiB, string Kerne
         try
         {
             var head = (await Exec.RunAsync("git", ["-C", root, "rev-parse", "--short", "HEAD"])).Stdout.Trim();
-            var dirty = (await Exec.RunAsync("git", ["-C", root, "status", "--porcelain", "--untracked-files=no"])).Stdout.Trim().Length > 0;
-            return head + (dirty ? " + uncommitted changes" : "");
+            // Which folders have uncommitted changes (e.g. "bench" only: Haven itself is the commit).
+            var changed = (await Exec.RunAsync("git", ["-C", root, "status", "--porcelain", "--untracked-files=no"])).Stdout
+                .Split('\n', StringSplitOptions.RemoveEmptyEntries)
+                .Select(l => l[3..].Split(" -> ")[^1].Split('/')[0].Trim('"')).Distinct().Order().ToList();
+            return head + (changed.Count > 0 ? $" + uncommitted changes in {string.Join(", ", changed)}" : "");
         }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { return "?"; }
     }

@@ -11,7 +11,7 @@ namespace Haven.Host.Backups;
 
 /// <summary>
 /// Restores a backup as a new VM, over its VM (when off), or one disk into an image file. Every backup
-/// restores as a full. Disks are written through qemu-nbd into new images with many chunks in flight;
+/// restores as a full. Disks are written into new images (raw directly, qcow2/VHDX through qemu-nbd) with many chunks in flight;
 /// files become visible (renamed, or recorded in the state database) only when complete.
 /// </summary>
 public sealed class RestoreService(HavenHost host)
@@ -138,7 +138,7 @@ public sealed class RestoreService(HavenHost host)
         CreatedAt = DateTimeOffset.UtcNow,
     };
 
-    /// <summary>Creates <paramref name="path"/> and writes the disk into it through qemu-nbd.</summary>
+    /// <summary>Creates <paramref name="path"/> and writes the disk into it: directly for raw, through qemu-nbd for qcow2/VHDX.</summary>
     private async Task RestoreDiskAsync(Repository.Repository repo, Repository.DiskManifest disk, string path, DiskFormat format, CancellationToken ct)
     {
         try
