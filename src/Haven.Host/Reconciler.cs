@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Haven.Api;
 using Haven.Host.Checkpoints;
+using Haven.Host.Vms;
 using Haven.Qemu.Images;
 using Haven.Qemu.Qmp;
 using Haven.Qemu.Runtime;
@@ -71,7 +72,7 @@ public sealed class Reconciler(HavenHost host)
     private async Task ResumeCreateAsync(State.OperationRecord op, CreatePlan plan, CancellationToken ct)
     {
         var qemu = host.Runtimes.Get(op.VmId);
-        if (plan.Freezing && qemu is not null) await host.Checkpoints.ThawQuietlyAsync(op.VmId, ct);
+        if (plan.Freezing && qemu is not null) await GuestQuiescing.ThawQuietlyAsync(op.VmId, host.Paths, ct);
         bool snapshotted;
         if (plan.Live && qemu is not null)
         {

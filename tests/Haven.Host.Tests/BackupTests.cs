@@ -139,6 +139,19 @@ public sealed class BackupTests
     }
 
     [Fact]
+    public async Task ProductionOnly_without_a_guest_agent_refuses_to_back_up_and_leaves_nothing()
+    {
+        var (t, repo) = await SetUpAsync(start: true);
+        await using var _ = t;
+        await t.Host.Vms.UpdateAsync("vm1", new VmUpdateRequest { CheckpointType = CheckpointType.ProductionOnly }, t.Ct);
+        var e = await Assert.ThrowsAsync<HavenException>(() => Backup(t, repo));
+        Assert.Equal(ErrorCode.Conflict, e.Code);
+        Assert.Contains("ProductionOnly", e.Message);
+        await AssertNoBackupLeftoversAsync(t);
+        Assert.Empty(await t.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, t.Ct));
+    }
+
+    [Fact]
     public async Task A_brand_new_host_reattaches_the_repository_with_only_its_path_and_passphrase()
     {
         var (t, repo) = await SetUpAsync(start: false);

@@ -4,6 +4,7 @@ using Haven.Api;
 using Haven.Backup;
 using Haven.Host.Checkpoints;
 using Haven.Host.State;
+using Haven.Host.Vms;
 using Haven.Nbd;
 using Haven.Qemu.GuestAgent;
 using Haven.Qemu.Images;
@@ -23,8 +24,7 @@ namespace Haven.Host.Backups;
 public sealed class BackupService(HavenHost host)
 {
     public const string OperationKind = "backup";
-    private static readonly TimeSpan AgentTimeout = TimeSpan.FromSeconds(5);
-    private static readonly TimeSpan FreezeTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan FreezeTimeout = GuestQuiescing.FreezeTimeout;
 
     private HostStore Store => host.Store;
     private HostPaths Paths => host.Paths;
@@ -214,19 +214,8 @@ public sealed class BackupService(HavenHost host)
     {
         var disks = Store.ListDisks(vm.Id);
         foreach (var d in plan.Disks) await QemuImg.CreateAsync(d.FleeceFile, DiskFormat.Qcow2, disks[d.Disk].SizeBytes, ct);
-        GuestAgentClient? agent = null;
-        if (vm.CheckpointType is CheckpointType.Production or CheckpointType.ProductionOnly && vm.GuestAgent)
-        {
-            try { agent = await GuestAgentClient.ConnectAsync(Paths.GuestAgentSocket(vm.Id), AgentTimeout, ct); }
-            catch (GuestAgentUnavailableException) when (vm.CheckpointType == CheckpointType.Production)
-            {
-                // falls back to crash consistency, as Production checkpoints do
-            }
-            catch (GuestAgentUnavailableException e)
-            {
-                throw HavenException.Conflict($"cannot back up '{vm.Name}' application-consistently: {e.Message} (checkpoint type ProductionOnly)");
-            }
-        }
+        // Without an agent a Production VM is backed up crash-consistently; ProductionOnly refuses.
+        var agent = GuestQuiescing.Wanted(vm) ? (await GuestQuiescing.ConnectAsync(vm, Paths, "back up application-consistently", ct)).Agent : null;
         await using var agentScope = agent;
         if (agent is not null) { plan.Freezing = true; Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan))); }
         var frozen = Stopwatch.StartNew();
@@ -333,7 +322,7 @@ public sealed class BackupService(HavenHost host)
         var tree = new LayerTree(Paths, Store.ListLayers(vmId));
         if (qemu is not null)
         {
-            if (plan.Freezing) await host.Checkpoints.ThawQuietlyAsync(vmId, ct);
+            if (plan.Freezing) await GuestQuiescing.ThawQuietlyAsync(vmId, Paths, ct);
             await Fleecing.TearDownAsync(qemu.Qmp, ToFleecing(plan, 0), ct);
             await Fleecing.StopServerAsync(qemu.Qmp, ct);
             foreach (var d in plan.Disks)

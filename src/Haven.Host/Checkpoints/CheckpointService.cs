@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Haven.Api;
 using Haven.Host.State;
+using Haven.Host.Vms;
 using Haven.Qemu.GuestAgent;
 using Haven.Qemu.Images;
 using Haven.Qemu.Runtime;
@@ -16,8 +17,7 @@ namespace Haven.Host.Checkpoints;
 /// </summary>
 public sealed class CheckpointService(HavenHost host)
 {
-    private static readonly TimeSpan AgentConnectTimeout = TimeSpan.FromSeconds(5);
-    private static readonly TimeSpan FreezeTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan FreezeTimeout = GuestQuiescing.FreezeTimeout;
 
     private HostStore Store => host.Store;
     private HostPaths Paths => host.Paths;
@@ -82,17 +82,11 @@ public sealed class CheckpointService(HavenHost host)
         string? fallback = null;
         if (qemu is not null && kind == CheckpointKind.Production)
         {
-            try
+            (agent, var unavailable) = await GuestQuiescing.ConnectAsync(vm, Paths, "take a production checkpoint of", ct);
+            if (unavailable is not null)
             {
-                if (!vm.GuestAgent) throw new GuestAgentUnavailableException("the VM has no guest-agent channel");
-                agent = await GuestAgentClient.ConnectAsync(Paths.GuestAgentSocket(vm.Id), AgentConnectTimeout, ct);
-            }
-            catch (GuestAgentUnavailableException e)
-            {
-                if (vm.CheckpointType == CheckpointType.ProductionOnly)
-                    throw HavenException.Conflict($"cannot take a production checkpoint of '{vm.Name}': {e.Message} (checkpoint type ProductionOnly does not fall back to Standard)");
                 kind = CheckpointKind.Standard;
-                fallback = $"guest agent unavailable ({e.Message}); took a Standard checkpoint instead";
+                fallback = $"guest agent unavailable ({unavailable}); took a Standard checkpoint instead";
             }
         }
 
@@ -227,23 +221,13 @@ public sealed class CheckpointService(HavenHost host)
         var qemu = host.Runtimes.Get(vmId);
         if (qemu is not null)
         {
-            if (plan.Freezing) await ThawQuietlyAsync(vmId, ct);
+            if (plan.Freezing) await GuestQuiescing.ThawQuietlyAsync(vmId, Paths, ct);
             if (plan.PausedByUs) await qemu.Qmp.ExecuteAsync("cont", null, ct);
             foreach (var l in plan.NewLayers) await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, "l" + l.LayerId, ct);
         }
         foreach (var l in plan.NewLayers) File.Delete(NewLayerPath(vmId, l));
         File.Delete(Paths.StateFile(vmId, plan.CheckpointId) + ".partial");
         Store.Write(w => w.DeleteOperation(op.Id));
-    }
-
-    internal async Task ThawQuietlyAsync(string vmId, CancellationToken ct)
-    {
-        try
-        {
-            await using var agent = await GuestAgentClient.ConnectAsync(Paths.GuestAgentSocket(vmId), AgentConnectTimeout, ct);
-            await agent.ThawFileSystemsAsync(FreezeTimeout, ct);
-        }
-        catch (Exception e) when (e is GuestAgentUnavailableException or GuestAgentException) { /* nothing frozen, or no agent */ }
     }
 
     /// <summary>Writes the paused VM's memory and device state to a file (migration to a file), atomically.</summary>
