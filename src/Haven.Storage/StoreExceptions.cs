@@ -21,3 +21,31 @@ public sealed class InvalidObjectKeyException(string key, string reason)
 {
     public string Key { get; } = key;
 }
+
+/// <summary>The object is under retention (object lock): the delete or overwrite was refused and the object is intact.</summary>
+public sealed class ObjectLockedException : StoreException
+{
+    public ObjectLockedException(string key, DateTimeOffset? retainUntil, Exception? inner = null)
+        : base(retainUntil is { } until
+            ? $"object {key} is locked until {until.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC and cannot be deleted"
+            : $"object {key} is locked and cannot be deleted", inner)
+    {
+        Key = key;
+        RetainUntil = retainUntil;
+    }
+
+    public string Key { get; }
+    public DateTimeOffset? RetainUntil { get; }
+}
+
+/// <summary>The store refused our credentials or permissions (wrong key, expired token, denied policy).</summary>
+public sealed class StoreAccessDeniedException : StoreException
+{
+    public StoreAccessDeniedException(string message, Exception? inner = null) : base(message, inner) { }
+}
+
+/// <summary>The store could not be reached or kept failing (connection refused, timeouts, 5xx or throttling after every retry).</summary>
+public sealed class StoreUnavailableException : StoreException
+{
+    public StoreUnavailableException(string message, Exception? inner = null) : base(message, inner) { }
+}
