@@ -7,6 +7,17 @@ bash scripts/install.sh || exit 1
 bash scripts/build-test-guest.sh >/dev/null || exit 1
 dotnet build Haven.slnx -v quiet -nologo -clp:ErrorsOnly || exit 1
 
+# One throwaway Ceph RGW for the whole run (S3 tests); each test project would otherwise start its own.
+ceph_dir=$(mktemp -d /tmp/haven-test-ceph.XXXXXX)
+trap 'bash scripts/ceph-stop.sh "$ceph_dir" >/dev/null 2>&1; rm -rf "$ceph_dir"' EXIT
+if timeout 150 env RGW_PORT=17480 MON_PORT=17400 bash scripts/ceph-start.sh "$ceph_dir" >&2; then
+  # shellcheck disable=SC1091
+  . "$ceph_dir/env"
+  export HAVEN_TEST_S3_ENDPOINT=$S3_ENDPOINT HAVEN_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY HAVEN_TEST_S3_SECRET_KEY=$S3_SECRET_KEY HAVEN_TEST_CEPH_DIR=$ceph_dir
+else
+  echo "test: Ceph RGW did not start; the S3 tests will try to start their own" >&2
+fi
+
 passed=0; failed=0; status=0
 for project in tests/Haven.Cli.Tests tests/Haven.Storage.Tests tests/Haven.Repository.Tests tests/Haven.Nbd.Tests tests/Haven.Qemu.Tests tests/Haven.Host.Tests tests/Haven.EndToEnd.Tests; do
   [ -d "$project" ] || continue

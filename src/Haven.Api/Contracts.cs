@@ -175,17 +175,47 @@ public static class ApiJson
 
 // ---- backup (v1) ----
 
-/// <summary>Which repository, and the passphrase that opens it. Today: a local folder path.</summary>
+/// <summary>
+/// Which repository, and the passphrase that opens it: a local folder path, or "s3://bucket/prefix" for
+/// S3-compatible object storage (docs/storage-backends.md).
+/// </summary>
 public record RepositoryRef
 {
     public required string Repository { get; init; }
     public required string Passphrase { get; init; }
+    /// <summary>Connection settings for an s3:// repository; whatever is left out havend takes from its own AWS environment.</summary>
+    public S3Options? S3 { get; init; }
+}
+
+/// <summary>
+/// How to reach an S3-compatible service. Every field is optional: havend falls back to its environment
+/// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE).
+/// </summary>
+public sealed record S3Options
+{
+    /// <summary>Service URL, e.g. "http://127.0.0.1:7480" for Ceph RGW; null for AWS itself.</summary>
+    public string? Endpoint { get; init; }
+    public string? Region { get; init; }
+    /// <summary>Path-style addressing (bucket in the path); default: on when an endpoint is given.</summary>
+    public bool? PathStyle { get; init; }
+    public string? AccessKeyId { get; init; }
+    public string? SecretAccessKey { get; init; }
+    public string? SessionToken { get; init; }
+
+    /// <summary>The same settings without credentials, safe to store (jobs) or show.</summary>
+    public S3Options WithoutSecrets() => this with { AccessKeyId = null, SecretAccessKey = null, SessionToken = null };
+
+    public override string ToString() => $"S3Options {{ Endpoint = {Endpoint}, Region = {Region}, PathStyle = {PathStyle} }}";
 }
 
 public sealed record RepositoryInitRequest : RepositoryRef
 {
     /// <summary>Fixed chunk size in bytes (power of two, 64 KiB..16 MiB); default 1 MiB.</summary>
     public int? ChunkSize { get; init; }
+    /// <summary>Lock every backup against deletion for this many days (S3 Object Lock); null for none.</summary>
+    public int? ImmutableDays { get; init; }
+    /// <summary>"governance" (default; a privileged user can lift it) or "compliance" (no one can).</summary>
+    public string? ImmutableMode { get; init; }
 }
 
 public sealed record RepositoryInfo
@@ -193,6 +223,42 @@ public sealed record RepositoryInfo
     public required string Id { get; init; }
     public required string Location { get; init; }
     public required int ChunkSize { get; init; }
+    /// <summary>"governance 30d" style description when backups are locked, else null.</summary>
+    public string? Immutability { get; init; }
+}
+
+/// <summary>
+/// Copy backups from the repository named by the base record (the source) to another repository; only
+/// chunks the target lacks are uploaded. Exactly one of BackupIds, Vm or All.
+/// </summary>
+public sealed record RepositoryCopyRequest : RepositoryRef
+{
+    public required string Target { get; init; }
+    public required string TargetPassphrase { get; init; }
+    public S3Options? TargetS3 { get; init; }
+    public List<string>? BackupIds { get; init; }
+    /// <summary>Every backup of this VM.</summary>
+    public string? Vm { get; init; }
+    /// <summary>Every backup in the source.</summary>
+    public bool All { get; init; }
+}
+
+public sealed record RepositoryCopyResult
+{
+    public required List<CopiedBackup> Backups { get; init; }
+    public required double WallMilliseconds { get; init; }
+}
+
+public sealed record CopiedBackup
+{
+    public required string SourceId { get; init; }
+    public required string TargetId { get; init; }
+    public required string Vm { get; init; }
+    /// <summary>True when the target already held this backup (copied before); nothing was uploaded.</summary>
+    public required bool AlreadyPresent { get; init; }
+    public required long ChunksRead { get; init; }
+    public required long ChunksUploaded { get; init; }
+    public required long BytesUploaded { get; init; }
 }
 
 public sealed record BackupRequest : RepositoryRef;
@@ -291,6 +357,8 @@ public sealed record JobDefinition
     public required string Repository { get; init; }
     /// <summary>A file whose first line is the repository passphrase; read at each run, never stored by havend.</summary>
     public required string PassphraseFile { get; init; }
+    /// <summary>S3 endpoint/region/path-style for an s3:// repository; credentials come from havend's environment, never the job.</summary>
+    public S3Options? S3 { get; init; }
     /// <summary>Five-field cron expression in UTC ("0 2 * * *"), or null for a job run only on demand.</summary>
     public string? Schedule { get; init; }
     public int KeepLast { get; init; }

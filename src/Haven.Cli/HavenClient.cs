@@ -154,6 +154,9 @@ public sealed class HavenClient : IDisposable
     public Task<JsonElement> GcRepositoryAsync(RepositoryRef request, CancellationToken ct) =>
         SendAsync<JsonElement>(HttpMethod.Post, "/v1/repo/gc", request, ct);
 
+    public Task<RepositoryCopyResult> CopyBackupsAsync(RepositoryCopyRequest request, CancellationToken ct) =>
+        SendStreamingAsync<RepositoryCopyResult>(HttpMethod.Post, "/v1/repo/copy", request, null, ct);
+
     public Task<List<JobInfo>> ListJobsAsync(CancellationToken ct) =>
         SendAsync<List<JobInfo>>(HttpMethod.Get, "/v1/jobs", null, ct);
 

@@ -61,6 +61,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ILogger<ErrorMiddlewar
             BadHttpRequestException b => (400, "invalid_argument", "malformed request: " + (b.InnerException?.Message ?? b.Message)),
             System.Text.Json.JsonException j => (400, "invalid_argument", "malformed JSON: " + j.Message),
             Haven.Repository.RepositoryLockedException => (409, "conflict", e.Message),
+            Haven.Storage.StoreAccessDeniedException => (400, "invalid_argument", e.Message),
             Haven.Repository.RepositoryException or Haven.Storage.StoreException or Haven.Nbd.NbdException => (500, "failed", e.Message),
             ToolFailedException or QmpException or QmpConnectionException or GuestAgentException or GuestAgentUnavailableException
                 => (500, "failed", e.Message),

@@ -36,15 +36,17 @@ public static class Routes
         v1.MapPost("/vms/{name}/checkpoints/{cp}/export", (HavenHost h, string name, string cp, CheckpointExportRequest req, CancellationToken ct) =>
             h.Checkpoints.ExportAsync(name, cp, req, ct));
 
-        v1.MapPost("/repo/init", (HavenHost h, RepositoryInitRequest req, CancellationToken ct) => h.Backups.InitRepositoryAsync(req, ct));
-        v1.MapPost("/repo/backups", (HavenHost h, RepositoryRef req, CancellationToken ct) => h.Backups.ListAsync(req, ct));
+        v1.MapPost("/repo/init", (HavenHost h, RepositoryInitRequest req, CancellationToken ct) => h.Repositories.InitAsync(req, ct));
+        v1.MapPost("/repo/backups", (HavenHost h, RepositoryRef req, CancellationToken ct) => h.Repositories.ListAsync(req, ct));
         v1.MapGet("/jobs", (HavenHost h) => h.Jobs.List());
         v1.MapPost("/jobs", (HavenHost h, JobDefinition def) => h.Jobs.Create(def));
         v1.MapDelete("/jobs/{name}", (HavenHost h, string name) => { h.Jobs.Remove(name); return Results.NoContent(); });
         v1.MapPost("/jobs/{name}/run", (HavenHost h, string name, CancellationToken ct) => h.Jobs.RunAsync(name, ct));
-        v1.MapPost("/repo/verify", (RepositoryVerifyRequest req, CancellationToken ct) => RepositoryMaintenance.VerifyAsync(req, ct));
-        v1.MapPost("/repo/prune", (RepositoryPruneRequest req, CancellationToken ct) => RepositoryMaintenance.PruneAsync(req, ct));
-        v1.MapPost("/repo/gc", (RepositoryRef req, CancellationToken ct) => RepositoryMaintenance.CollectGarbageAsync(req, ct));
+        v1.MapPost("/repo/verify", (HavenHost h, RepositoryVerifyRequest req, CancellationToken ct) => h.Repositories.VerifyAsync(req, ct));
+        v1.MapPost("/repo/prune", (HavenHost h, RepositoryPruneRequest req, CancellationToken ct) => h.Repositories.PruneAsync(req, ct));
+        v1.MapPost("/repo/gc", (HavenHost h, RepositoryRef req, CancellationToken ct) => h.Repositories.CollectGarbageAsync(req, ct));
+        v1.MapPost("/repo/copy", (HttpContext ctx, HavenHost h, RepositoryCopyRequest req) =>
+            Streaming.RunAsync(ctx, (progress, ct) => h.Repositories.CopyAsync(req, ct, progress)));
         v1.MapPost("/repo/restore", (HavenHost h, RestoreRequest req, CancellationToken ct) => h.Restores.RestoreAsync(req, ct));
         v1.MapPost("/vms/{name}/backup", (HttpContext ctx, HavenHost h, string name, BackupRequest req) =>
             Streaming.RunAsync(ctx, (progress, ct) => h.Backups.BackupAsync(name, req, ct, progress)));

@@ -26,6 +26,7 @@ public sealed class HavenHost : IAsyncDisposable
         Vms = new VmService(this);
         Checkpoints = new CheckpointService(this);
         Removal = new CheckpointRemoval(this);
+        Repositories = new RepositoryAccess(this);
         Backups = new BackupService(this);
         Restores = new RestoreService(this);
         Stamps = new ReferencePointStamps(this);
@@ -38,6 +39,7 @@ public sealed class HavenHost : IAsyncDisposable
     public VmService Vms { get; }
     public CheckpointService Checkpoints { get; }
     public CheckpointRemoval Removal { get; }
+    public RepositoryAccess Repositories { get; }
     public BackupService Backups { get; }
     public RestoreService Restores { get; }
     public ReferencePointStamps Stamps { get; }
@@ -80,6 +82,7 @@ public sealed class HavenHost : IAsyncDisposable
     public ValueTask DisposeAsync()
     {
         // VMs keep running: they outlive the daemon by design.
+        Repositories.Dispose();
         Store.Dispose();
         return ValueTask.CompletedTask;
     }

@@ -45,8 +45,20 @@ public sealed record BackupManifest
 
     public required List<DiskManifest> Disks { get; init; }
 
+    /// <summary>Set on a backup made by <see cref="BackupCopy.CopyAsync"/>: the backup it is a copy of.</summary>
+    public BackupOrigin? CopiedFrom { get; init; }
+
     /// <summary>Filled in by CommitAsync.</summary>
     public ManifestStats Stats { get; init; } = new();
+}
+
+/// <summary>Where a copied backup came from: the source repository's id and the backup's id there.</summary>
+public sealed record BackupOrigin
+{
+    public required string RepositoryId { get; init; }
+    public required string BackupId { get; init; }
+    /// <summary>When the copy was committed.</summary>
+    public DateTimeOffset CopiedAt { get; init; }
 }
 
 /// <summary>One disk: its size and fixed-size chunk index. Entry i covers bytes [i·ChunkSize, min((i+1)·ChunkSize, SizeBytes)).</summary>

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using Haven.Storage;
 
 namespace Haven.Repository;
 
@@ -9,24 +10,38 @@ namespace Haven.Repository;
 /// from deleting the chunks it stores (grace rule). Dedup needs no round trip per chunk: the ids in the
 /// store are listed once at start, and only ids outside that set (and outside what this writer stored)
 /// reach the store. Why that stays safe next to a concurrent GC: docs/repository-format.md, "Writers and GC".
+/// With a <see cref="ChunkIndexCache"/> the listing is skipped while the cache is valid ("Chunk index cache");
+/// with immutability, chunks and the manifest get object-lock retention ("Immutability").
 /// </summary>
 public sealed class BackupWriter : IAsyncDisposable
 {
     private static readonly TimeSpan GcPollInterval = TimeSpan.FromSeconds(2);
+    /// <summary>Retention extensions in flight at commit (each is one small request).</summary>
+    private const int ExtendParallelism = 8;
 
     private readonly Repository _repo;
     private readonly string _hostName;
     private readonly HeldLock _lock;
     private readonly long _epochAtStart;
     private readonly bool _deletionsAtStart;
-    // Present when this writer began (read-only after start, replaced whole if chunks turn out missing).
-    private volatile HashSet<ChunkId> _known;
+    // Present when this writer began, id → retain-until (unix seconds, 0 = unknown). Read-only after start,
+    // replaced whole if chunks turn out missing.
+    private volatile Dictionary<ChunkId, long> _known;
     // Stored (or being stored) by this writer; the task says whether this writer created it.
     private readonly ConcurrentDictionary<ChunkId, Task<bool>> _mine = new();
-    private long _chunksNew, _bytesNew, _storedBytesNew;
+    // Retain-until this writer set (creates with retention, extensions): recorded in the cache afterwards.
+    private readonly ConcurrentDictionary<ChunkId, long> _retainUntil = new();
+    private readonly IObjectLockStore? _lockStore;
+    private readonly RepositoryImmutability? _immutability;
+    // True when _known is valid at _epochAtStart (a valid cache, or a listing with no deletion running).
+    private readonly bool _cacheable;
+    private readonly DateTimeOffset _cacheBuiltAt;
+    private long _chunksNew, _bytesNew, _storedBytesNew, _retentionsExtended;
     private int _state; // 0 open, 1 committed, 2 disposed
+    private int _cacheUpdated;
 
-    private BackupWriter(Repository repo, string hostName, HeldLock held, long epoch, bool deletions, HashSet<ChunkId> known)
+    private BackupWriter(Repository repo, string hostName, HeldLock held, long epoch, bool deletions, Dictionary<ChunkId, long> known,
+        bool fromCache, bool cacheable, DateTimeOffset cacheBuiltAt)
     {
         _repo = repo;
         _hostName = hostName;
@@ -34,6 +49,11 @@ public sealed class BackupWriter : IAsyncDisposable
         _epochAtStart = epoch;
         _deletionsAtStart = deletions;
         _known = known;
+        KnownFromCache = fromCache;
+        _cacheable = cacheable;
+        _cacheBuiltAt = cacheBuiltAt;
+        _immutability = repo.Immutability;
+        _lockStore = _immutability is null ? null : repo.Store as IObjectLockStore;
     }
 
     /// <summary>The writer's id (its lock is <c>locks/writer-&lt;id&gt;</c>).</summary>
@@ -42,11 +62,22 @@ public sealed class BackupWriter : IAsyncDisposable
     /// <summary>When this writer registered; GC keeps every chunk written after this (minus the grace period).</summary>
     public DateTimeOffset StartedAt => _lock.Record.StartedAt;
 
-    /// <summary>Chunks already in the repository when the writer started.</summary>
+    /// <summary>Chunks already in the repository when the writer started (as far as the listing or cache knows).</summary>
     public int KnownChunkCount => _known.Count;
+
+    /// <summary>True when the known set came from the <see cref="ChunkIndexCache"/> and <c>chunks/</c> was not listed.</summary>
+    public bool KnownFromCache { get; }
+
+    /// <summary>Chunks whose object-lock retention this writer extended at commit (immutable repositories only).</summary>
+    public long RetentionsExtended => Interlocked.Read(ref _retentionsExtended);
+
+    internal long ChunksStoredNew => Interlocked.Read(ref _chunksNew);
+    internal long StoredBytesNew => Interlocked.Read(ref _storedBytesNew);
 
     internal static async Task<BackupWriter> StartAsync(Repository repo, string hostName, CancellationToken ct)
     {
+        if (repo.Immutability is not null && repo.Store is not IObjectLockStore)
+            throw new ImmutabilityUnsupportedException($"repository {repo.Id} is immutable but {repo.Location} does not support object lock; backups cannot be written through it");
         // Order matters: lock, then epoch, then the exclusive lock, then the listing (see the format doc).
         var held = await HeldLock.AcquireSharedAsync(repo, hostName, ct);
         try
@@ -54,9 +85,36 @@ public sealed class BackupWriter : IAsyncDisposable
             var epoch = await repo.ReadChunkEpochAsync(ct);
             var (live, record) = await repo.ReadExclusiveLockAsync(ct);
             var deletions = live && (record is null || record.Deleting);
-            var known = new HashSet<ChunkId>();
-            await foreach (var (id, _) in repo.ListChunksAsync(ct)) known.Add(id);
-            return new BackupWriter(repo, hostName, held, epoch, deletions, known);
+            var cache = repo.Cache;
+            var now = repo.Clock.GetUtcNow();
+            ChunkIndexCache.Snapshot? previous = null;
+            if (cache is not null && epoch >= 0)
+            {
+                previous = await Task.Run(() => cache.TryLoad(repo.Id), ct);
+                // Valid only if nothing was deleted since the listing it holds (same epoch) and nobody is
+                // deleting now; the age limit bounds what objects removed behind Haven's back can cost.
+                if (!deletions && previous is { } p && p.Epoch == epoch && now - p.BuiltAt <= cache.MaxAge && p.BuiltAt <= now + cache.MaxAge)
+                {
+                    cache.CountListingAvoided();
+                    return new BackupWriter(repo, hostName, held, epoch, deletions, p.Chunks, fromCache: true, cacheable: true, p.BuiltAt);
+                }
+            }
+
+            var known = new Dictionary<ChunkId, long>();
+            var previousChunks = previous?.Chunks;
+            await foreach (var (id, _) in repo.ListChunksAsync(ct))
+            {
+                // Retain-until learned earlier stays a lower bound while the object exists (retention never shrinks).
+                known[id] = previousChunks is not null && previousChunks.TryGetValue(id, out var until) ? until : 0;
+            }
+            previous = null;
+            var cacheable = false;
+            if (cache is not null && !deletions && epoch >= 0 && await repo.ReadChunkEpochAsync(ct) == epoch)
+            {
+                cacheable = true;
+                await Task.Run(() => cache.Save(repo.Id, epoch, now, known, mergeExisting: false), ct);
+            }
+            return new BackupWriter(repo, hostName, held, epoch, deletions, known, fromCache: false, cacheable, now);
         }
         catch
         {
@@ -79,7 +137,7 @@ public sealed class BackupWriter : IAsyncDisposable
         ThrowIfNotOpen();
         if (plaintext.Length == 0 || plaintext.Length > _repo.ChunkSize)
             throw new ArgumentException($"a chunk is 1..{_repo.ChunkSize} bytes, not {plaintext.Length}", nameof(plaintext));
-        if (_known.Contains(id)) return false;
+        if (_known.ContainsKey(id)) return false;
 
         var mine = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         while (true)
@@ -101,7 +159,17 @@ public sealed class BackupWriter : IAsyncDisposable
         {
             var (blob, length) = Seal(id, plaintext.Span);
             bool created;
-            try { created = await _repo.Store.TryCreateAsync(RepoKeys.Chunk(id), blob.AsMemory(0, length), ct); }
+            try
+            {
+                if (_lockStore is not null)
+                {
+                    // Days + slack, so later backups reusing it rarely need to extend it (see "Immutability").
+                    var until = _immutability!.ChunkRetainUntil(_repo.Clock.GetUtcNow());
+                    created = await _lockStore.TryCreateAsync(RepoKeys.Chunk(id), blob.AsMemory(0, length), _immutability.Retention(until), ct);
+                    if (created) _retainUntil[id] = until;
+                }
+                else created = await _repo.Store.TryCreateAsync(RepoKeys.Chunk(id), blob.AsMemory(0, length), ct);
+            }
             finally { ArrayPool<byte>.Shared.Return(blob); }
             if (created)
             {
@@ -152,6 +220,19 @@ public sealed class BackupWriter : IAsyncDisposable
         var notStored = Validate(manifest);
         if (notStored.Count > 0) throw new ChunksMissingException(notStored);
 
+        ObjectRetention? manifestRetention = null;
+        if (_lockStore is not null)
+        {
+            var until = _immutability!.ManifestRetainUntil(_repo.Clock.GetUtcNow());
+            var gone = await ExtendRetentionsAsync(manifest, until, ct);
+            if (gone.Count > 0)
+            {
+                Forget(gone);
+                throw new ChunksMissingException(gone);
+            }
+            manifestRetention = _immutability.Retention(until);
+        }
+
         var now = _repo.Clock.GetUtcNow();
         var final = manifest with
         {
@@ -165,7 +246,10 @@ public sealed class BackupWriter : IAsyncDisposable
         {
             id = BackupIds.New(final.CreatedAt);
             final = final with { Id = id };
-            if (await _repo.Store.TryCreateAsync(RepoKeys.Backup(id), _repo.SealManifest(final), ct)) break;
+            var created = manifestRetention is not null
+                ? await _lockStore!.TryCreateAsync(RepoKeys.Backup(id), _repo.SealManifest(final), manifestRetention, ct)
+                : await _repo.Store.TryCreateAsync(RepoKeys.Backup(id), _repo.SealManifest(final), ct);
+            if (created) break;
         }
 
         List<ChunkId> missing;
@@ -178,12 +262,85 @@ public sealed class BackupWriter : IAsyncDisposable
         }
         if (missing.Count > 0)
         {
-            await _repo.Store.DeleteAsync(RepoKeys.Backup(id), CancellationToken.None);
+            // Under object lock the withdrawal fails (ObjectLockedException) and the manifest stays; that needs
+            // a chunk gone despite its retention, i.e. retention bypassed by hand (see "Immutability").
+            await DeleteQuietlyAsync(RepoKeys.Backup(id));
             Forget(missing);
             throw new ChunksMissingException(missing);
         }
         _state = 1;
+        await UpdateCacheAsync();
         return id;
+    }
+
+    /// <summary>
+    /// Immutable repositories, before the manifest is written: every referenced chunk whose retain-until is
+    /// unknown or earlier than the manifest's gets now + Days + Slack, so no chunk of a locked backup can be
+    /// deleted before the backup. Returns chunks found missing (extension of a missing object fails).
+    /// </summary>
+    private async Task<List<ChunkId>> ExtendRetentionsAsync(BackupManifest manifest, long manifestUntil, CancellationToken ct)
+    {
+        var known = _known;
+        var seen = new HashSet<ChunkId>();
+        var toExtend = new List<ChunkId>();
+        foreach (var disk in manifest.Disks)
+            foreach (var entry in disk.Chunks)
+            {
+                if (entry is not { } id || !seen.Add(id)) continue;
+                var recorded = known.TryGetValue(id, out var k) ? k : 0;
+                if (_retainUntil.TryGetValue(id, out var mine) && mine > recorded) recorded = mine;
+                if (recorded < manifestUntil) toExtend.Add(id);
+            }
+        var gone = new ConcurrentBag<ChunkId>();
+        if (toExtend.Count == 0) return [];
+        var until = _immutability!.ChunkRetainUntil(_repo.Clock.GetUtcNow());
+        var retention = _immutability.Retention(until);
+        var options = new ParallelOptions { MaxDegreeOfParallelism = ExtendParallelism, CancellationToken = ct };
+        await Parallel.ForEachAsync(toExtend, options, async (id, token) =>
+        {
+            var key = RepoKeys.Chunk(id);
+            try
+            {
+                await _lockStore!.ExtendRetentionAsync(key, retention, token);
+            }
+            catch (StoreException) when (!token.IsCancellationRequested)
+            {
+                if (await _repo.Store.StatAsync(key, token) is null) { gone.Add(id); return; }
+                throw;
+            }
+            _retainUntil.AddOrUpdate(id, until, (_, old) => Math.Max(old, until));
+            Interlocked.Increment(ref _retentionsExtended);
+        });
+        return [.. gone];
+    }
+
+    /// <summary>
+    /// Adds what this writer learned (chunks it created or found present, retentions it set) to the chunk
+    /// index cache, valid at the start epoch only if the store's epoch is still that: otherwise something
+    /// may have been deleted since, and the cache file is dropped.
+    /// </summary>
+    private async Task UpdateCacheAsync()
+    {
+        var cache = _repo.Cache;
+        if (cache is null || Interlocked.Exchange(ref _cacheUpdated, 1) == 1) return;
+        try
+        {
+            if (!_cacheable || await _repo.ReadChunkEpochAsync(CancellationToken.None) != _epochAtStart)
+            {
+                cache.Invalidate(_repo.Id);
+                return;
+            }
+            var all = new Dictionary<ChunkId, long>(_known);
+            foreach (var (id, task) in _mine)
+                if (task.IsCompletedSuccessfully) all.TryAdd(id, 0);
+            foreach (var (id, until) in _retainUntil)
+                if (all.TryGetValue(id, out var old) && old < until) all[id] = until;
+            await Task.Run(() => cache.Save(_repo.Id, _epochAtStart, _cacheBuiltAt, all, mergeExisting: true));
+        }
+        catch (Exception e) when (e is StoreException or IOException or UnauthorizedAccessException)
+        {
+            cache.Invalidate(_repo.Id);
+        }
     }
 
     /// <summary>Checks the manifest's shape; returns referenced ids that this writer has no reason to believe are stored.</summary>
@@ -203,7 +360,7 @@ public sealed class BackupWriter : IAsyncDisposable
                 throw new ArgumentException($"disk {disk.Name}: a {disk.SizeBytes}-byte disk needs {DiskManifest.ChunkCount(Math.Max(0, disk.SizeBytes), disk.ChunkSize)} index entries", nameof(manifest));
             foreach (var entry in disk.Chunks)
             {
-                if (entry is not { } id || known.Contains(id)) continue;
+                if (entry is not { } id || known.ContainsKey(id)) continue;
                 if ((!_mine.TryGetValue(id, out var task) || !task.IsCompletedSuccessfully) && reported.Add(id)) notStored.Add(id);
             }
         }
@@ -272,11 +429,14 @@ public sealed class BackupWriter : IAsyncDisposable
 
     private void Forget(List<ChunkId> missing)
     {
-        var gone = new HashSet<ChunkId>(missing);
-        var known = new HashSet<ChunkId>(_known.Count);
-        foreach (var id in _known) if (!gone.Contains(id)) known.Add(id);
+        var known = new Dictionary<ChunkId, long>(_known);
+        foreach (var id in missing)
+        {
+            known.Remove(id);
+            _mine.TryRemove(id, out _);
+            _retainUntil.TryRemove(id, out _);
+        }
         _known = known;
-        foreach (var id in missing) _mine.TryRemove(id, out _);
     }
 
     private void ThrowIfNotOpen()
@@ -285,10 +445,12 @@ public sealed class BackupWriter : IAsyncDisposable
         if (_state == 2) throw new ObjectDisposedException(nameof(BackupWriter));
     }
 
-    /// <summary>Releases the writer lock. Chunks stored without a commit stay until GC collects them.</summary>
+    /// <summary>Releases the writer lock (and updates the chunk index cache). Chunks stored without a commit stay until GC collects them.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (_state == 2) return;
         _state = 2;
+        await UpdateCacheAsync();
         await _lock.DisposeAsync();
     }
 }

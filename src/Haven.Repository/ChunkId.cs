@@ -49,6 +49,19 @@ public readonly record struct ChunkId
     // The bytes are a keyed hash, uniformly distributed: any 32 of them make a good hash code.
     public override int GetHashCode() => (int)_b;
 
+    /// <summary>Byte-wise (big-endian) order of the 32 id bytes: the order of the chunk index cache file.</summary>
+    internal static int CompareBytes(ChunkId x, ChunkId y)
+    {
+        var c = x._a.CompareTo(y._a);
+        if (c != 0) return c;
+        c = x._b.CompareTo(y._b);
+        if (c != 0) return c;
+        c = x._c.CompareTo(y._c);
+        return c != 0 ? c : x._d.CompareTo(y._d);
+    }
+
+    internal static readonly IComparer<ChunkId> ByteOrder = Comparer<ChunkId>.Create(CompareBytes);
+
     public override string ToString()
     {
         Span<byte> bytes = stackalloc byte[Length];

@@ -19,20 +19,33 @@ public sealed partial class Repository
         {
             var backups = await ListBackupsAsync(ct);
             var kept = new List<KeptBackup>();
-            var removed = new List<BackupSummary>();
+            var doomed = new List<BackupSummary>();
             foreach (var vm in backups.GroupBy(b => b.VmName, StringComparer.Ordinal))
                 foreach (var d in policy.Apply(vm, b => b.CreatedAt, b => b.Id))
-                    if (d.Keep) kept.Add(new KeptBackup(d.Backup, d.Reasons)); else removed.Add(d.Backup);
-            if (exclusive is not null && removed.Count > 0)
+                    if (d.Keep) kept.Add(new KeptBackup(d.Backup, d.Reasons)); else doomed.Add(d.Backup);
+            var removed = new List<BackupSummary>();
+            var locked = new List<LockedBackup>();
+            var lockStore = Immutability is null ? null : Store as IObjectLockStore;
+            if (exclusive is not null && doomed.Count > 0) await exclusive.EnsureHeldAsync(ct);
+            foreach (var b in doomed)
             {
-                await exclusive.EnsureHeldAsync(ct);
-                foreach (var b in removed)
+                if (exclusive is null)
                 {
-                    exclusive.ThrowIfLost();
-                    await Store.DeleteAsync(RepoKeys.Backup(b.Id), ct);
+                    // Dry run: say which removals object lock would refuse.
+                    var retention = lockStore is null ? null : await lockStore.GetRetentionAsync(RepoKeys.Backup(b.Id), ct);
+                    if (retention is not null && retention.RetainUntil > Clock.GetUtcNow()) locked.Add(new LockedBackup(b, retention.RetainUntil));
+                    else removed.Add(b);
+                    continue;
                 }
+                exclusive.ThrowIfLost();
+                try
+                {
+                    await Store.DeleteAsync(RepoKeys.Backup(b.Id), ct);
+                    removed.Add(b);
+                }
+                catch (ObjectLockedException e) { locked.Add(new LockedBackup(b, e.RetainUntil)); } // kept: not an error
             }
-            return new PruneResult(dryRun, kept, removed);
+            return new PruneResult(dryRun, kept, removed) { Locked = locked };
         }
         finally
         {
@@ -71,11 +84,15 @@ public sealed partial class Repository
             candidates.Add(info);
         }
         await exclusive.EnsureHeldAsync(ct);
-        long deleted = 0, deletedBytes = 0;
+        long deleted = 0, deletedBytes = 0, locked = 0, lockedBytes = 0;
         foreach (var c in candidates)
         {
             exclusive.ThrowIfLost();
-            if (await Store.DeleteAsync(c.Key, ct)) { deleted++; deletedBytes += c.Size; }
+            try
+            {
+                if (await Store.DeleteAsync(c.Key, ct)) { deleted++; deletedBytes += c.Size; }
+            }
+            catch (ObjectLockedException) { locked++; lockedBytes += c.Size; } // retention not over yet: a later GC takes it
         }
         return new GcResult
         {
@@ -88,6 +105,8 @@ public sealed partial class Repository
             Cutoff = cutoff,
             LiveWriters = writers.Count,
             StaleLocksRemoved = staleRemoved,
+            ChunksLocked = locked,
+            BytesLocked = lockedBytes,
         };
     }
 
@@ -186,9 +205,9 @@ public sealed partial class Repository
                     }
                     finally { announce.Release(); }
                     exclusive.ThrowIfLost();
-                    var movedTo = await MoveAsideAsync(chunk.Value.Key, token);
+                    var (movedTo, lockedUntil) = await MoveAsideAsync(chunk.Value.Key, token);
                     var backups = users.TryGetValue(chunk.Key, out var list) ? Sorted(list) : [];
-                    corrupt.Add(new ChunkProblem(chunk.Key, backups, problem, movedTo));
+                    corrupt.Add(new ChunkProblem(chunk.Key, backups, problem, movedTo) { LockedUntil = lockedUntil });
                 });
             }
 
@@ -254,17 +273,28 @@ public sealed partial class Repository
         }
     }
 
-    /// <summary>"Renames" a chunk to &lt;key&gt;.bad (or &lt;key&gt;.N.bad if taken): create the copy, then delete the original.</summary>
-    private async Task<string?> MoveAsideAsync(string key, CancellationToken ct)
+    /// <summary>
+    /// "Renames" a chunk to &lt;key&gt;.bad (or &lt;key&gt;.N.bad if taken): create the copy, then delete the original.
+    /// A chunk under object lock cannot be moved: it is left in place and its retain-until returned instead.
+    /// </summary>
+    private async Task<(string? MovedTo, DateTimeOffset? LockedUntil)> MoveAsideAsync(string key, CancellationToken ct)
     {
+        if (Immutability is not null && Store is IObjectLockStore lockStore
+            && await lockStore.GetRetentionAsync(key, ct) is { } retention && retention.RetainUntil > Clock.GetUtcNow())
+            return (null, retention.RetainUntil);
         var bytes = await Store.GetAsync(key, ct);
-        if (bytes is null) return null;
+        if (bytes is null) return (null, null);
         for (var i = 0; i < 1000; i++)
         {
             var target = i == 0 ? key + ".bad" : $"{key}.{i}.bad";
             if (!await Store.TryCreateAsync(target, bytes, ct)) continue;
-            await Store.DeleteAsync(key, ct);
-            return target;
+            try { await Store.DeleteAsync(key, ct); }
+            catch (ObjectLockedException e)
+            {
+                try { await Store.DeleteAsync(target, ct); } catch (StoreException) { } // the copy is pointless now
+                return (null, e.RetainUntil ?? DateTimeOffset.MaxValue);
+            }
+            return (target, null);
         }
         throw new StoreException($"cannot move {key} aside: too many .bad copies already");
     }

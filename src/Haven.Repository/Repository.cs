@@ -22,11 +22,13 @@ public sealed partial class Repository : IAsyncDisposable
     private readonly RepositoryConfig _config;
     private readonly KeySet _keys;
 
-    private Repository(IObjectStore store, RepositoryConfig config, byte[] masterKey, TimeProvider clock)
+    private Repository(IObjectStore store, RepositoryConfig config, byte[] masterKey, TimeProvider clock, ChunkIndexCache? cache = null)
     {
         Store = store;
         _config = config;
         Clock = clock;
+        Cache = cache;
+        Immutability = config.Immutability?.ToPolicy();
         try { _keys = new KeySet(masterKey); }
         finally { CryptographicOperations.ZeroMemory(masterKey); }
     }
@@ -39,6 +41,12 @@ public sealed partial class Repository : IAsyncDisposable
 
     public TimeSpan GcGracePeriod => _config.GcGracePeriod;
     public TimeSpan LockStaleAfter => _config.LockStaleAfter;
+
+    /// <summary>Object-lock retention of this repository's backups, or null (fixed at creation, stored in the config).</summary>
+    public RepositoryImmutability? Immutability { get; }
+
+    /// <summary>The host-local chunk index cache writers use instead of listing <c>chunks/</c>, if one was given.</summary>
+    public ChunkIndexCache? Cache { get; }
 
     internal IObjectStore Store { get; }
     internal TimeProvider Clock { get; }
@@ -56,6 +64,14 @@ public sealed partial class Repository : IAsyncDisposable
         options ??= new RepositoryOptions();
         options.Validate();
         var location = store.ToString() ?? store.GetType().Name;
+        if (options.Immutability is not null)
+        {
+            // Checked before anything is written: a repository that promises immutability must be able to keep it.
+            if (store is not IObjectLockStore lockStore)
+                throw new ImmutabilityUnsupportedException($"{location} does not support object lock (immutability needs an S3 bucket with object lock)");
+            if (!await lockStore.IsObjectLockEnabledAsync(ct))
+                throw new ImmutabilityUnsupportedException($"{location} does not have object lock enabled; create the bucket with object lock to use immutability");
+        }
         if (await store.StatAsync(RepoKeys.Config, ct) is not null) throw new RepositoryExistsException(location);
         var (config, masterKey) = await Task.Run(() => RepositoryConfig.Create(passphrase, options, clock.GetUtcNow()), ct);
         try
@@ -71,9 +87,16 @@ public sealed partial class Repository : IAsyncDisposable
     }
 
     public static Task<Repository> OpenAsync(IObjectStore store, string passphrase, CancellationToken ct = default)
-        => OpenAsync(store, passphrase, TimeProvider.System, ct);
+        => OpenAsync(store, passphrase, null, TimeProvider.System, ct);
 
-    internal static async Task<Repository> OpenAsync(IObjectStore store, string passphrase, TimeProvider clock, CancellationToken ct)
+    /// <summary>Opens the repository; backup writers use <paramref name="cache"/> (when given) instead of listing every chunk.</summary>
+    public static Task<Repository> OpenAsync(IObjectStore store, string passphrase, ChunkIndexCache? cache, CancellationToken ct = default)
+        => OpenAsync(store, passphrase, cache, TimeProvider.System, ct);
+
+    internal static Task<Repository> OpenAsync(IObjectStore store, string passphrase, TimeProvider clock, CancellationToken ct)
+        => OpenAsync(store, passphrase, null, clock, ct);
+
+    internal static async Task<Repository> OpenAsync(IObjectStore store, string passphrase, ChunkIndexCache? cache, TimeProvider clock, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(passphrase);
@@ -83,7 +106,7 @@ public sealed partial class Repository : IAsyncDisposable
         var config = RepositoryConfig.Parse(json, location);
         // PBKDF2 is deliberately slow (about half a second): keep it off the caller's thread.
         var masterKey = await Task.Run(() => config.UnwrapMasterKey(passphrase), ct);
-        return new Repository(store, config, masterKey, clock);
+        return new Repository(store, config, masterKey, clock, cache);
     }
 
     /// <summary>Registers a writer (shared lock) and loads the set of chunks already stored, for dedup.</summary>
@@ -262,8 +285,11 @@ internal static class BackupIds
 {
     public const int Length = 24;
 
-    public static string New(DateTimeOffset now)
-        => now.UtcDateTime.ToString("yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture) + "-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+    public static string New(DateTimeOffset now) => TimePrefix(now) + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+
+    /// <summary>"yyyyMMdd-HHmmss-" of <paramref name="createdAt"/> in UTC: every backup id made from that time starts with it.</summary>
+    public static string TimePrefix(DateTimeOffset createdAt)
+        => createdAt.UtcDateTime.ToString("yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture) + "-";
 
     public static bool IsValid(string? id)
     {

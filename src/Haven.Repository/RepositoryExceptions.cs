@@ -63,3 +63,12 @@ public sealed class ChunksMissingException(IReadOnlyList<ChunkId> chunkIds)
 {
     public IReadOnlyList<ChunkId> ChunkIds { get; } = chunkIds;
 }
+
+/// <summary>
+/// The repository asks for immutability (object lock) and the store cannot provide it: it is not an
+/// object-lock capable store, or object lock is not enabled on its bucket. Nothing was written.
+/// </summary>
+public sealed class ImmutabilityUnsupportedException(string message) : RepositoryException(message);
+
+/// <summary>Two repositories cannot exchange backups (e.g. their chunk sizes differ).</summary>
+public sealed class RepositoryFormatMismatchException(string message) : RepositoryException(message);

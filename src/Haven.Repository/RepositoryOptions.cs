@@ -1,3 +1,5 @@
+using Haven.Storage;
+
 namespace Haven.Repository;
 
 /// <summary>Settings fixed when a repository is created; all are stored in its config.</summary>
@@ -20,6 +22,12 @@ public sealed record RepositoryOptions
     /// <summary>A lock not refreshed for this long is stale: its holder is presumed dead.</summary>
     public TimeSpan LockStaleAfter { get; init; } = TimeSpan.FromMinutes(30);
 
+    /// <summary>
+    /// Write-once retention for manifests and chunks (S3 Object Lock); null = none. Needs a store that is an
+    /// <see cref="IObjectLockStore"/> with object lock enabled. Rules: docs/repository-format.md, "Immutability".
+    /// </summary>
+    public RepositoryImmutability? Immutability { get; init; }
+
     internal void Validate()
     {
         if (ChunkSize < MinChunkSize || ChunkSize > MaxChunkSize || (ChunkSize & (ChunkSize - 1)) != 0)
@@ -30,5 +38,47 @@ public sealed record RepositoryOptions
             throw new ArgumentOutOfRangeException(nameof(GcGracePeriod), GcGracePeriod, "grace period must be whole seconds, not negative");
         if (LockStaleAfter < TimeSpan.FromSeconds(1) || LockStaleAfter.TotalSeconds % 1 != 0)
             throw new ArgumentOutOfRangeException(nameof(LockStaleAfter), LockStaleAfter, "lock staleness must be whole seconds, at least 1");
+        Immutability?.Validate();
+    }
+}
+
+/// <summary>
+/// Every backup is locked (mode <see cref="Mode"/>) for <see cref="Days"/> days after it is committed, and
+/// every chunk it references at least as long.
+/// </summary>
+public sealed record RepositoryImmutability
+{
+    public const int MaxDays = 36500;
+
+    /// <summary>Governance (a privileged user can lift it) or compliance (no one can).</summary>
+    public required RetentionMode Mode { get; init; }
+
+    /// <summary>How long each backup stays locked after it is committed: 1..36500 days.</summary>
+    public required int Days { get; init; }
+
+    /// <summary>
+    /// Extra retention given to chunks (max(1 day, Days/4)) so that a chunk reused by later backups needs
+    /// its retention extended at most once per slack period.
+    /// </summary>
+    public TimeSpan Slack => TimeSpan.FromDays(Math.Max(1.0, Days / 4.0));
+
+    /// <summary>Retain-until of a manifest committed at <paramref name="now"/>: now + Days, whole seconds rounded up.</summary>
+    internal long ManifestRetainUntil(DateTimeOffset now) => CeilSeconds(now + TimeSpan.FromDays(Days));
+
+    /// <summary>Retain-until given to a chunk created or extended at <paramref name="now"/>: now + Days + Slack, whole seconds rounded up.</summary>
+    internal long ChunkRetainUntil(DateTimeOffset now) => CeilSeconds(now + TimeSpan.FromDays(Days) + Slack);
+
+    internal ObjectRetention Retention(long unixSeconds) => new(Mode, DateTimeOffset.FromUnixTimeSeconds(unixSeconds));
+
+    private static long CeilSeconds(DateTimeOffset t)
+    {
+        var s = t.ToUnixTimeSeconds();
+        return DateTimeOffset.FromUnixTimeSeconds(s) < t ? s + 1 : s;
+    }
+
+    internal void Validate()
+    {
+        if (!Enum.IsDefined(Mode)) throw new ArgumentOutOfRangeException(nameof(Mode), Mode, "unknown retention mode");
+        if (Days < 1 || Days > MaxDays) throw new ArgumentOutOfRangeException(nameof(Days), Days, $"immutability days must be 1..{MaxDays}");
     }
 }

@@ -1,10 +1,28 @@
 namespace Haven.Repository;
 
 /// <summary>What prune decided (and, unless DryRun, did): manifests removed; chunks are GC's business.</summary>
-public sealed record PruneResult(bool DryRun, IReadOnlyList<KeptBackup> Kept, IReadOnlyList<BackupSummary> Removed);
+public sealed record PruneResult(bool DryRun, IReadOnlyList<KeptBackup> Kept, IReadOnlyList<BackupSummary> Removed)
+{
+    /// <summary>
+    /// Backups the policy would remove but object lock keeps (their manifest's retention has not expired);
+    /// not in <see cref="Removed"/>. A later prune removes them once the retention has passed.
+    /// </summary>
+    public IReadOnlyList<LockedBackup> Locked { get; init; } = [];
+}
+
+/// <summary>A backup prune wanted to remove but could not: its manifest is under object-lock retention until <see cref="RetainUntil"/> (null when the store did not say).</summary>
+public sealed record LockedBackup(BackupSummary Backup, DateTimeOffset? RetainUntil);
 
 /// <summary>A backup prune keeps, and the rules that keep it ("last", "daily", "oldest (weekly)", …).</summary>
 public sealed record KeptBackup(BackupSummary Backup, IReadOnlyList<string> Reasons);
+
+/// <summary>What <see cref="BackupCopy.CopyAsync"/> did.</summary>
+/// <param name="TargetBackupId">The backup in the target repository (new, or the earlier copy).</param>
+/// <param name="AlreadyPresent">The target already held a copy of this backup; nothing was written.</param>
+/// <param name="ChunksRead">Distinct source chunks read (each once).</param>
+/// <param name="ChunksUploaded">Chunks the target lacked and that were stored in it.</param>
+/// <param name="BytesUploaded">Bytes those chunks take in the target store (compressed, encrypted).</param>
+public sealed record CopyResult(string TargetBackupId, bool AlreadyPresent, long ChunksRead, long ChunksUploaded, long BytesUploaded);
 
 /// <summary>What a garbage collection found and deleted.</summary>
 public sealed record GcResult
@@ -21,6 +39,9 @@ public sealed record GcResult
     public required DateTimeOffset Cutoff { get; init; }
     public required int LiveWriters { get; init; }
     public required int StaleLocksRemoved { get; init; }
+    /// <summary>Unreferenced chunks GC would have deleted but object lock kept (retention not expired); a later GC takes them.</summary>
+    public long ChunksLocked { get; init; }
+    public long BytesLocked { get; init; }
 }
 
 /// <summary>What verify found. Healthy means nothing is missing or corrupt.</summary>
@@ -57,4 +78,8 @@ public sealed record VerifyResult
 public sealed record ManifestProblem(string BackupId, string Reason);
 
 /// <summary>A missing or corrupt chunk, the backups that reference it (sorted), and where a corrupt one was moved.</summary>
-public sealed record ChunkProblem(ChunkId ChunkId, IReadOnlyList<string> BackupIds, string Reason, string? MovedTo = null);
+public sealed record ChunkProblem(ChunkId ChunkId, IReadOnlyList<string> BackupIds, string Reason, string? MovedTo = null)
+{
+    /// <summary>A corrupt chunk verify could not set aside because object lock keeps it until then (MovedTo is null).</summary>
+    public DateTimeOffset? LockedUntil { get; init; }
+}

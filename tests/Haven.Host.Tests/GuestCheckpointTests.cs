@@ -100,7 +100,7 @@ public sealed class GuestCheckpointTests
     {
         await using var t = await BootGuestAsync(CheckpointType.Production);
         var repo = t.Dir.File("repo");
-        await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+        await t.Host.Repositories.InitAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "p" }, t.Ct);
         var r = await t.Host.Backups.BackupAsync("guest", new BackupRequest { Repository = repo, Passphrase = "p" }, t.Ct);
         Assert.Equal(Consistency.ApplicationConsistent, r.Consistency);
         Assert.True(r.FrozenMilliseconds > 0);

@@ -37,13 +37,14 @@ public sealed class RepoFixture : IAsyncDisposable
 
     public static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    public static async Task<RepoFixture> CreateAsync(TimeSpan? grace = null, string? path = null, TempDir? dir = null)
+    public static async Task<RepoFixture> CreateAsync(TimeSpan? grace = null, string? path = null, TempDir? dir = null,
+        string passphrase = Passphrase, int chunkSize = ChunkSize, ManualClock? clock = null)
     {
         dir ??= new TempDir();
-        var clock = new ManualClock(new DateTimeOffset(2025, 3, 1, 12, 0, 0, TimeSpan.Zero));
+        clock ??= new ManualClock(new DateTimeOffset(2025, 3, 1, 12, 0, 0, TimeSpan.Zero));
         var store = new LocalDirectoryStore(path ?? dir.File("repo"), clock);
-        var options = new RepositoryOptions { ChunkSize = ChunkSize, KdfIterations = 1000, GcGracePeriod = grace ?? TimeSpan.FromMinutes(10) };
-        var repo = await Repository.InitAsync(store, Passphrase, options, clock, Ct);
+        var options = new RepositoryOptions { ChunkSize = chunkSize, KdfIterations = 1000, GcGracePeriod = grace ?? TimeSpan.FromMinutes(10) };
+        var repo = await Repository.InitAsync(store, passphrase, options, clock, Ct);
         return new RepoFixture(dir, clock, store, repo);
     }
 

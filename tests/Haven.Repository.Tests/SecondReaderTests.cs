@@ -79,6 +79,26 @@ public sealed class SecondReaderTests
     }
 
     [Fact]
+    public async Task An_immutable_repositorys_key_wrap_covers_its_immutability_as_documented()
+    {
+        var clock = new ManualClock(new DateTimeOffset(2025, 3, 1, 12, 0, 0, TimeSpan.Zero));
+        var store = new FakeLockStore(clock);
+        var options = new RepositoryOptions { ChunkSize = ChunkSize, KdfIterations = 1000, Immutability = new RepositoryImmutability { Mode = Haven.Storage.RetentionMode.Compliance, Days = 30 } };
+        await (await Repository.InitAsync(store, Passphrase, options, clock, Ct)).DisposeAsync();
+        var config = JsonDocument.Parse((await store.GetAsync("config", Ct))!).RootElement;
+        var immutability = config.GetProperty("immutability");
+        var kdf = config.GetProperty("kdf");
+        var kek = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(Passphrase), kdf.GetProperty("salt").GetBytesFromBase64(),
+            kdf.GetProperty("iterations").GetInt32(), HashAlgorithmName.SHA256, 32);
+        var ad = Encoding.ASCII.GetBytes($"haven-backup-repository/1/{config.GetProperty("id").GetString()}/{config.GetProperty("chunkSize").GetInt32()}/{config.GetProperty("gcGracePeriodSeconds").GetInt64()}/{config.GetProperty("lockStaleSeconds").GetInt64()}"
+            + $"/immutability/{immutability.GetProperty("mode").GetString()}/{immutability.GetProperty("days").GetInt32()}");
+        Assert.EndsWith("/immutability/compliance/30", Encoding.ASCII.GetString(ad));
+        var wrapped = config.GetProperty("masterKey");
+        using var aes = new AesGcm(kek, 16);
+        aes.Decrypt(wrapped.GetProperty("nonce").GetBytesFromBase64(), wrapped.GetProperty("ciphertext").GetBytesFromBase64(), wrapped.GetProperty("tag").GetBytesFromBase64(), new byte[32], ad);
+    }
+
+    [Fact]
     public void Chunk_ids_are_keyed_blake3_as_published()
     {
         // BLAKE3 reference test vector: keyed_hash of the empty input under "whats the Elvish word for friend".

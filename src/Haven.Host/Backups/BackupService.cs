@@ -38,48 +38,11 @@ public sealed class BackupService(HavenHost host)
         if (AtStep is not null) await AtStep(name);
     }
 
-    public static IObjectStore OpenStore(string location)
-    {
-        if (string.IsNullOrWhiteSpace(location)) throw HavenException.Invalid("a repository location is needed");
-        return new LocalDirectoryStore(Path.GetFullPath(location));
-    }
-
-    public static async Task<Repository.Repository> OpenRepositoryAsync(RepositoryRef r, CancellationToken ct)
-    {
-        try { return await Repository.Repository.OpenAsync(OpenStore(r.Repository), r.Passphrase, ct); }
-        catch (NotARepositoryException e) { throw HavenException.Invalid(e.Message); }
-        catch (WrongPassphraseException e) { throw new HavenException(ErrorCode.InvalidArgument, e.Message); }
-    }
-
-    public async Task<RepositoryInfo> InitRepositoryAsync(RepositoryInitRequest req, CancellationToken ct)
-    {
-        if (string.IsNullOrEmpty(req.Passphrase)) throw HavenException.Invalid("a repository needs a passphrase");
-        var chunkSize = req.ChunkSize ?? RepositoryOptions.DefaultChunkSize;
-        if (chunkSize < RepositoryOptions.MinChunkSize || chunkSize > RepositoryOptions.MaxChunkSize || (chunkSize & (chunkSize - 1)) != 0)
-            throw HavenException.Invalid("chunk size must be a power of two from 64 KiB to 16 MiB");
-        Directory.CreateDirectory(Path.GetFullPath(req.Repository));
-        try
-        {
-            await using var repo = await Repository.Repository.InitAsync(OpenStore(req.Repository), req.Passphrase, new RepositoryOptions { ChunkSize = chunkSize }, ct);
-            return new RepositoryInfo { Id = repo.Id, Location = Path.GetFullPath(req.Repository), ChunkSize = repo.ChunkSize };
-        }
-        catch (RepositoryExistsException e) { throw HavenException.Conflict(e.Message); }
-    }
-
-    public async Task<List<BackupInfo>> ListAsync(RepositoryRef req, CancellationToken ct)
-    {
-        await using var repo = await OpenRepositoryAsync(req, ct);
-        var list = new List<BackupInfo>();
-        foreach (var b in await repo.ListBackupsAsync(ct))
-            list.Add(new BackupInfo { Id = b.Id, Vm = b.VmName, CreatedAt = b.CreatedAt, Mode = b.Mode, Host = b.HostName, SizeBytes = b.SizeBytes });
-        return list;
-    }
-
     public async Task<BackupResult> BackupAsync(string vmName, BackupRequest req, CancellationToken ct, Action<OperationEvent>? progress = null)
     {
         var clock = Stopwatch.StartNew();
         var vm = host.Vms.Find(vmName);
-        await using var repo = await OpenRepositoryAsync(req, ct);
+        await using var repo = await host.Repositories.OpenAsync(req, ct);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         vm = Store.FindVm(vm.Id)!;
         var qemu = host.Runtimes.Get(vm.Id);

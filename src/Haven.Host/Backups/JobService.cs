@@ -23,7 +23,7 @@ public sealed class JobService(HavenHost host)
         if (!File.Exists(def.PassphraseFile)) throw HavenException.Invalid($"passphrase file not found: {def.PassphraseFile}");
         if (def.Schedule is not null) ParseSchedule(def.Schedule);
         if (host.Store.ListJobs().Exists(j => j.Name == def.Name)) throw HavenException.Conflict($"a job named '{def.Name}' already exists");
-        var stored = def with { Repository = Path.GetFullPath(def.Repository), PassphraseFile = Path.GetFullPath(def.PassphraseFile) };
+        var stored = def with { Repository = RepositoryAccess.Describe(def.Repository), PassphraseFile = Path.GetFullPath(def.PassphraseFile), S3 = def.S3?.WithoutSecrets() };
         host.Store.Write(w => w.InsertJob(def.Name, JsonSerializer.Serialize(stored, ApiJson.Options)));
         return List().Find(j => j.Definition.Name == def.Name)!;
     }
@@ -74,18 +74,18 @@ public sealed class JobService(HavenHost host)
             {
                 foreach (var vm in def.Vms)
                 {
-                    try { backups.Add(await host.Backups.BackupAsync(vm, new BackupRequest { Repository = def.Repository, Passphrase = passphrase }, ct)); }
+                    try { backups.Add(await host.Backups.BackupAsync(vm, new BackupRequest { Repository = def.Repository, Passphrase = passphrase, S3 = def.S3 }, ct)); }
                     catch (Exception e) when (e is not OperationCanceledException) { errors.Add($"{vm}: {e.Message}"); }
                 }
                 var prune = new RepositoryPruneRequest
                 {
-                    Repository = def.Repository, Passphrase = passphrase, KeepLast = def.KeepLast, KeepHourly = def.KeepHourly,
+                    Repository = def.Repository, Passphrase = passphrase, S3 = def.S3, KeepLast = def.KeepLast, KeepHourly = def.KeepHourly,
                     KeepDaily = def.KeepDaily, KeepWeekly = def.KeepWeekly, KeepMonthly = def.KeepMonthly, KeepYearly = def.KeepYearly,
                 };
                 // Retention runs only after a fully successful run: never prune the last good backups because new ones failed.
-                if (errors.Count == 0 && !RepositoryMaintenance.ToPolicy(prune).IsEmpty)
+                if (errors.Count == 0 && !RepositoryAccess.ToPolicy(prune).IsEmpty)
                 {
-                    try { pruned = (await RepositoryMaintenance.PruneAsync(prune, ct)).Removed.Count; }
+                    try { pruned = (await host.Repositories.PruneAsync(prune, ct)).Removed.Count; }
                     catch (Exception e) when (e is not OperationCanceledException) { errors.Add($"prune: {e.Message}"); }
                 }
             }

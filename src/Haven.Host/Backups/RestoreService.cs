@@ -21,7 +21,7 @@ public sealed class RestoreService(HavenHost host)
         var clock = Stopwatch.StartNew();
         var modes = (req.Disk is not null ? 1 : 0) + (req.InPlace ? 1 : 0) + (req.NewName is not null ? 1 : 0);
         if (modes != 1) throw HavenException.Invalid("restore takes exactly one of: a new VM name, in place, or a disk and a target path");
-        await using var repo = await BackupService.OpenRepositoryAsync(req, ct);
+        await using var repo = await host.Repositories.OpenAsync(req, ct);
         Repository.BackupManifest manifest;
         try { manifest = await repo.ReadManifestAsync(req.BackupId, ct); }
         catch (Repository.BackupNotFoundException e) { throw HavenException.NotFound(e.Message); }

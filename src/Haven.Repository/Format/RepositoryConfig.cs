@@ -28,6 +28,21 @@ internal sealed record RepositoryConfig
     public required long LockStaleSeconds { get; init; }
     public required KdfParameters Kdf { get; init; }
     public required WrappedKey MasterKey { get; init; }
+    /// <summary>Optional (absent in configs written before it existed): object-lock retention of backups.</summary>
+    public ImmutabilityConfig? Immutability { get; init; }
+
+    internal sealed record ImmutabilityConfig
+    {
+        public const string Governance = "governance";
+        public const string Compliance = "compliance";
+
+        public required string Mode { get; init; }
+        public required int Days { get; init; }
+
+        public static ImmutabilityConfig Of(RepositoryImmutability p) => new() { Mode = p.Mode == Haven.Storage.RetentionMode.Compliance ? Compliance : Governance, Days = p.Days };
+
+        public RepositoryImmutability ToPolicy() => new() { Mode = Mode == Compliance ? Haven.Storage.RetentionMode.Compliance : Haven.Storage.RetentionMode.Governance, Days = Days };
+    }
 
     internal sealed record KdfParameters
     {
@@ -62,6 +77,7 @@ internal sealed record RepositoryConfig
             LockStaleSeconds = (long)options.LockStaleAfter.TotalSeconds,
             Kdf = new KdfParameters { Algorithm = KdfAlgorithm, Iterations = options.KdfIterations, Salt = RandomNumberGenerator.GetBytes(32) },
             MasterKey = new WrappedKey { Algorithm = WrapAlgorithm, Nonce = [], Ciphertext = [], Tag = [] },
+            Immutability = options.Immutability is { } imm ? ImmutabilityConfig.Of(imm) : null,
         };
         var nonce = RandomNumberGenerator.GetBytes(12);
         var ciphertext = new byte[32];
@@ -99,6 +115,8 @@ internal sealed record RepositoryConfig
         if (Kdf.Iterations < 1 || Kdf.Iterations > MaxKdfIterations) return $"KDF iterations {Kdf.Iterations} out of range";
         if (Kdf.Salt.Length < 16) return "KDF salt is shorter than 16 bytes";
         if (MasterKey.Algorithm != WrapAlgorithm) return $"unknown key wrap \"{MasterKey.Algorithm}\"";
+        if (Immutability is { } imm && (imm.Mode is not (ImmutabilityConfig.Governance or ImmutabilityConfig.Compliance) || imm.Days < 1 || imm.Days > RepositoryImmutability.MaxDays))
+            return $"immutability {imm.Mode}/{imm.Days} days is not valid";
         if (MasterKey.Nonce.Length != 12 || MasterKey.Ciphertext.Length != 32 || MasterKey.Tag.Length != 16) return "wrapped master key has the wrong size";
         return null;
     }
@@ -142,8 +160,12 @@ internal sealed record RepositoryConfig
 
     private static readonly Dictionary<string, byte[]> KekCache = [];
 
-    /// <summary>"haven-backup-repository/1/&lt;id&gt;/&lt;chunkSize&gt;/&lt;grace s&gt;/&lt;stale s&gt;" in ASCII.</summary>
-    public byte[] AssociatedData() => Encoding.ASCII.GetBytes($"{FormatName}/{Version}/{Id}/{ChunkSize}/{GcGracePeriodSeconds}/{LockStaleSeconds}");
+    /// <summary>
+    /// "haven-backup-repository/1/&lt;id&gt;/&lt;chunkSize&gt;/&lt;grace s&gt;/&lt;stale s&gt;" in ASCII, followed by
+    /// "/immutability/&lt;mode&gt;/&lt;days&gt;" when set: removing or weakening it breaks the key wrap.
+    /// </summary>
+    public byte[] AssociatedData() => Encoding.ASCII.GetBytes($"{FormatName}/{Version}/{Id}/{ChunkSize}/{GcGracePeriodSeconds}/{LockStaleSeconds}"
+        + (Immutability is { } imm ? $"/immutability/{imm.Mode}/{imm.Days}" : ""));
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, RepositoryJson.Indented);
 }

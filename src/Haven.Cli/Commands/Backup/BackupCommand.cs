@@ -45,5 +45,6 @@ public sealed class BackupCommand : Command
     {
         Repository = Repo.Repository(parseResult),
         Passphrase = Repo.Passphrase(parseResult),
+        S3 = Repo.S3(parseResult),
     };
 }

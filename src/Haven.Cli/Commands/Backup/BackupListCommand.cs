@@ -31,6 +31,7 @@ public sealed class BackupListCommand : Command
     {
         Repository = Repo.Repository(parseResult),
         Passphrase = Repo.Passphrase(parseResult),
+        S3 = Repo.S3(parseResult),
     };
 
     /// <summary>The backups of <paramref name="vm"/> (all when null), in havend's order.</summary>

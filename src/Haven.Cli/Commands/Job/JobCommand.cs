@@ -27,21 +27,28 @@ public static class JobCommand
     {
         var name = NameArgument();
         var vms = new Option<string[]>("--vm") { Description = "VM to back up (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = false };
-        var repo = new Option<string>("--repo") { Description = "Backup repository folder", Required = true, HelpName = "PATH" };
+        var repo = new Option<string>("--repo") { Description = "Backup repository: a folder or s3://bucket/prefix (S3 credentials come from havend's environment)", Required = true, HelpName = "PATH|URL" };
+        var s3Endpoint = new Option<string?>("--s3-endpoint") { Description = "S3 service URL for an s3:// repository [default: AWS_ENDPOINT_URL of this shell]", HelpName = "URL" };
+        var s3Region = new Option<string?>("--s3-region") { Description = "S3 region [default: AWS_REGION of this shell]", HelpName = "REGION" };
         var passphraseFile = new Option<string>("--passphrase-file") { Description = "File whose first line is the passphrase (read at every run; havend does not store it)", Required = true, HelpName = "FILE" };
         var schedule = new Option<string?>("--schedule") { Description = "Five-field cron expression in UTC, e.g. \"0 2 * * *\" (omit for on-demand only)", HelpName = "CRON" };
         var keeps = new[] { "last", "hourly", "daily", "weekly", "monthly", "yearly" }
             .Select(k => new Option<int>("--keep-" + k) { Description = $"Retention: keep the newest backup of each of the last N {(k == "last" ? "backups" : k + " periods")}", HelpName = "N" })
             .ToArray();
-        var cmd = new Command("create", "Define a backup job") { name, vms, repo, passphraseFile, schedule };
+        var cmd = new Command("create", "Define a backup job") { name, vms, repo, s3Endpoint, s3Region, passphraseFile, schedule };
         foreach (var k in keeps) cmd.Add(k);
         ctx.SetAction(cmd, async (parseResult, client, output, ct) =>
         {
+            var location = parseResult.GetRequiredValue(repo);
+            var s3 = Repo.RepoOptions.IsS3(location)
+                ? Repo.RepoOptions.S3FromEnvironment(ctx.Env.GetEnv, parseResult.GetValue(s3Endpoint), parseResult.GetValue(s3Region), null).WithoutSecrets()
+                : null;
             var job = await client.CreateJobAsync(new JobDefinition
             {
                 Name = parseResult.GetRequiredValue(name),
                 Vms = [.. parseResult.GetRequiredValue(vms)],
-                Repository = Path.GetFullPath(parseResult.GetRequiredValue(repo)),
+                Repository = s3 is null ? Path.GetFullPath(location) : location,
+                S3 = s3,
                 PassphraseFile = Path.GetFullPath(parseResult.GetRequiredValue(passphraseFile)),
                 Schedule = parseResult.GetValue(schedule),
                 KeepLast = parseResult.GetValue(keeps[0]),

@@ -12,6 +12,7 @@ public static class RepoCommand
             new RepoVerifyCommand(ctx),
             new RepoPruneCommand(ctx),
             new RepoGcCommand(ctx),
+            new RepoCopyCommand(ctx),
         };
         HavenCli.ShowHelpWhenBare(repo);
         return repo;

@@ -27,5 +27,6 @@ public sealed class RepoGcCommand : Command
     {
         Repository = Repo.Repository(parseResult),
         Passphrase = Repo.Passphrase(parseResult),
+        S3 = Repo.S3(parseResult),
     };
 }

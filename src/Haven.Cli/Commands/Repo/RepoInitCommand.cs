@@ -16,16 +16,32 @@ public sealed class RepoInitCommand : Command
         CustomParser = ParseChunkSize,
     };
 
+    public Option<int?> ImmutableDays { get; } = new("--immutable-days")
+    {
+        Description = "Lock every backup against deletion and overwrite for N days (S3 Object Lock; s3:// repositories only)",
+        HelpName = "N",
+    };
+
+    public Option<string?> ImmutableMode { get; } = new("--immutable-mode")
+    {
+        Description = "governance (a privileged S3 user can lift the lock) or compliance (no one can) [default: governance]",
+        HelpName = "MODE",
+    };
+
     public RepoInitCommand(CliContext ctx) : base("init", "Create an empty, encrypted backup repository")
     {
         Repo = new RepoOptions(this, ctx);
         Add(ChunkSize);
+        Add(ImmutableDays);
+        Add(ImmutableMode);
+        ImmutableMode.AcceptOnlyFromAmong("governance", "compliance");
         ctx.SetAction(this, async (parseResult, client, output, ct) =>
         {
             var info = await client.InitRepositoryAsync(BuildRequest(parseResult), ct);
             output.Result(info, console =>
             {
-                console.Line($"Created repository {info.Id} at {info.Location} (chunk size {SizeParser.Format(info.ChunkSize)}).");
+                console.Line($"Created repository {info.Id} at {info.Location} (chunk size {SizeParser.Format(info.ChunkSize)}"
+                    + (info.Immutability is { } lockText ? $", backups locked: {lockText})." : ")."));
                 console.Line("Keep the passphrase safe: without it, nothing in the repository can be read.");
             });
         });
@@ -35,7 +51,10 @@ public sealed class RepoInitCommand : Command
     {
         Repository = Repo.Repository(parseResult),
         Passphrase = Repo.Passphrase(parseResult),
+        S3 = Repo.S3(parseResult),
         ChunkSize = parseResult.GetValue(ChunkSize),
+        ImmutableDays = parseResult.GetValue(ImmutableDays),
+        ImmutableMode = parseResult.GetValue(ImmutableMode),
     };
 
     static int? ParseChunkSize(ArgumentResult result)

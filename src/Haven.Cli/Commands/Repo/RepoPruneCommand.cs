@@ -59,6 +59,7 @@ public sealed class RepoPruneCommand : Command
     {
         Repository = Repo.Repository(parseResult),
         Passphrase = Repo.Passphrase(parseResult),
+        S3 = Repo.S3(parseResult),
         KeepLast = parseResult.GetValue(KeepLast),
         KeepHourly = parseResult.GetValue(KeepHourly),
         KeepDaily = parseResult.GetValue(KeepDaily),

@@ -36,6 +36,7 @@ public sealed class RepoVerifyCommand : Command
     {
         Repository = Repo.Repository(parseResult),
         Passphrase = Repo.Passphrase(parseResult),
+        S3 = Repo.S3(parseResult),
         ReadData = parseResult.GetValue(ReadData),
     };
 

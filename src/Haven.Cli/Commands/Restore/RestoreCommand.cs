@@ -93,6 +93,7 @@ public sealed class RestoreCommand : Command
         {
             Repository = Repo.Repository(parseResult),
             Passphrase = Repo.Passphrase(parseResult),
+            S3 = Repo.S3(parseResult),
             BackupId = parseResult.GetRequiredValue(BackupId),
             NewName = parseResult.GetValue(NewName),
             InPlace = parseResult.GetValue(InPlace),

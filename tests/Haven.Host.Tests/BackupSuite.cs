@@ -7,29 +7,33 @@ using Xunit;
 namespace Haven.Host.Tests;
 
 /// <summary>
-/// Backups of real QEMU VMs into a local repository and restores back: every restored backup equals the
+/// Backups of real QEMU VMs into a repository and restores back: every restored backup equals the
 /// disk as it was at that backup; incrementals read only the chunks that changed; the point-in-time
-/// view leaves nothing behind.
+/// view leaves nothing behind. Runs once per backend: <see cref="LocalBackupTests"/> (a folder, plus the
+/// tests that tamper with files) and <see cref="S3BackupTests"/> (a bucket on a real Ceph RGW).
 /// </summary>
-public sealed class BackupTests
+public abstract class BackupSuite
 {
-    private const long M = 1 << 20;
-    private const string Pass = "correct horse battery staple";
+    protected const long M = 1 << 20;
+    protected const string Pass = "correct horse battery staple";
 
-    private static async Task<(TestHost T, string Repo)> SetUpAsync(bool start)
+    /// <summary>A location for a new, not yet initialized repository.</summary>
+    protected abstract Task<string> NewRepositoryAsync(TestHost t);
+
+    protected async Task<(TestHost T, string Repo)> SetUpAsync(bool start)
     {
         var t = new TestHost();
         await t.CreateVmAsync("vm1", size: 64 * M);
         if (start) await t.Host.Vms.StartAsync("vm1", t.Ct);
-        var repo = t.Dir.File("repo");
-        await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = Pass }, t.Ct);
+        var repo = await NewRepositoryAsync(t);
+        await t.Host.Repositories.InitAsync(new RepositoryInitRequest { Repository = repo, Passphrase = Pass }, t.Ct);
         return (t, repo);
     }
 
-    private static Task<BackupResult> Backup(TestHost t, string repo) =>
+    protected static Task<BackupResult> Backup(TestHost t, string repo) =>
         t.Host.Backups.BackupAsync("vm1", new BackupRequest { Repository = repo, Passphrase = Pass }, t.Ct);
 
-    private static async Task AssertRestoresToAsync(TestHost t, string repo, string backupId, DiskModel model)
+    protected static async Task AssertRestoresToAsync(TestHost t, string repo, string backupId, DiskModel model)
     {
         var target = t.Dir.File($"restore-{Guid.NewGuid():N}.qcow2");
         await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = backupId, Disk = 0, TargetPath = target }, t.Ct);
@@ -38,7 +42,7 @@ public sealed class BackupTests
     }
 
     /// <summary>No fleece node, no job, no export, no fleece file: the point-in-time view is gone.</summary>
-    private static async Task AssertNoBackupLeftoversAsync(TestHost t)
+    protected static async Task AssertNoBackupLeftoversAsync(TestHost t)
     {
         Assert.Empty(Directory.GetFiles(t.Host.Paths.RunDir, "*.fleece.qcow2"));
         Assert.Empty(t.Host.Store.ListOperations());
@@ -148,7 +152,7 @@ public sealed class BackupTests
         Assert.Equal(ErrorCode.Conflict, e.Code);
         Assert.Contains("ProductionOnly", e.Message);
         await AssertNoBackupLeftoversAsync(t);
-        Assert.Empty(await t.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, t.Ct));
+        Assert.Empty(await t.Host.Repositories.ListAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, t.Ct));
     }
 
     [Fact]
@@ -160,7 +164,7 @@ public sealed class BackupTests
         await t.WriteAsync("vm1", now, 0x91, M, 5 * M);
         var b = await Backup(t, repo);
         await using var other = new TestHost();
-        var list = await other.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, other.Ct);
+        var list = await other.Host.Repositories.ListAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, other.Ct);
         Assert.Equal(b.BackupId, Assert.Single(list).Id);
         await other.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, NewName = "vm1" }, other.Ct);
         Assert.True(await now.EqualsImageAsync(other.TopLayer("vm1")));
@@ -232,6 +236,37 @@ public sealed class BackupTests
     }
 
     [Fact]
+    public async Task Prune_gc_and_verify_keep_exactly_what_the_retention_needs()
+    {
+        var (t, repo) = await SetUpAsync(start: false);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        var models = new List<(string Id, DiskModel Model)>();
+        for (var i = 0; i < 3; i++)
+        {
+            await t.WriteAsync("vm1", now, (byte)(0xA1 + i), i * 4 * M, 2 * M);
+            var b = await Backup(t, repo);
+            models.Add((b.BackupId, await now.SnapshotAsync(t.Dir.File($"b{i}.raw"))));
+        }
+        var pruned = await t.Host.Repositories.PruneAsync(new RepositoryPruneRequest { Repository = repo, Passphrase = Pass, KeepLast = 1 }, t.Ct);
+        Assert.Equal(2, pruned.Removed.Count);
+        var gc = await t.Host.Repositories.CollectGarbageAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, t.Ct);
+        Assert.Equal(1, gc.BackupsMarked);
+        var verify = await t.Host.Repositories.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = Pass, ReadData = true }, t.Ct);
+        Assert.True(verify.IsHealthy);
+        Assert.Equal(verify.ChunksReferenced, verify.ChunksRead);
+        var left = Assert.Single(await t.Host.Repositories.ListAsync(new RepositoryRef { Repository = repo, Passphrase = Pass }, t.Ct));
+        Assert.Equal(models[2].Id, left.Id);
+        await AssertRestoresToAsync(t, repo, left.Id, models[2].Model);
+    }
+}
+
+/// <summary>The backup suite on a local folder, plus tests that tamper with the repository's files or fill its disk.</summary>
+public sealed class LocalBackupTests : BackupSuite
+{
+    protected override Task<string> NewRepositoryAsync(TestHost t) => Task.FromResult(t.Dir.File("repo"));
+
+    [Fact]
     public async Task Bad_passphrase_non_repository_and_corrupt_chunk_are_refused_without_writing_bad_data()
     {
         var (t, repo) = await SetUpAsync(start: false);
@@ -255,7 +290,7 @@ public sealed class BackupTests
         Assert.DoesNotContain('\n', bad.Message);
         Assert.False(File.Exists(target));
         Assert.False(File.Exists(target + ".partial"));
-        var verify = await Haven.Host.Backups.RepositoryMaintenance.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = Pass, ReadData = true }, t.Ct);
+        var verify = await t.Host.Repositories.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = Pass, ReadData = true }, t.Ct);
         Assert.Contains(b.BackupId, verify.CorruptChunks.SelectMany(c => c.BackupIds));
 
         // A truncated manifest is refused, not half-read.
@@ -289,15 +324,15 @@ public sealed class BackupFullDiskTests
         try
         {
             var r = new RepositoryRef { Repository = repo, Passphrase = "p" };
-            await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+            await t.Host.Repositories.InitAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "p" }, t.Ct);
             var e = await Assert.ThrowsAnyAsync<Exception>(() => t.Host.Backups.BackupAsync("vm1", new BackupRequest { Repository = repo, Passphrase = "p" }, t.Ct));
             Assert.True(e.Message.Contains("full", StringComparison.OrdinalIgnoreCase), $"{e.GetType().Name}: {e.Message}");
             Assert.Empty(Directory.GetFiles(t.Host.Paths.RunDir, "*.fleece.qcow2"));
             Assert.Empty(t.Host.Store.ListOperations());
-            var verify = await Haven.Host.Backups.RepositoryMaintenance.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = "p" }, t.Ct);
+            var verify = await t.Host.Repositories.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = "p" }, t.Ct);
             Assert.Null(verify.ConfigProblem);
             Assert.Empty(verify.CorruptManifests);
-            Assert.Empty(await t.Host.Backups.ListAsync(r, t.Ct));
+            Assert.Empty(await t.Host.Repositories.ListAsync(r, t.Ct));
 
             // Room again: the next backup works and restores exactly.
             await ProcessRunner.RunAsync("mount", ["-o", "remount,size=128m", repo], t.Ct);
@@ -323,19 +358,19 @@ public sealed class BackupJobTests
         var repo = t.Dir.File("repo");
         var pass = t.Dir.File("pass");
         await File.WriteAllTextAsync(pass, "job passphrase\n", t.Ct);
-        await t.Host.Backups.InitRepositoryAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "job passphrase" }, t.Ct);
+        await t.Host.Repositories.InitAsync(new RepositoryInitRequest { Repository = repo, Passphrase = "job passphrase" }, t.Ct);
         Assert.Throws<HavenException>(() => t.Host.Jobs.Create(new JobDefinition { Name = "bad", Vms = ["vm1"], Repository = repo, PassphraseFile = pass, Schedule = "not cron" }));
         var job = t.Host.Jobs.Create(new JobDefinition { Name = "nightly", Vms = ["vm1"], Repository = repo, PassphraseFile = pass, Schedule = "0 2 * * *", KeepLast = 1 });
         Assert.NotNull(job.NextRun);
 
         var start = DateTimeOffset.UtcNow;
         await t.Host.Jobs.RunDueAsync(start.AddMinutes(1), start, t.Ct);       // not due yet
-        Assert.Empty(await t.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = "job passphrase" }, t.Ct));
+        Assert.Empty(await t.Host.Repositories.ListAsync(new RepositoryRef { Repository = repo, Passphrase = "job passphrase" }, t.Ct));
         await t.Host.Jobs.RunDueAsync(start.AddDays(1.1), start, t.Ct);        // due
         var r = await t.Host.Jobs.RunAsync("nightly", t.Ct);                    // and once more on demand
         Assert.Empty(r.Errors);
         Assert.Equal(1, r.PrunedBackups);
-        var left = await t.Host.Backups.ListAsync(new RepositoryRef { Repository = repo, Passphrase = "job passphrase" }, t.Ct);
+        var left = await t.Host.Repositories.ListAsync(new RepositoryRef { Repository = repo, Passphrase = "job passphrase" }, t.Ct);
         Assert.Equal(r.Backups[0].BackupId, Assert.Single(left).Id);
         Assert.Equal("success", t.Host.Jobs.List().Single().LastStatus);
     }
