@@ -68,7 +68,7 @@ public sealed partial class S3ObjectStore
             or "AuthorizationHeaderMalformed" or "RequestTimeTooSkewed")
             return new StoreAccessDeniedException($"S3 refused the credentials for {Location}: {code}", e);
         if (status == 403)
-            return new StoreAccessDeniedException(OneLine($"S3 denied {op} {key} in {Location}: {code}"), e);
+            return new StoreAccessDeniedException(OneLine($"S3 denied {op} {key} in {Location}: {code} (check the credentials and the bucket's permissions)"), e);
         var message = string.IsNullOrEmpty(e.Message) || e.Message.StartsWith("Error making request", StringComparison.Ordinal) ? "" : ": " + e.Message;
         return new StoreException(OneLine($"S3 {op} {key} in {Location} failed: {status} {code}{message}"), e);
     }

@@ -89,6 +89,19 @@ public sealed class TestHost : IAsyncDisposable
             foreach (var l in layers) Assert.True(await QemuImg.CheckAsync(tree.PathOf(l)), $"qemu-img check found errors in {tree.PathOf(l)}");
     }
 
+    /// <summary>No fleece node, no job, no export, no fleece file, no journal row: the backup's point-in-time view is gone.</summary>
+    public async Task AssertNoBackupLeftoversAsync(string vm)
+    {
+        Assert.Empty(Directory.GetFiles(Host.Paths.RunDir, "*.fleece.qcow2"));
+        Assert.Empty(Host.Store.ListOperations());
+        if (!IsRunning(vm)) return;
+        var qmp = Qmp(vm);
+        Assert.Equal(0, (await qmp.ExecuteAsync("query-block-jobs", null, Ct)).GetArrayLength());
+        Assert.Equal(0, (await qmp.ExecuteAsync("query-block-exports", null, Ct)).GetArrayLength());
+        foreach (var n in (await qmp.ExecuteAsync("query-named-block-nodes", new { flat = true }, Ct)).EnumerateArray())
+            Assert.DoesNotContain("fleece", n.GetProperty("node-name").GetString());
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (var id in Host.Runtimes.RunningIds.ToList())

@@ -45,7 +45,6 @@ public sealed class CephRgw
             RequestTimeout = TimeSpan.FromSeconds(30),
         };
 
-    /// <summary>A bucket name no other test (in this or another test process) uses.</summary>
     /// <summary>
     /// Puts this gateway in the process's AWS environment (endpoint, keys, region), the way a user would
     /// configure havend; S3 locations given without settings then reach it. Every caller sets the same values.
@@ -58,6 +57,7 @@ public sealed class CephRgw
         Environment.SetEnvironmentVariable("AWS_REGION", "us-east-1");
     }
 
+    /// <summary>A bucket name no other test (in this or another test process) uses.</summary>
     public string NewBucketName()
         => $"hv-{Environment.ProcessId}-{Interlocked.Increment(ref _buckets)}-{Guid.NewGuid().ToString("N")[..8]}";
 
