@@ -10,6 +10,9 @@ public sealed partial class S3ObjectStore
     private static readonly TimeSpan FirstBackoff = TimeSpan.FromMilliseconds(100);
     private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(10);
 
+    /// <summary>Requests sent so far, by kind: one per attempt (see <see cref="RunAsync{T}"/>).</summary>
+    public S3RequestCounters Requests { get; } = new();
+
     /// <summary>
     /// Runs one request (the whole of <paramref name="attempt"/>, including reading a response body) under
     /// the concurrency gate, up to <see cref="S3Settings.MaxAttempts"/> times. Retried: 5xx, 429, 408 and
@@ -20,10 +23,12 @@ public sealed partial class S3ObjectStore
     /// </summary>
     private async Task<T> RunAsync<T>(string op, string key, Func<CancellationToken, Task<T>> attempt, CancellationToken ct)
     {
+        var kind = S3RequestCounters.KindOf(op);
         for (var n = 1; ; n++)
         {
             Exception failure;
             await _gate.WaitAsync(ct);
+            Requests.Count(kind, n);
             try { return await attempt(ct); }
             catch (Exception e) when (IsTransient(e, ct)) { failure = e; }
             catch (AmazonServiceException e) { throw Map(e, op, key); }

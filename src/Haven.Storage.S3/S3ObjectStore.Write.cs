@@ -118,7 +118,7 @@ public sealed partial class S3ObjectStore
             if (checkExisting && await StatAsync(key, ct) is not null) return (false, null);
 
             var attempts = 0;
-            var result = await RunAsync(createOnly ? "CREATE" : "PUT", key, async c =>
+            var result = await RunAsync("COMPLETE-MULTIPART", key, async c =>
             {
                 attempts++;
                 try
@@ -149,6 +149,7 @@ public sealed partial class S3ObjectStore
     private async Task AbortUploadAsync(string full, string uploadId)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        Requests.Count(S3RequestKind.AbortMultipart);
         try { await _s3.AbortMultipartUploadAsync(new AbortMultipartUploadRequest { BucketName = _bucket, Key = full, UploadId = uploadId }, timeout.Token); }
         catch (Exception e) when (e is AmazonServiceException or HttpRequestException or IOException or OperationCanceledException)
         {

@@ -45,6 +45,9 @@ public sealed class DaemonProcess : IAsyncDisposable
         psi.ArgumentList.Add(dataDir);
         psi.Environment.Remove("HAVEN_CRASH_AT");
         psi.Environment.Remove("HAVEN_HOME");
+        // havend gets no AWS settings of the test runner's: S3 tests pass them with the CLI's requests.
+        foreach (var v in new[] { "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE" })
+            psi.Environment.Remove(v);
         if (env is not null)
             foreach (var (k, v) in env) psi.Environment[k] = v;
         _process = new Process { StartInfo = psi, EnableRaisingEvents = true };
@@ -127,7 +130,10 @@ public sealed class DaemonProcess : IAsyncDisposable
     // ---------------- the haven CLI ----------------
 
     /// <summary>Runs <c>dotnet haven.dll --host DATA args...</c> and returns what it did.</summary>
-    public static async Task<CliResult> HavenAsync(string dataDir, CancellationToken ct, params string[] args)
+    public static Task<CliResult> HavenAsync(string dataDir, CancellationToken ct, params string[] args) => HavenAsync(dataDir, null, ct, args);
+
+    /// <summary>As above, with <paramref name="env"/> set (a null value removes the variable) in the CLI's environment.</summary>
+    public static async Task<CliResult> HavenAsync(string dataDir, IReadOnlyDictionary<string, string?>? env, CancellationToken ct, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet")
         {
@@ -142,6 +148,9 @@ public sealed class DaemonProcess : IAsyncDisposable
         foreach (var a in args) psi.ArgumentList.Add(a);
         foreach (var v in new[] { "HAVEN_HOST", "HAVEN_TOKEN", "HAVEN_HOME" }) psi.Environment.Remove(v);
         psi.Environment["COLUMNS"] = "200";
+        if (env is not null)
+            foreach (var (name, value) in env)
+                if (value is null) psi.Environment.Remove(name); else psi.Environment[name] = value;
         using var p = new Process { StartInfo = psi };
         p.Start();
         p.StandardInput.Close();

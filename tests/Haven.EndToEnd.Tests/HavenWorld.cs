@@ -98,7 +98,10 @@ public sealed class HavenWorld : IAsyncDisposable
 
     // ---------------- CLI ----------------
 
-    public Task<CliResult> Cli(params string[] args) => DaemonProcess.HavenAsync(Data, Ct, args);
+    /// <summary>Variables every CLI run of this world gets (a null value removes one), e.g. a user's AWS settings.</summary>
+    public Dictionary<string, string?> CliEnvironment { get; } = [];
+
+    public Task<CliResult> Cli(params string[] args) => DaemonProcess.HavenAsync(Data, CliEnvironment, Ct, args);
 
     /// <summary>Runs a command that must succeed; returns its stdout.</summary>
     public async Task<string> OkAsync(params string[] args)
