@@ -6,7 +6,8 @@ namespace Haven.Backup;
 /// <summary>
 /// Writes one backed-up disk into an NBD target with several chunks fetched, verified and written at
 /// once (restores are never sequential). A chunk that fails verification stops the restore: bad data
-/// is never written.
+/// is never written. A chunk the disk holds at several offsets is fetched and decrypted once and written
+/// to each of them (on object storage every fetch is a request).
 /// </summary>
 public static class DiskRestore
 {
@@ -14,6 +15,7 @@ public static class DiskRestore
         IBlockTarget target, bool targetIsZeroed, Action<long>? progress, CancellationToken ct)
     {
         var parallelism = Math.Max(4, Environment.ProcessorCount * 2);
+        var repeatOf = LinkRepeats(chunks, out var nextSame);
         var next = -1;
         Exception? firstFailure = null;
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -27,19 +29,24 @@ public static class DiskRestore
                 {
                     var i = Interlocked.Increment(ref next);
                     if (i >= chunks.Count) return;
+                    if (repeatOf[i]) continue; // written with the entry where its chunk first appears
                     var offset = (long)i * chunkSize;
                     var length = (int)Math.Min(chunkSize, diskSize - offset);
                     if (chunks[i] is not { } id)
                     {
                         if (!targetIsZeroed) await target.WriteZeroesAsync(offset, length, failed.Token);
+                        progress?.Invoke(length);
+                        continue;
                     }
-                    else
+                    var n = await repository.ReadChunkAsync(id, buffer.AsMemory(0, chunkSize), failed.Token);
+                    for (var j = i; j >= 0; j = nextSame[j])
                     {
-                        var n = await repository.ReadChunkAsync(id, buffer.AsMemory(0, chunkSize), failed.Token);
-                        if (n != length) throw new InvalidDataException($"chunk {id} holds {n} bytes where the disk needs {length} at offset {offset}");
-                        await target.WriteAsync(offset, buffer.AsMemory(0, length), failed.Token);
+                        var at = (long)j * chunkSize;
+                        var want = (int)Math.Min(chunkSize, diskSize - at);
+                        if (n != want) throw new InvalidDataException($"chunk {id} holds {n} bytes where the disk needs {want} at offset {at}");
+                        await target.WriteAsync(at, buffer.AsMemory(0, want), failed.Token);
+                        progress?.Invoke(want);
                     }
-                    progress?.Invoke(length);
                 }
             }
             catch (Exception e)
@@ -60,5 +67,28 @@ public static class DiskRestore
             System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(firstFailure);
         }
         await target.FlushAsync(ct);
+    }
+
+    /// <summary>
+    /// For each entry: whether its chunk appeared at an earlier entry, and the next entry with the same
+    /// chunk (-1 for none) — one pass, so each distinct chunk is fetched once.
+    /// </summary>
+    private static bool[] LinkRepeats(IReadOnlyList<ChunkId?> chunks, out int[] nextSame)
+    {
+        var repeat = new bool[chunks.Count];
+        nextSame = new int[chunks.Count];
+        Array.Fill(nextSame, -1);
+        var lastSeen = new Dictionary<ChunkId, int>();
+        for (var i = 0; i < chunks.Count; i++)
+        {
+            if (chunks[i] is not { } id) continue;
+            if (lastSeen.TryGetValue(id, out var previous))
+            {
+                nextSame[previous] = i;
+                repeat[i] = true;
+            }
+            lastSeen[id] = i;
+        }
+        return repeat;
     }
 }

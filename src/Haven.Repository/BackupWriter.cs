@@ -316,8 +316,8 @@ public sealed class BackupWriter : IAsyncDisposable
 
     /// <summary>
     /// Adds what this writer learned (chunks it created or found present, retentions it set) to the chunk
-    /// index cache, valid at the start epoch only if the store's epoch is still that: otherwise something
-    /// may have been deleted since, and the cache file is dropped.
+    /// index cache, labelled with the start epoch. No need to re-read the epoch: if a GC has moved it since,
+    /// the label no longer matches and no writer will use the file (the next one lists and rebuilds it).
     /// </summary>
     private async Task UpdateCacheAsync()
     {
@@ -325,7 +325,7 @@ public sealed class BackupWriter : IAsyncDisposable
         if (cache is null || Interlocked.Exchange(ref _cacheUpdated, 1) == 1) return;
         try
         {
-            if (!_cacheable || await _repo.ReadChunkEpochAsync(CancellationToken.None) != _epochAtStart)
+            if (!_cacheable)
             {
                 cache.Invalidate(_repo.Id);
                 return;

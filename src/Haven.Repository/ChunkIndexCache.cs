@@ -105,7 +105,10 @@ public sealed class ChunkIndexCache
     internal bool Save(string repositoryId, long epoch, DateTimeOffset builtAt, Dictionary<ChunkId, long> chunks, bool mergeExisting)
     {
         if (epoch < 0) return false;
-        if (mergeExisting && TryLoad(repositoryId) is { } old && old.Epoch == epoch)
+        var existing = TryLoad(repositoryId);
+        // A writer that started before a GC must not replace a listing taken after it (still valid, ours is not).
+        if (existing is { } newer && newer.Epoch > epoch) return false;
+        if (mergeExisting && existing is { } old && old.Epoch == epoch)
         {
             foreach (var (id, until) in old.Chunks)
                 if (!chunks.TryGetValue(id, out var mine) || mine < until) chunks[id] = until;
