@@ -31,6 +31,7 @@ public sealed class HavenHost : IAsyncDisposable
         Restores = new RestoreService(this);
         Stamps = new ReferencePointStamps(this);
         Jobs = new JobService(this);
+        Replicas = new Replication.ReplicaService(this);
     }
 
     public HostPaths Paths { get; }
@@ -44,6 +45,7 @@ public sealed class HavenHost : IAsyncDisposable
     public RestoreService Restores { get; }
     public ReferencePointStamps Stamps { get; }
     public JobService Jobs { get; }
+    public Replication.ReplicaService Replicas { get; }
 
     /// <summary>Re-attaches to running VMs and repairs what a crash left half done. Call once before serving.</summary>
     public Task<ReconcileReport> StartAsync(CancellationToken ct = default) => new Reconciler(this).RunAsync(ct);

@@ -32,9 +32,11 @@ public sealed class Reconciler(HavenHost host)
             if (await host.Runtimes.AttachAsync(vm.Id, ct) is not null) report.VmsReattached++;
         report.OrphanProcessesStopped = StopUnknownQemus(vms.ConvertAll(v => v.Id));
 
-        // Inner removals before the subtree removals that started them.
+        // Inner removals before the subtree removals that started them; a replica cycle after the checkpoint
+        // create or removal it was in the middle of.
         var ops = host.Store.ListOperations();
-        ops.Sort((a, b) => (a.Kind == OperationKinds.RemoveSubtree).CompareTo(b.Kind == OperationKinds.RemoveSubtree));
+        static int Order(State.OperationRecord o) => o.Kind switch { OperationKinds.RemoveSubtree => 1, Replication.ReplicaService.CycleOperation => 2, _ => 0 };
+        ops.Sort((a, b) => Order(a).CompareTo(Order(b)));
         foreach (var op in ops)
         {
             if (host.Store.FindOperation(op.Id) is null) continue;
@@ -57,6 +59,10 @@ public sealed class Reconciler(HavenHost host)
                 case Backups.BackupService.OperationKind:
                     // The backup itself cannot go on (its reader died): drop the view, hand tracking back.
                     await host.Backups.AbandonAsync(op.VmId, op, PlanJson.Read<Backups.BackupPlan>(op.Payload), [], [], ct);
+                    break;
+                case Replication.ReplicaService.CycleOperation:
+                    // A cycle that had not committed never happened: back to empty active layers.
+                    await host.Replicas.DiscardAsync(op.VmId, op, PlanJson.Read<Replication.ReplicaCyclePlan>(op.Payload), ct);
                     break;
                 default:
                     throw new InvalidDataException($"unknown operation kind '{op.Kind}' in the journal");

@@ -280,7 +280,7 @@ public sealed class BackupService(HavenHost host)
     internal async Task AbandonAsync(string vmId, OperationRecord op, BackupPlan plan, List<QemuNbdServer> servers, List<NbdClient> clients, CancellationToken ct)
     {
         await CloseAsync(clients, servers);
-        foreach (var pid in plan.QemuNbdPids) KillIfQemuNbd(pid);
+        foreach (var pid in plan.QemuNbdPids) QemuNbdServer.KillIfQemuNbd(pid);
         var qemu = host.Runtimes.Get(vmId);
         var tree = new LayerTree(Paths, Store.ListLayers(vmId));
         if (qemu is not null)
@@ -327,16 +327,5 @@ public sealed class BackupService(HavenHost host)
         clients.Clear();
         foreach (var s in servers) await s.DisposeAsync();
         servers.Clear();
-    }
-
-    private static void KillIfQemuNbd(int pid)
-    {
-        try
-        {
-            if (!File.ReadAllText($"/proc/{pid}/cmdline").StartsWith("qemu-nbd", StringComparison.Ordinal)) return;
-            Process.GetProcessById(pid).Kill();
-        }
-        catch (IOException) { }
-        catch (ArgumentException) { }
     }
 }

@@ -67,7 +67,7 @@ public sealed class CheckpointRemoval(HavenHost host)
         Store.Write(w => w.DeleteOperation(operationId));
     }
 
-    private async Task RemoveOneAsync(string vmId, string checkpointId, CancellationToken ct)
+    internal async Task RemoveOneAsync(string vmId, string checkpointId, CancellationToken ct)
     {
         var tree = new LayerTree(Paths, Store.ListLayers(vmId));
         var plan = new RemovePlan

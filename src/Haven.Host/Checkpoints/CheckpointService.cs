@@ -68,7 +68,7 @@ public sealed class CheckpointService(HavenHost host)
         return await CreateLockedAsync(Store.FindVm(vm.Id)!, name, ct);
     }
 
-    private async Task<CheckpointCreateResult> CreateLockedAsync(VmRecord vm, string? requestedName, CancellationToken ct)
+    internal async Task<CheckpointCreateResult> CreateLockedAsync(VmRecord vm, string? requestedName, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         if (vm.CheckpointType == CheckpointType.Disabled) throw HavenException.Conflict($"checkpoints are disabled for VM '{vm.Name}'");

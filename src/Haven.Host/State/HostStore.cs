@@ -9,7 +9,7 @@ namespace Haven.Host.State;
 /// </summary>
 public sealed class HostStore : IDisposable
 {
-    private const int SchemaVersion = 3;
+    private const int SchemaVersion = 4;
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
@@ -39,6 +39,15 @@ public sealed class HostStore : IDisposable
             Exec("""
                 CREATE TABLE jobs (
                   name TEXT PRIMARY KEY, definition TEXT NOT NULL, last_run TEXT, last_status TEXT, last_error TEXT);
+                """);
+        if (version < 4)
+            Exec("""
+                CREATE TABLE replicas (
+                  vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, primary_host TEXT NOT NULL, primary_vm_id TEXT NOT NULL,
+                  trust_group TEXT NOT NULL, last_cycle INTEGER NOT NULL, additional_points INTEGER NOT NULL, created_at TEXT NOT NULL);
+                CREATE TABLE replica_points (
+                  vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, cycle INTEGER NOT NULL, checkpoint_id TEXT NOT NULL,
+                  point_time TEXT NOT NULL, consistency TEXT NOT NULL, PRIMARY KEY (vm_id, cycle));
                 """);
         Exec($"PRAGMA user_version = {SchemaVersion}");
     }
@@ -77,6 +86,12 @@ public sealed class HostStore : IDisposable
     public List<CheckpointRecord> ListAllCheckpoints() => Query("SELECT * FROM checkpoints", [], ReadCheckpoint);
     public List<OperationRecord> ListOperations() => Query("SELECT * FROM operations ORDER BY started_at", [], ReadOperation);
     public List<ReferencePointRecord> ListReferencePoints(string vmId) => Query("SELECT * FROM reference_points WHERE vm_id=$a", [vmId], ReadReferencePoint);
+    public ReplicaRecord? FindReplica(string vmId) => Query("SELECT * FROM replicas WHERE vm_id=$a", [vmId], ReadReplica).FirstOrDefault();
+    public List<ReplicaRecord> ListReplicas() => Query("SELECT * FROM replicas ORDER BY vm_id", [], ReadReplica);
+    /// <summary>Recovery points of a replica VM, oldest cycle first.</summary>
+    public List<ReplicaPointRecord> ListReplicaPoints(string vmId) =>
+        Query("SELECT * FROM replica_points WHERE vm_id=$a ORDER BY cycle", [vmId], ReadReplicaPoint);
+
     public List<JobRecord> ListJobs() => Query("SELECT * FROM jobs ORDER BY name", [], ReadJob);
     public OperationRecord? FindOperation(string id) => Query("SELECT * FROM operations WHERE id=$a", [id], ReadOperation).FirstOrDefault();
 
@@ -124,6 +139,12 @@ public sealed class HostStore : IDisposable
         public void InsertOperation(OperationRecord o) => X("INSERT INTO operations VALUES ($a,$b,$c,$d,$e)", o.Id, o.VmId, o.Kind, o.Payload, o.StartedAt.ToString("O"));
         public void UpdateOperation(string id, string payload) => X("UPDATE operations SET payload=$a WHERE id=$b", payload, id);
         public void DeleteOperation(string id) => X("DELETE FROM operations WHERE id=$a", id);
+        public void InsertReplica(ReplicaRecord r) => X("INSERT INTO replicas VALUES ($a,$b,$c,$d,$e,$f,$g)",
+            r.VmId, r.PrimaryHost, r.PrimaryVmId, r.TrustGroup, r.LastCycle, r.AdditionalPoints, r.CreatedAt.ToString("O"));
+        public void SetReplicaCycle(string vmId, long cycle) => X("UPDATE replicas SET last_cycle=$a WHERE vm_id=$b", cycle, vmId);
+        public void InsertReplicaPoint(ReplicaPointRecord p) => X("INSERT INTO replica_points VALUES ($a,$b,$c,$d,$e)",
+            p.VmId, p.Cycle, p.CheckpointId, p.PointTime.ToString("O"), p.Consistency.ToString());
+        public void DeleteReplicaPoint(string vmId, long cycle) => X("DELETE FROM replica_points WHERE vm_id=$a AND cycle=$b", vmId, cycle);
         public void InsertJob(string name, string definition) => X("INSERT INTO jobs (name, definition) VALUES ($a,$b)", name, definition);
         public void DeleteJob(string name) => X("DELETE FROM jobs WHERE name=$a", name);
         public void SetJobOutcome(string name, DateTimeOffset at, string status, string? error) =>
@@ -238,6 +259,12 @@ public sealed class HostStore : IDisposable
         FileStamp = S(r, "file_stamp"),
         UntrustedReason = S(r, "untrusted_reason"),
     };
+
+    private static ReplicaRecord ReadReplica(SqliteDataReader r) => new(S(r, "vm_id")!, S(r, "primary_host")!, S(r, "primary_vm_id")!,
+        S(r, "trust_group")!, Convert.ToInt64(r["last_cycle"]), Convert.ToInt32(r["additional_points"]), DateTimeOffset.Parse(S(r, "created_at")!));
+
+    private static ReplicaPointRecord ReadReplicaPoint(SqliteDataReader r) => new(S(r, "vm_id")!, Convert.ToInt64(r["cycle"]),
+        S(r, "checkpoint_id")!, DateTimeOffset.Parse(S(r, "point_time")!), Enum.Parse<Consistency>(S(r, "consistency")!));
 
     private static JobRecord ReadJob(SqliteDataReader r) => new(S(r, "name")!, S(r, "definition")!,
         S(r, "last_run") is { } t ? DateTimeOffset.Parse(t) : null, S(r, "last_status"), S(r, "last_error"));

@@ -72,3 +72,13 @@ public sealed record ReferencePointRecord
 
 /// <summary>A backup job: its definition (JSON of Haven.Api.JobDefinition) and how its last run went.</summary>
 public sealed record JobRecord(string Name, string Definition, DateTimeOffset? LastRun, string? LastStatus, string? LastError);
+
+/// <summary>
+/// A VM this host keeps as a replica of a primary's VM: cycles applied so far (<see cref="LastCycle"/>, 0 before
+/// the initial replication) and how many hourly recovery points to keep besides the latest.
+/// </summary>
+public sealed record ReplicaRecord(string VmId, string PrimaryHost, string PrimaryVmId, string TrustGroup, long LastCycle,
+    int AdditionalPoints, DateTimeOffset CreatedAt);
+
+/// <summary>A recovery point of a replica VM: the checkpoint holding the disks as the primary's point in time of that cycle.</summary>
+public sealed record ReplicaPointRecord(string VmId, long Cycle, string CheckpointId, DateTimeOffset PointTime, Consistency Consistency);

@@ -60,6 +60,24 @@ public sealed class QemuNbdServer : IAsyncDisposable
         catch (SocketException) { return false; }
     }
 
+    /// <summary>
+    /// Ends a qemu-nbd a crashed daemon left behind (recorded by pid in a journal), and waits for it to
+    /// release its image. Does nothing if the pid is gone or is now another program.
+    /// </summary>
+    public static void KillIfQemuNbd(int pid)
+    {
+        try
+        {
+            if (!File.ReadAllText($"/proc/{pid}/cmdline").StartsWith("qemu-nbd", StringComparison.Ordinal)) return;
+            using var p = Process.GetProcessById(pid);
+            p.Kill();
+            p.WaitForExit(TimeSpan.FromSeconds(10));
+        }
+        catch (IOException) { }
+        catch (ArgumentException) { }
+        catch (InvalidOperationException) { }
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!_process.HasExited)

@@ -1,0 +1,266 @@
+using Haven.Api;
+using Haven.Host.Checkpoints;
+using Haven.Host.State;
+using Haven.Nbd;
+using Haven.Qemu.Images;
+
+namespace Haven.Host.Replication;
+
+/// <summary>
+/// The replica side of replication: replica VMs and their recovery points. A replica VM is an ordinary
+/// Haven VM, kept off, whose checkpoints are the recovery points: a cycle's changed extents are written into
+/// the VM's (empty) active layers, then a checkpoint named after the cycle freezes them. Until that checkpoint
+/// is committed the cycle does not exist: a failure, or a crash (the reconciler), puts empty active layers back,
+/// so the latest committed point is never touched and the disks always open in QEMU. docs/replication.md,
+/// "Replica storage".
+/// </summary>
+public sealed class ReplicaService(HavenHost host)
+{
+    public const string CycleOperation = "replica-cycle";
+    /// <summary>Largest extent one message may carry; the wire limit is set from it.</summary>
+    public const int MaxExtentBytes = 4 << 20;
+
+    private HostStore Store => host.Store;
+    private HostPaths Paths => host.Paths;
+
+    /// <summary>Test seam: runs at each named step of a cycle (the same names as the crash points).</summary>
+    internal Func<string, Task>? AtStep { get; set; }
+
+    private async Task StepAsync(string name)
+    {
+        CrashPoints.Hit(name);
+        if (AtStep is not null) await AtStep(name);
+    }
+
+    /// <summary>The replica of a primary's VM, created off with empty disks of the primary's sizes.</summary>
+    public async Task<ReplicaRecord> CreateAsync(ReplicaCreateSpec spec, CancellationToken ct)
+    {
+        Names.Validate(spec.VmName, "VM");
+        if (spec.DiskSizes.Count == 0) throw HavenException.Invalid("a replica needs at least one disk");
+        if (spec.AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
+        var info = await host.Vms.CreateAsync(new VmCreateRequest
+        {
+            Name = spec.VmName,
+            Vcpus = spec.Vcpus,
+            MemoryMiB = spec.MemoryMiB,
+            Disks = spec.DiskSizes.ConvertAll(size => new DiskSpec { SizeBytes = size }),
+            Kernel = spec.Kernel,
+            Initrd = spec.Initrd,
+            Append = spec.Append,
+            GuestAgent = spec.GuestAgent,
+            Accelerator = spec.Accelerator,
+            // Recovery points are checkpoints of the replica; Production: taken while the VM is off they are at rest.
+            CheckpointType = CheckpointType.Production,
+        }, ct);
+        var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow);
+        Store.Write(w => w.InsertReplica(record));
+        return record;
+    }
+
+    public ReplicaRecord Find(string vmName)
+    {
+        var vm = host.Vms.Find(vmName);
+        return Store.FindReplica(vm.Id) ?? throw HavenException.NotFound($"VM '{vmName}' is not a replica");
+    }
+
+    /// <summary>
+    /// Applies one cycle, all or nothing: the extents (disk, offset, data or zeroes) go into the active layers,
+    /// then the recovery point is committed. <paramref name="header"/>.BaseCycle must be the last committed
+    /// cycle; otherwise <see cref="ReplicaOutOfSyncException"/> and nothing is written (the primary must resync).
+    /// </summary>
+    public async Task<ReplicaPointRecord> ApplyCycleAsync(string vmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
+    {
+        await using var _ = await host.LockVmAsync(vmId, ct);
+        var vm = Store.FindVm(vmId) ?? throw HavenException.NotFound($"no VM with id {vmId}");
+        var replica = Store.FindReplica(vmId) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
+        if (header.BaseCycle != replica.LastCycle) throw new ReplicaOutOfSyncException(vm.Name, replica.LastCycle, header.BaseCycle);
+        if (header.Cycle <= replica.LastCycle) throw HavenException.Invalid($"cycle {header.Cycle} is not after the last committed cycle {replica.LastCycle}");
+        if (host.Runtimes.Get(vmId) is not null) throw HavenException.Conflict($"replica VM '{vm.Name}' is running (failed over?); it takes no more cycles");
+        var disks = Store.ListDisks(vmId);
+        if (header.DiskSizes.Count != disks.Count) throw HavenException.Invalid($"the cycle has {header.DiskSizes.Count} disk(s), the replica {disks.Count}");
+        for (var i = 0; i < disks.Count; i++)
+            if (header.DiskSizes[i] != disks[i].SizeBytes)
+                throw HavenException.Invalid($"disk {i} is {header.DiskSizes[i]} bytes on the primary and {disks[i].SizeBytes} on the replica");
+
+        var plan = new ReplicaCyclePlan
+        {
+            Cycle = header.Cycle,
+            CheckpointName = PointName(header.Cycle),
+            ActiveLayers = disks.ConvertAll(d => d.ActiveLayerId),
+        };
+        var op = new OperationRecord(HostPaths.NewId(), vmId, CycleOperation, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        Store.Write(w => w.InsertOperation(op));
+        var committed = false;
+        try
+        {
+            await WriteExtentsAsync(vmId, disks, op, plan, extents, ct);
+            await StepAsync("replica.after-data");
+            await host.Checkpoints.CreateLockedAsync(vm, plan.CheckpointName, ct);
+            var cp = Store.ListCheckpoints(vmId).Find(c => c.Name == plan.CheckpointName)!;
+            await StepAsync("replica.after-checkpoint");
+            var point = new ReplicaPointRecord(vmId, header.Cycle, cp.Id, header.PointInTime, header.Consistency);
+            Store.Write(w =>
+            {
+                w.InsertReplicaPoint(point);
+                w.SetReplicaCycle(vmId, header.Cycle);
+                w.DeleteOperation(op.Id);
+            });
+            committed = true;
+            await PruneLockedAsync(vmId, replica.AdditionalPoints, ct);
+            return point;
+        }
+        finally
+        {
+            if (!committed) await DiscardAsync(vmId, op, plan, CancellationToken.None);
+        }
+    }
+
+    private async Task WriteExtentsAsync(string vmId, List<DiskRecord> disks, OperationRecord op, ReplicaCyclePlan plan,
+        IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
+    {
+        var tree = new LayerTree(Paths, Store.ListLayers(vmId));
+        var servers = new List<QemuNbdServer>();
+        var clients = new List<NbdClient>();
+        try
+        {
+            foreach (var d in disks)
+            {
+                var socket = Path.Combine(Paths.RunDir, $"{vmId}-replica{d.Index}.nbd");
+                var server = await QemuNbdServer.StartAsync(tree.PathOf(tree[d.ActiveLayerId]), DiskFormat.Qcow2, socket, "replica", writable: true, connections: 1, ct: ct);
+                servers.Add(server);
+                plan.QemuNbdPids.Add(server.Pid);
+                Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
+                clients.Add(await NbdClient.ConnectAsync(new NbdEndpoint.Unix(socket), "replica", [], ct));
+            }
+            await foreach (var e in extents.WithCancellation(ct))
+            {
+                if (e.Disk < 0 || e.Disk >= disks.Count) throw HavenException.Invalid($"extent for disk {e.Disk}, which the replica does not have");
+                if (e.Offset < 0 || e.Length <= 0 || e.Length > MaxExtentBytes || e.Offset + e.Length > disks[e.Disk].SizeBytes)
+                    throw HavenException.Invalid($"extent {e.Offset}+{e.Length} does not fit disk {e.Disk} ({disks[e.Disk].SizeBytes} bytes)");
+                if (e.Data is null) await clients[e.Disk].WriteZeroesAsync(e.Offset, e.Length, ct);
+                else
+                {
+                    if (e.Data.Value.Length != e.Length) throw HavenException.Invalid($"extent at {e.Offset} says {e.Length} bytes and carries {e.Data.Value.Length}");
+                    await clients[e.Disk].WriteAsync(e.Offset, e.Data.Value, ct);
+                }
+            }
+            foreach (var c in clients) await c.FlushAsync(ct);
+        }
+        finally
+        {
+            foreach (var c in clients) await c.DisposeAsync();
+            foreach (var s in servers) await s.DisposeAsync();
+            foreach (var d in disks) File.Delete(Path.Combine(Paths.RunDir, $"{vmId}-replica{d.Index}.nbd"));
+        }
+    }
+
+    /// <summary>
+    /// Undoes a cycle that did not commit: a checkpoint it made is removed again, and every active layer is
+    /// recreated empty over the latest recovery point. Also the reconciler's repair after a crash.
+    /// </summary>
+    internal async Task DiscardAsync(string vmId, OperationRecord op, ReplicaCyclePlan plan, CancellationToken ct)
+    {
+        foreach (var pid in plan.QemuNbdPids) QemuNbdServer.KillIfQemuNbd(pid);
+        var cp = Store.ListCheckpoints(vmId).Find(c => c.Name == plan.CheckpointName);
+        if (cp is not null && !Store.ListReplicaPoints(vmId).Exists(p => p.CheckpointId == cp.Id))
+        {
+            // Frozen but not committed: the point never existed for anyone; its layers hold the partial data.
+            await host.Removal.RemoveOneAsync(vmId, cp.Id, ct);
+        }
+        foreach (var d in Store.ListDisks(vmId)) await RecreateEmptyAsync(vmId, d, ct);
+        Store.Write(w => w.DeleteOperation(op.Id));
+    }
+
+    /// <summary>The active layer of <paramref name="d"/> as a new empty overlay (same id and file name) of its parent.</summary>
+    private async Task RecreateEmptyAsync(string vmId, DiskRecord d, CancellationToken ct)
+    {
+        var layers = Store.ListLayers(vmId);
+        var tree = new LayerTree(Paths, layers);
+        var active = tree[d.ActiveLayerId];
+        var path = tree.PathOf(active);
+        var temp = path + ".partial";
+        if (active.ParentId is { } parent) await QemuImg.CreateOverlayAsync(temp, tree.PathOf(tree[parent]), ct);
+        else await QemuImg.CreateAsync(temp, DiskFormat.Qcow2, d.SizeBytes, ct);
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>
+    /// Keeps the latest recovery point and, when asked for additional points, the newest point of each of the
+    /// last N hours; removes (merges away) the rest, oldest first.
+    /// </summary>
+    private async Task PruneLockedAsync(string vmId, int additionalPoints, CancellationToken ct)
+    {
+        var points = Store.ListReplicaPoints(vmId);
+        if (points.Count <= 1) return;
+        var keep = RecoveryPointRetention.Keep(points, additionalPoints);
+        foreach (var p in points)
+        {
+            if (keep.Contains(p.Cycle)) continue;
+            await host.Removal.RemoveOneAsync(vmId, p.CheckpointId, ct);
+            Store.Write(w => w.DeleteReplicaPoint(vmId, p.Cycle));
+        }
+    }
+
+    public static string PointName(long cycle) => $"rp-{cycle:D8}";
+}
+
+/// <summary>What the replica needs to create the replica VM.</summary>
+public sealed record ReplicaCreateSpec
+{
+    public required string VmName { get; init; }
+    public required string PrimaryHost { get; init; }
+    public required string PrimaryVmId { get; init; }
+    public required string TrustGroup { get; init; }
+    public required List<long> DiskSizes { get; init; }
+    public int Vcpus { get; init; } = 1;
+    public int MemoryMiB { get; init; } = 256;
+    public string? Kernel { get; init; }
+    public string? Initrd { get; init; }
+    public string? Append { get; init; }
+    public bool GuestAgent { get; init; }
+    public string Accelerator { get; init; } = "auto";
+    public int AdditionalPoints { get; init; }
+}
+
+public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency);
+
+/// <summary>One changed extent: data, or zeroes when <see cref="Data"/> is null.</summary>
+public readonly record struct ReplicaExtent(int Disk, long Offset, int Length, ReadOnlyMemory<byte>? Data);
+
+/// <summary>The journal payload of a cycle being applied.</summary>
+public sealed record ReplicaCyclePlan
+{
+    public required long Cycle { get; init; }
+    public required string CheckpointName { get; init; }
+    public required List<string> ActiveLayers { get; init; }
+    /// <summary>The qemu-nbd servers writing the active layers, to end after a crash.</summary>
+    public List<int> QemuNbdPids { get; init; } = [];
+}
+
+/// <summary>The primary sent a cycle built on another base than the replica's last committed cycle.</summary>
+public sealed class ReplicaOutOfSyncException(string vm, long replicaCycle, long baseCycle)
+    : Exception($"replica VM '{vm}' is at cycle {replicaCycle}, the primary sent changes since cycle {baseCycle}; resynchronization needed")
+{
+    public long ReplicaCycle { get; } = replicaCycle;
+}
+
+/// <summary>Which recovery points to keep: the latest, plus the newest point of each of the last N clock hours that have one.</summary>
+public static class RecoveryPointRetention
+{
+    public static HashSet<long> Keep(IReadOnlyList<ReplicaPointRecord> points, int additionalPoints)
+    {
+        var keep = new HashSet<long>();
+        if (points.Count == 0) return keep;
+        var latest = points[^1];
+        keep.Add(latest.Cycle);
+        if (additionalPoints <= 0) return keep;
+        var hoursSeen = new HashSet<long>();
+        for (var i = points.Count - 2; i >= 0 && hoursSeen.Count < additionalPoints; i--)
+        {
+            var hour = points[i].PointTime.ToUnixTimeSeconds() / 3600;
+            if (hour == latest.PointTime.ToUnixTimeSeconds() / 3600) continue; // the latest stands for its own hour
+            if (hoursSeen.Add(hour)) keep.Add(points[i].Cycle);
+        }
+        return keep;
+    }
+}

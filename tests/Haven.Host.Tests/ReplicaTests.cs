@@ -1,0 +1,175 @@
+using Haven.Api;
+using Haven.Host.Replication;
+using Haven.Host.State;
+using Haven.TestSupport;
+using Xunit;
+
+namespace Haven.Host.Tests;
+
+/// <summary>
+/// The replica side of replication on real qcow2 chains: each applied cycle becomes a recovery point equal
+/// to the primary's point in time; a cycle that fails anywhere leaves the last point untouched and no trace;
+/// retention keeps the latest and the hourly points, each still correct after older ones are merged away.
+/// </summary>
+public sealed class ReplicaTests
+{
+    private const long M = 1 << 20;
+    private static readonly DateTimeOffset T0 = new(2026, 11, 24, 8, 10, 0, TimeSpan.Zero);
+
+    private static async Task<(TestHost T, ReplicaRecord Replica)> SetUpAsync(int additionalPoints = 0)
+    {
+        var t = new TestHost();
+        var replica = await t.Host.Replicas.CreateAsync(new ReplicaCreateSpec
+        {
+            VmName = "web",
+            PrimaryHost = "primary.test",
+            PrimaryVmId = "p-web",
+            TrustGroup = "g1",
+            DiskSizes = [64 * M],
+            MemoryMiB = 64,
+            Accelerator = "tcg",
+            AdditionalPoints = additionalPoints,
+        }, t.Ct);
+        return (t, replica);
+    }
+
+    private sealed record W(byte Pattern, long Offset, long Length);
+
+    /// <summary>The extents of some pattern writes, the way a primary sends them, applied to the model too.</summary>
+    private static async IAsyncEnumerable<ReplicaExtent> ExtentsAsync(DiskModel model, W[] writes, int failAfter = -1)
+    {
+        var sent = 0;
+        foreach (var w in writes)
+        {
+            await model.WriteAsync(w.Pattern, w.Offset, w.Length);
+            for (var at = w.Offset; at < w.Offset + w.Length; at += M)
+            {
+                if (sent++ == failAfter) throw new IOException("connection lost mid-cycle");
+                var length = (int)Math.Min(M, w.Offset + w.Length - at);
+                var data = new byte[length];
+                Array.Fill(data, w.Pattern);
+                yield return w.Pattern == 0 ? new ReplicaExtent(0, at, length, null) : new ReplicaExtent(0, at, length, data);
+            }
+        }
+    }
+
+    private static async IAsyncEnumerable<ReplicaExtent> RawAsync(params ReplicaExtent[] extents)
+    {
+        foreach (var e in extents) { await Task.Yield(); yield return e; }
+    }
+
+    private static ReplicaCycleHeader Header(long cycle, long baseCycle, DateTimeOffset at) =>
+        new(cycle, baseCycle, [64 * M], at, Consistency.CrashConsistent);
+
+    private static async Task AssertPointAsync(TestHost t, long cycle, DiskModel model)
+        => await t.AssertCheckpointAsync("web", ReplicaService.PointName(cycle), model);
+
+    [Fact]
+    public async Task Each_cycle_becomes_a_recovery_point_equal_to_the_primarys_point_in_time()
+    {
+        var (t, replica) = await SetUpAsync();
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        var p1 = await t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(1, 0, T0), ExtentsAsync(now, [new(0x11, 0, 5 * M), new(0x12, 30 * M, M / 2)]), t.Ct);
+        Assert.Equal(1, p1.Cycle);
+        await AssertPointAsync(t, 1, now);
+
+        var p2 = await t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(2, 1, T0.AddSeconds(30)), ExtentsAsync(now, [new(0x21, 2 * M, 2 * M), new(0, 30 * M, M / 2)]), t.Ct);
+        await AssertPointAsync(t, 2, now);
+        Assert.Equal(2, t.Host.Replicas.Find("web").LastCycle);
+        // Only the latest point is kept by default; the older one was merged away.
+        Assert.Equal([ReplicaService.PointName(2)], t.Host.Checkpoints.List("web").Select(c => c.Name));
+        Assert.Equal([p2.Cycle], t.Host.Store.ListReplicaPoints(replica.VmId).Select(p => p.Cycle));
+        await t.AssertConsistentAsync("web");
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("replica.after-data")]
+    [InlineData("replica.after-checkpoint")]
+    public async Task A_cycle_that_fails_anywhere_leaves_the_last_point_as_it_was(string? failAt)
+    {
+        var (t, replica) = await SetUpAsync();
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(1, 0, T0), ExtentsAsync(now, [new(0x31, 0, 8 * M)]), t.Ct);
+        var before = await now.SnapshotAsync(t.Dir.File("before.raw"));
+
+        var scratch = new DiskModel(t.Dir.File("scratch.raw"), 64 * M);
+        var extents = ExtentsAsync(scratch, [new(0x32, 4 * M, 8 * M)], failAfter: failAt is null ? 3 : -1);
+        if (failAt is not null) t.Host.Replicas.AtStep = s => s == failAt ? throw new IOException("injected at " + s) : Task.CompletedTask;
+        await Assert.ThrowsAsync<IOException>(() => t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(2, 1, T0.AddMinutes(5)), extents, t.Ct));
+        t.Host.Replicas.AtStep = null;
+
+        Assert.Equal(1, t.Host.Replicas.Find("web").LastCycle);
+        Assert.Equal([ReplicaService.PointName(1)], t.Host.Checkpoints.List("web").Select(c => c.Name));
+        await AssertPointAsync(t, 1, before);
+        await t.AssertCurrentAsync("web", before); // the active layer is empty again
+        await t.AssertConsistentAsync("web");
+        Assert.Empty(Directory.GetFiles(t.Host.Paths.RunDir));
+
+        // The primary sends the cycle again, whole: it applies.
+        var again = new DiskModel(t.Dir.File("again.raw"), 64 * M);
+        await again.WriteAsync(0x31, 0, 8 * M);
+        await t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(2, 1, T0.AddMinutes(5)), ExtentsAsync(again, [new(0x32, 4 * M, 8 * M)]), t.Ct);
+        await AssertPointAsync(t, 2, again);
+    }
+
+    [Fact]
+    public async Task A_cycle_on_the_wrong_base_or_with_a_bad_extent_is_refused_and_changes_nothing()
+    {
+        var (t, replica) = await SetUpAsync();
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        await t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(1, 0, T0), ExtentsAsync(now, [new(0x41, 0, M)]), t.Ct);
+
+        var scratch = new DiskModel(t.Dir.File("scratch.raw"), 64 * M);
+        await Assert.ThrowsAsync<ReplicaOutOfSyncException>(() =>
+            t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(3, 2, T0.AddMinutes(1)), ExtentsAsync(scratch, [new(0x42, 0, M)]), t.Ct));
+        var bad = await Assert.ThrowsAsync<HavenException>(() =>
+            t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(2, 1, T0.AddMinutes(1)), RawAsync(new ReplicaExtent(0, M, (int)M, new byte[M]), new ReplicaExtent(0, 63 * M + 4096, (int)M, new byte[M])), t.Ct));
+        Assert.Contains("does not fit", bad.Message);
+        Assert.Equal(ErrorCode.InvalidArgument, bad.Code);
+        var wrongSize = await Assert.ThrowsAsync<HavenException>(() =>
+            t.Host.Replicas.ApplyCycleAsync(replica.VmId, new ReplicaCycleHeader(2, 1, [32 * M], T0, Consistency.CrashConsistent), ExtentsAsync(scratch, []), t.Ct));
+        Assert.Contains("bytes on the primary", wrongSize.Message);
+
+        Assert.Equal(1, t.Host.Replicas.Find("web").LastCycle);
+        await AssertPointAsync(t, 1, now);
+        await t.AssertCurrentAsync("web", now);
+        await t.AssertConsistentAsync("web");
+    }
+
+    [Fact]
+    public async Task Hourly_points_are_kept_and_every_kept_point_stays_correct_as_older_ones_merge_away()
+    {
+        var (t, replica) = await SetUpAsync(additionalPoints: 2);
+        await using var _ = t;
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        var models = new Dictionary<long, DiskModel>();
+        // Two cycles an hour over four hours (8:10, 8:40, 9:10, 9:40, ...): hours 8, 9, 10, 11.
+        for (var cycle = 1; cycle <= 8; cycle++)
+        {
+            var at = T0.AddMinutes(30 * (cycle - 1));
+            await t.Host.Replicas.ApplyCycleAsync(replica.VmId, Header(cycle, cycle - 1, at),
+                ExtentsAsync(now, [new((byte)(0x50 + cycle), (cycle % 5) * 3 * M, 2 * M + cycle * 4096)]), t.Ct);
+            models[cycle] = await now.SnapshotAsync(t.Dir.File($"m{cycle}.raw"));
+        }
+        // Latest (cycle 8, 11:40) plus the newest of each of the two hours before it: 10:40 (6) and 9:40 (4).
+        var kept = t.Host.Store.ListReplicaPoints(replica.VmId).Select(p => p.Cycle).ToList();
+        Assert.Equal([4L, 6L, 8L], kept);
+        foreach (var c in kept) await AssertPointAsync(t, c, models[c]);
+        await t.AssertConsistentAsync("web");
+    }
+
+    [Fact]
+    public void Retention_keeps_the_latest_and_the_newest_point_of_each_earlier_hour()
+    {
+        var points = Enumerable.Range(1, 6).Select(i => new ReplicaPointRecord("v", i, "c" + i, T0.AddMinutes(25 * i), Consistency.CrashConsistent)).ToList();
+        // 8:35 8:60=9:00 9:25 9:50 10:15 10:40 → hours 8, 9, 9, 9, 10, 10
+        Assert.Equal([6L], RecoveryPointRetention.Keep(points, 0).Order());
+        Assert.Equal([4L, 6L], RecoveryPointRetention.Keep(points, 1).Order());
+        Assert.Equal([1L, 4L, 6L], RecoveryPointRetention.Keep(points, 2).Order());
+        Assert.Equal([1L, 4L, 6L], RecoveryPointRetention.Keep(points, 24).Order());
+    }
+}
