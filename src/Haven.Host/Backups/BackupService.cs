@@ -50,88 +50,45 @@ public sealed class BackupService(HavenHost host)
 
         // Decide full or incremental per disk before touching anything.
         var (previous, reason) = await FindPreviousAsync(vm, disks, repo, qemu, ct);
-
-        var plan = new BackupPlan
-        {
-            RepositoryId = repo.Id,
-            Live = qemu is not null,
-            NbdSocket = qemu is not null ? Path.Combine(Paths.RunDir, vm.Id + ".nbd") : null,
-            Disks = disks.ConvertAll(d =>
-            {
-                var fleeceId = HostPaths.NewId();
-                var old = previous is null ? null : Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Index && r.RepositoryId == repo.Id)?.Bitmap;
-                return new BackupDiskPlan(d.Index, d.ActiveLayerId, Path.Combine(Paths.RunDir, $"{vm.Id}-{fleeceId}.fleece.qcow2"), "fleece" + fleeceId,
-                    "backup-" + fleeceId, $"haven-{vm.Id}-disk{d.Index}", old, "haven-rp-" + fleeceId);
-            }),
-        };
-        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKind, PlanJson.Write(plan), DateTimeOffset.UtcNow);
-        Store.Write(w => w.InsertOperation(op));
-
-        var consistency = Consistency.ApplicationConsistent;
-        double? frozenMs = null;
         var stats = new BackupStats();
-        var succeeded = false;
-        var servers = new List<QemuNbdServer>();
-        var clients = new List<NbdClient>();
-        try
+        var mode = previous is null ? "full" : "incremental";
+        var (backupId, view) = await ReadPointInTimeAsync(vm, repo.Id, OperationKind, incremental: previous is not null, repo.ChunkSize, async view =>
         {
-            var endpoints = new List<(NbdEndpoint Endpoint, string Export)>();
-            if (qemu is not null)
-            {
-                (consistency, frozenMs) = await StartFleecingAsync(vm, qemu, op, plan, repo.ChunkSize, ct);
-                await Fleecing.ExportAsync(qemu.Qmp, plan.NbdSocket!, ToFleecing(plan, repo.ChunkSize), ct);
-                foreach (var d in plan.Disks) endpoints.Add((new NbdEndpoint.Unix(plan.NbdSocket!), d.ExportName));
-            }
-            else
-            {
-                var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
-                foreach (var d in plan.Disks)
-                {
-                    var top = tree.PathOf(tree[d.LayerId]);
-                    var rp = Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Disk && r.RepositoryId == repo.Id);
-                    if (rp is not null && rp.FileStamp == FileStamp(top)) plan.StampsHeld.Add(d.Disk);
-                    Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
-                    // Off: the disk itself is the point in time. Hand tracking over to a new bitmap first.
-                    await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--add", "--granularity", repo.ChunkSize.ToString()], ct);
-                    if (d.OldBitmap is not null) await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--disable"], ct);
-                    var socket = Path.Combine(Paths.RunDir, $"{vm.Id}-disk{d.Disk}.nbd");
-                    var server = await QemuNbdServer.StartAsync(top, DiskFormat.Qcow2, socket, d.ExportName, writable: false, bitmap: d.OldBitmap, ct: ct);
-                    servers.Add(server);
-                    plan.QemuNbdPids.Add(server.Pid);
-                    Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
-                    endpoints.Add((new NbdEndpoint.Unix(socket), d.ExportName));
-                }
-            }
-            await StepAsync("backup.after-point-in-time");
-
             await using var writer = await repo.BeginBackupAsync(Environment.MachineName, ct);
             var manifestDisks = new List<DiskManifest>();
-            for (var i = 0; i < plan.Disks.Count; i++)
+            var clients = new List<NbdClient>();
+            try
             {
-                var d = plan.Disks[i];
-                var contexts = d.OldBitmap is null ? new List<string> { "base:allocation" } : ["base:allocation", "qemu:dirty-bitmap:" + d.OldBitmap];
-                var first = await NbdClient.ConnectAsync(endpoints[i].Endpoint, endpoints[i].Export, contexts, ct);
-                clients.Add(first);
-                var sources = new List<NbdClient> { first };
-                if (first.CanMultiConn)
-                    for (var c = 1; c < 2; c++) { var extra = await NbdClient.ConnectAsync(endpoints[i].Endpoint, endpoints[i].Export, [], ct); clients.Add(extra); sources.Add(extra); }
-                var chunkPlan = await ChunkPlan.BuildAsync(first, repo.ChunkSize, d.OldBitmap is null ? null : "qemu:dirty-bitmap:" + d.OldBitmap, ct);
-                var diskStats = new BackupStats();
-                var total = chunkPlan.BytesToRead;
-                long done = 0;
-                var disk = i;
-                void Report(long bytes) => progress?.Invoke(new OperationEvent
+                for (var i = 0; i < view.Disks.Count; i++)
                 {
-                    Type = "progress", Phase = "reading", Disk = disk, DiskCount = plan.Disks.Count, BytesDone = Interlocked.Add(ref done, bytes), BytesTotal = total,
-                });
-                Report(0);
-                var index = await DiskBackup.RunAsync(writer, sources, chunkPlan, previous?.Disks[i].Chunks, diskStats, progress is null ? null : Report, ct);
-                stats.Add(diskStats);
-                manifestDisks.Add(new DiskManifest { Name = "disk" + d.Disk, SizeBytes = first.ExportSize, ChunkSize = repo.ChunkSize, Chunks = index });
-                await StepAsync("backup.after-disk");
+                    var d = view.Disks[i];
+                    var contexts = d.DirtyContext is null ? new List<string> { "base:allocation" } : ["base:allocation", d.DirtyContext];
+                    var first = await NbdClient.ConnectAsync(d.Endpoint, d.Export, contexts, ct);
+                    clients.Add(first);
+                    var sources = new List<NbdClient> { first };
+                    if (first.CanMultiConn)
+                        for (var c = 1; c < 2; c++) { var extra = await NbdClient.ConnectAsync(d.Endpoint, d.Export, [], ct); clients.Add(extra); sources.Add(extra); }
+                    var chunkPlan = await ChunkPlan.BuildAsync(first, repo.ChunkSize, d.DirtyContext, ct);
+                    var diskStats = new BackupStats();
+                    var total = chunkPlan.BytesToRead;
+                    long done = 0;
+                    var disk = i;
+                    void Report(long bytes) => progress?.Invoke(new OperationEvent
+                    {
+                        Type = "progress", Phase = "reading", Disk = disk, DiskCount = view.Disks.Count, BytesDone = Interlocked.Add(ref done, bytes), BytesTotal = total,
+                    });
+                    Report(0);
+                    var index = await DiskBackup.RunAsync(writer, sources, chunkPlan, previous?.Disks[i].Chunks, diskStats, progress is null ? null : Report, ct);
+                    stats.Add(diskStats);
+                    manifestDisks.Add(new DiskManifest { Name = "disk" + d.Disk, SizeBytes = first.ExportSize, ChunkSize = repo.ChunkSize, Chunks = index });
+                    await StepAsync("backup.after-disk");
+                }
             }
-            var mode = previous is null ? "full" : "incremental";
-            var backupId = await writer.CommitAsync(new BackupManifest
+            finally
+            {
+                foreach (var c in clients) await c.DisposeAsync();
+            }
+            var id = await writer.CommitAsync(new BackupManifest
             {
                 VmName = vm.Name,
                 VmDefinition = JsonSerializer.SerializeToElement(await host.Vms.DescribeAsync(vm, ct), ApiJson.Options),
@@ -140,32 +97,105 @@ public sealed class BackupService(HavenHost host)
                 ParentBackupId = previous?.Id,
                 Mode = mode,
                 ModeReason = reason,
-                Consistency = consistency.ToString(),
+                Consistency = view.Consistency.ToString(),
                 Disks = manifestDisks,
             }, ct);
             await StepAsync("backup.after-manifest");
-            succeeded = true;
-            await FinishAsync(vm, plan, op, backupId, consistency, servers, clients, ct);
-            return new BackupResult
+            return id;
+        }, ct);
+        return new BackupResult
+        {
+            BackupId = backupId,
+            Vm = vm.Name,
+            Mode = mode,
+            Reason = reason,
+            Consistency = view.Consistency,
+            BytesRead = stats.BytesRead,
+            ChunksRead = stats.ChunksRead,
+            BytesNew = stats.BytesNew,
+            ChunksNew = stats.ChunksNew,
+            ChunksZero = stats.ChunksZero,
+            ChunksReused = stats.ChunksReused,
+            FrozenMilliseconds = view.FrozenMilliseconds,
+            WallMilliseconds = clock.Elapsed.TotalMilliseconds,
+        };
+    }
+
+    /// <summary>
+    /// The point-in-time half of a backup, shared with replication cycles. The caller holds the VM's lock.
+    /// Takes a consistent point in time of every disk — a fleecing view over QEMU's NBD server when the VM
+    /// runs, qemu-nbd on the image when it is off — with change tracking keyed by <paramref name="trackingKey"/>
+    /// (a repository id, or a replication's key): with <paramref name="incremental"/>, each disk's export also
+    /// offers the dirty bitmap of the last point (<see cref="PointInTimeDisk.DirtyContext"/>). Then it runs
+    /// <paramref name="read"/>; when that returns a point id, the new bitmaps become the reference points and
+    /// the view is removed. When it throws (or the daemon dies: the reconciler), tracking is handed back so
+    /// the next point still sees every change.
+    /// </summary>
+    internal async Task<(string PointId, PointInTimeView View)> ReadPointInTimeAsync(VmRecord vm, string trackingKey, string operationKind, bool incremental,
+        int granularity, Func<PointInTimeView, Task<string>> read, CancellationToken ct)
+    {
+        var qemu = host.Runtimes.Get(vm.Id);
+        var disks = Store.ListDisks(vm.Id);
+        var plan = new BackupPlan
+        {
+            RepositoryId = trackingKey,
+            Live = qemu is not null,
+            NbdSocket = qemu is not null ? Path.Combine(Paths.RunDir, vm.Id + ".nbd") : null,
+            Disks = disks.ConvertAll(d =>
             {
-                BackupId = backupId,
-                Vm = vm.Name,
-                Mode = mode,
-                Reason = reason,
-                Consistency = consistency,
-                BytesRead = stats.BytesRead,
-                ChunksRead = stats.ChunksRead,
-                BytesNew = stats.BytesNew,
-                ChunksNew = stats.ChunksNew,
-                ChunksZero = stats.ChunksZero,
-                ChunksReused = stats.ChunksReused,
-                FrozenMilliseconds = frozenMs,
-                WallMilliseconds = clock.Elapsed.TotalMilliseconds,
-            };
+                var fleeceId = HostPaths.NewId();
+                var old = incremental ? Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Index && r.RepositoryId == trackingKey)?.Bitmap : null;
+                return new BackupDiskPlan(d.Index, d.ActiveLayerId, Path.Combine(Paths.RunDir, $"{vm.Id}-{fleeceId}.fleece.qcow2"), "fleece" + fleeceId,
+                    "backup-" + fleeceId, $"haven-{vm.Id}-disk{d.Index}", old, "haven-rp-" + fleeceId);
+            }),
+        };
+        var op = new OperationRecord(HostPaths.NewId(), vm.Id, operationKind, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        Store.Write(w => w.InsertOperation(op));
+
+        var consistency = Consistency.ApplicationConsistent;
+        double? frozenMs = null;
+        var succeeded = false;
+        var servers = new List<QemuNbdServer>();
+        try
+        {
+            var views = new List<PointInTimeDisk>();
+            if (qemu is not null)
+            {
+                (consistency, frozenMs) = await StartFleecingAsync(vm, qemu, op, plan, granularity, ct);
+                await Fleecing.ExportAsync(qemu.Qmp, plan.NbdSocket!, ToFleecing(plan, granularity), ct);
+                foreach (var d in plan.Disks)
+                    views.Add(new PointInTimeDisk(d.Disk, new NbdEndpoint.Unix(plan.NbdSocket!), d.ExportName, d.OldBitmap is null ? null : "qemu:dirty-bitmap:" + d.OldBitmap));
+            }
+            else
+            {
+                var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
+                foreach (var d in plan.Disks)
+                {
+                    var top = tree.PathOf(tree[d.LayerId]);
+                    var rp = Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Disk && r.RepositoryId == trackingKey);
+                    if (rp is not null && rp.FileStamp == FileStamp(top)) plan.StampsHeld.Add(d.Disk);
+                    Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
+                    // Off: the disk itself is the point in time. Hand tracking over to a new bitmap first.
+                    await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--add", "--granularity", granularity.ToString()], ct);
+                    if (d.OldBitmap is not null) await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--disable"], ct);
+                    var socket = Path.Combine(Paths.RunDir, $"{vm.Id}-disk{d.Disk}.nbd");
+                    var server = await QemuNbdServer.StartAsync(top, DiskFormat.Qcow2, socket, d.ExportName, writable: false, bitmap: d.OldBitmap, ct: ct);
+                    servers.Add(server);
+                    plan.QemuNbdPids.Add(server.Pid);
+                    Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
+                    views.Add(new PointInTimeDisk(d.Disk, new NbdEndpoint.Unix(socket), d.ExportName, d.OldBitmap is null ? null : "qemu:dirty-bitmap:" + d.OldBitmap));
+                }
+            }
+            await StepAsync(operationKind + ".after-point-in-time");
+            var view = new PointInTimeView(views, consistency, frozenMs);
+            var pointId = await read(view);
+            succeeded = true;
+            await FinishAsync(vm, plan, op, pointId, consistency, servers, [], ct);
+            return (pointId, view);
         }
         finally
         {
-            if (!succeeded) await AbandonAsync(vm.Id, op, plan, servers, clients, CancellationToken.None);
+            if (!succeeded) await AbandonAsync(vm.Id, op, plan, servers, [], CancellationToken.None);
         }
     }
 
@@ -329,3 +359,8 @@ public sealed class BackupService(HavenHost host)
         servers.Clear();
     }
 }
+
+/// <summary>One disk of a point in time: where to read it over NBD, and the dirty-bitmap context since the last point (null: read everything).</summary>
+internal sealed record PointInTimeDisk(int Disk, NbdEndpoint Endpoint, string Export, string? DirtyContext);
+
+internal sealed record PointInTimeView(List<PointInTimeDisk> Disks, Consistency Consistency, double? FrozenMilliseconds);
