@@ -32,6 +32,7 @@ public sealed class HavenHost : IAsyncDisposable
         Stamps = new ReferencePointStamps(this);
         Jobs = new JobService(this);
         Replicas = new Replication.ReplicaService(this);
+        Replications = new Replication.ReplicationService(this);
     }
 
     public HostPaths Paths { get; }
@@ -46,6 +47,7 @@ public sealed class HavenHost : IAsyncDisposable
     public ReferencePointStamps Stamps { get; }
     public JobService Jobs { get; }
     public Replication.ReplicaService Replicas { get; }
+    public Replication.ReplicationService Replications { get; }
 
     /// <summary>Re-attaches to running VMs and repairs what a crash left half done. Call once before serving.</summary>
     public Task<ReconcileReport> StartAsync(CancellationToken ct = default) => new Reconciler(this).RunAsync(ct);

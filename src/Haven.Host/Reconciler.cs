@@ -57,6 +57,7 @@ public sealed class Reconciler(HavenHost host)
                     await host.Removal.ContinueSubtreeAsync(op.VmId, op.Id, PlanJson.Read<RemoveSubtreePlan>(op.Payload), ct);
                     break;
                 case Backups.BackupService.OperationKind:
+                case Replication.ReplicationService.OperationKind:
                     // The backup itself cannot go on (its reader died): drop the view, hand tracking back.
                     await host.Backups.AbandonAsync(op.VmId, op, PlanJson.Read<Backups.BackupPlan>(op.Payload), [], [], ct);
                     break;

@@ -158,6 +158,7 @@ public sealed class BackupService(HavenHost host)
         var servers = new List<QemuNbdServer>();
         try
         {
+            await StepAsync(operationKind + ".before-point-in-time");
             var views = new List<PointInTimeDisk>();
             if (qemu is not null)
             {

@@ -57,6 +57,9 @@ public sealed class ReplicaService(HavenHost host)
         return record;
     }
 
+    public ReplicaRecord? FindByPrimary(string primaryHost, string primaryVmId)
+        => Store.ListReplicas().Find(r => r.PrimaryHost == primaryHost && r.PrimaryVmId == primaryVmId);
+
     public ReplicaRecord Find(string vmName)
     {
         var vm = host.Vms.Find(vmName);

@@ -48,6 +48,9 @@ public sealed class HostStore : IDisposable
                 CREATE TABLE replica_points (
                   vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, cycle INTEGER NOT NULL, checkpoint_id TEXT NOT NULL,
                   point_time TEXT NOT NULL, consistency TEXT NOT NULL, PRIMARY KEY (vm_id, cycle));
+                CREATE TABLE replications (
+                  vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
+                  last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
                 """);
         Exec($"PRAGMA user_version = {SchemaVersion}");
     }
@@ -91,6 +94,9 @@ public sealed class HostStore : IDisposable
     /// <summary>Recovery points of a replica VM, oldest cycle first.</summary>
     public List<ReplicaPointRecord> ListReplicaPoints(string vmId) =>
         Query("SELECT * FROM replica_points WHERE vm_id=$a ORDER BY cycle", [vmId], ReadReplicaPoint);
+
+    public ReplicationRecord? FindReplication(string vmId) => Query("SELECT * FROM replications WHERE vm_id=$a", [vmId], ReadReplication).FirstOrDefault();
+    public List<ReplicationRecord> ListReplications() => Query("SELECT * FROM replications ORDER BY vm_id", [], ReadReplication);
 
     public List<JobRecord> ListJobs() => Query("SELECT * FROM jobs ORDER BY name", [], ReadJob);
     public OperationRecord? FindOperation(string id) => Query("SELECT * FROM operations WHERE id=$a", [id], ReadOperation).FirstOrDefault();
@@ -145,6 +151,11 @@ public sealed class HostStore : IDisposable
         public void InsertReplicaPoint(ReplicaPointRecord p) => X("INSERT INTO replica_points VALUES ($a,$b,$c,$d,$e)",
             p.VmId, p.Cycle, p.CheckpointId, p.PointTime.ToString("O"), p.Consistency.ToString());
         public void DeleteReplicaPoint(string vmId, long cycle) => X("DELETE FROM replica_points WHERE vm_id=$a AND cycle=$b", vmId, cycle);
+        public void InsertReplication(ReplicationRecord r) => X("INSERT INTO replications VALUES ($a,$b,$c,$d,$e)", r.VmId, r.Target, r.Settings, r.LastCycle, r.Statistics);
+        public void SetReplicationCycle(string vmId, long cycle, string statistics) =>
+            X("UPDATE replications SET last_cycle=$a, statistics=$b WHERE vm_id=$c", cycle, statistics, vmId);
+        public void SetReplicationStatistics(string vmId, string statistics) => X("UPDATE replications SET statistics=$a WHERE vm_id=$b", statistics, vmId);
+        public void DeleteReplication(string vmId) => X("DELETE FROM replications WHERE vm_id=$a", vmId);
         public void InsertJob(string name, string definition) => X("INSERT INTO jobs (name, definition) VALUES ($a,$b)", name, definition);
         public void DeleteJob(string name) => X("DELETE FROM jobs WHERE name=$a", name);
         public void SetJobOutcome(string name, DateTimeOffset at, string status, string? error) =>
@@ -265,6 +276,9 @@ public sealed class HostStore : IDisposable
 
     private static ReplicaPointRecord ReadReplicaPoint(SqliteDataReader r) => new(S(r, "vm_id")!, Convert.ToInt64(r["cycle"]),
         S(r, "checkpoint_id")!, DateTimeOffset.Parse(S(r, "point_time")!), Enum.Parse<Consistency>(S(r, "consistency")!));
+
+    private static ReplicationRecord ReadReplication(SqliteDataReader r) => new(S(r, "vm_id")!, S(r, "target")!, S(r, "settings")!,
+        Convert.ToInt64(r["last_cycle"]), S(r, "statistics")!);
 
     private static JobRecord ReadJob(SqliteDataReader r) => new(S(r, "name")!, S(r, "definition")!,
         S(r, "last_run") is { } t ? DateTimeOffset.Parse(t) : null, S(r, "last_status"), S(r, "last_error"));

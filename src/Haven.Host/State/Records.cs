@@ -82,3 +82,9 @@ public sealed record ReplicaRecord(string VmId, string PrimaryHost, string Prima
 
 /// <summary>A recovery point of a replica VM: the checkpoint holding the disks as the primary's point in time of that cycle.</summary>
 public sealed record ReplicaPointRecord(string VmId, long Cycle, string CheckpointId, DateTimeOffset PointTime, Consistency Consistency);
+
+/// <summary>
+/// A VM this host replicates (primary side): where to, the settings (JSON), the last cycle the replica
+/// acknowledged (0 before the initial replication) and the running statistics (JSON).
+/// </summary>
+public sealed record ReplicationRecord(string VmId, string Target, string Settings, long LastCycle, string Statistics);

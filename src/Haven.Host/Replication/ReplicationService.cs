@@ -1,0 +1,263 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Text.Json;
+using Haven.Api;
+using Haven.Backup;
+using Haven.Host.Backups;
+using Haven.Host.State;
+using Haven.Nbd;
+
+namespace Haven.Host.Replication;
+
+/// <summary>
+/// The primary side of replication: a VM's replication settings and its cycles. A cycle takes a point in
+/// time of the VM (the same fleecing view and dirty bitmaps as a backup, tracked under the key
+/// <c>replica:&lt;vm id&gt;</c>), reads the blocks changed since the last cycle the replica acknowledged and
+/// sends them to an <see cref="IReplicaTarget"/>; only when the replica has committed the cycle do the new
+/// bitmaps become the reference. A cycle that fails hands tracking back, so the next one resends its changes.
+/// docs/replication.md, "Cycles".
+/// </summary>
+public sealed class ReplicationService(HavenHost host)
+{
+    public const string OperationKind = "replication";
+    /// <summary>Change-tracking granularity: the unit in which changed blocks are found and sent.</summary>
+    public const int BlockSize = 64 << 10;
+    /// <summary>Largest data extent sent in one message.</summary>
+    public const int MaxDataExtent = 1 << 20;
+
+    private HostStore Store => host.Store;
+
+    public static string TrackingKey(string vmId) => "replica:" + vmId;
+
+    /// <summary>Test seam: runs at each named step of a cycle (the same names as the crash points).</summary>
+    internal Func<string, Task>? AtStep { get; set; }
+
+    private async Task StepAsync(string name)
+    {
+        CrashPoints.Hit(name);
+        if (AtStep is not null) await AtStep(name);
+    }
+
+    /// <summary>
+    /// Turns replication on for a VM: records the settings and has the target create the replica VM. The
+    /// initial replication is the first cycle (<see cref="RunCycleAsync"/>), which sends every allocated block.
+    /// </summary>
+    public async Task<ReplicationRecord> EnableAsync(string vmName, string target, ReplicationSettings settings, IReplicaTarget replica, CancellationToken ct)
+    {
+        settings.Validate();
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is already replicated");
+        if (Store.FindReplica(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is itself a replica; use extended replication from its host");
+        var info = await host.Vms.DescribeAsync(vm, ct);
+        await replica.EnsureReplicaAsync(new ReplicaCreateSpec
+        {
+            VmName = vm.Name,
+            PrimaryHost = settings.PrimaryHostName ?? Environment.MachineName,
+            PrimaryVmId = vm.Id,
+            TrustGroup = "",
+            DiskSizes = Store.ListDisks(vm.Id).ConvertAll(d => d.SizeBytes),
+            Vcpus = info.Vcpus,
+            MemoryMiB = info.MemoryMiB,
+            Kernel = info.Kernel,
+            Initrd = info.Initrd,
+            Append = info.Append,
+            GuestAgent = info.GuestAgent,
+            Accelerator = info.Accelerator,
+            AdditionalPoints = settings.AdditionalPoints,
+        }, ct);
+        var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings, ApiJson.Options), 0,
+            JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options));
+        Store.Write(w => w.InsertReplication(record));
+        return record;
+    }
+
+    /// <summary>
+    /// One cycle: point in time, changed blocks (all allocated blocks for the initial one), sent; the replica
+    /// commits them as a recovery point; then this side moves its reference on. Returns what was sent.
+    /// </summary>
+    public async Task<CycleResult> RunCycleAsync(string vmName, IReplicaTarget replica, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        vm = Store.FindVm(vm.Id)!;
+        var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        var disks = Store.ListDisks(vm.Id);
+        var key = TrackingKey(vm.Id);
+        var tracked = record.LastCycle > 0 && TrackingIntact(vm.Id, key, disks);
+        var cycle = record.LastCycle + 1;
+        long dataBytes = 0, zeroBytes = 0, extents = 0;
+        try
+        {
+            var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
+            {
+                var header = new ReplicaCycleHeader(cycle, record.LastCycle, disks.ConvertAll(d => d.SizeBytes), DateTimeOffset.UtcNow, view.Consistency);
+                var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, fullCopy: !tracked, (d, z) =>
+                {
+                    dataBytes += d;
+                    zeroBytes += z;
+                    extents++;
+                }, ct), ct);
+                if (committed != cycle) throw new InvalidDataException($"the replica acknowledged cycle {committed}, not {cycle}");
+                await StepAsync("replication.after-ack");
+                return cycle.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }, ct);
+            var stats = Statistics(record).Succeeded(dataBytes, clock.Elapsed, DateTimeOffset.UtcNow);
+            Store.Write(w => w.SetReplicationCycle(vm.Id, cycle, JsonSerializer.Serialize(stats, ApiJson.Options)));
+            return new CycleResult(cycle, !tracked, view.Consistency, dataBytes, zeroBytes, extents, clock.Elapsed);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            var stats = Statistics(record).Failed(e.Message.ReplaceLineEndings(" "), DateTimeOffset.UtcNow);
+            Store.Write(w => w.SetReplicationStatistics(vm.Id, JsonSerializer.Serialize(stats, ApiJson.Options)));
+            throw;
+        }
+    }
+
+    public ReplicationStatistics StatisticsOf(string vmName)
+    {
+        var vm = host.Vms.Find(vmName);
+        var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        return Statistics(record);
+    }
+
+    private static ReplicationStatistics Statistics(ReplicationRecord r) =>
+        JsonSerializer.Deserialize<ReplicationStatistics>(r.Statistics, ApiJson.Options) ?? new ReplicationStatistics();
+
+    /// <summary>Every disk still has the reference point of the last cycle, on its current layer.</summary>
+    private bool TrackingIntact(string vmId, string key, List<DiskRecord> disks)
+    {
+        var rps = Store.ListReferencePoints(vmId).FindAll(r => r.RepositoryId == key);
+        if (rps.Count != disks.Count) return false;
+        foreach (var d in disks)
+        {
+            var rp = rps.Find(r => r.DiskIndex == d.Index);
+            if (rp is null || rp.UntrustedReason is not null || rp.LayerId != d.ActiveLayerId) return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// The changed blocks of every disk as extents: runs of data up to <see cref="MaxDataExtent"/>, runs of
+    /// zeroes up to <see cref="ReplicaService.MaxExtentBytes"/>. A full copy skips zeroes (the replica's new
+    /// disks read as zeroes already). An extent's data is only valid until the next one is asked for.
+    /// </summary>
+    private static async IAsyncEnumerable<ReplicaExtent> ReadChangesAsync(PointInTimeView view, bool fullCopy, Action<long, long> sent,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(MaxDataExtent);
+        try
+        {
+            foreach (var d in view.Disks)
+            {
+                var contexts = d.DirtyContext is null ? new List<string> { "base:allocation" } : ["base:allocation", d.DirtyContext];
+                await using var nbd = await NbdClient.ConnectAsync(d.Endpoint, d.Export, contexts, ct);
+                var plan = await ChunkPlan.BuildAsync(nbd, BlockSize, d.DirtyContext, ct);
+                var blocksPerData = MaxDataExtent / BlockSize;
+                var blocksPerZero = ReplicaService.MaxExtentBytes / BlockSize;
+                var i = 0;
+                while (i < plan.ChunkCount)
+                {
+                    if (plan.Read[i])
+                    {
+                        var first = i;
+                        while (i < plan.ChunkCount && plan.Read[i] && i - first < blocksPerData) i++;
+                        var offset = (long)first * BlockSize;
+                        var length = (int)(Math.Min(plan.DiskSize, (long)i * BlockSize) - offset);
+                        await nbd.ReadAsync(offset, buffer.AsMemory(0, length), ct);
+                        sent(length, 0);
+                        yield return new ReplicaExtent(d.Disk, offset, length, buffer.AsMemory(0, length));
+                    }
+                    else if (plan.Zero[i] && !fullCopy)
+                    {
+                        var first = i;
+                        while (i < plan.ChunkCount && plan.Zero[i] && i - first < blocksPerZero) i++;
+                        var offset = (long)first * BlockSize;
+                        var length = (int)(Math.Min(plan.DiskSize, (long)i * BlockSize) - offset);
+                        sent(0, length);
+                        yield return new ReplicaExtent(d.Disk, offset, length, null);
+                    }
+                    else i++;
+                }
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
+    }
+}
+
+/// <summary>Where a primary's cycles go: the replica server (over the network), or another host in the same process in tests.</summary>
+public interface IReplicaTarget
+{
+    /// <summary>Creates the replica VM if it does not exist yet; returns the last cycle it has committed.</summary>
+    Task<long> EnsureReplicaAsync(ReplicaCreateSpec spec, CancellationToken ct);
+
+    /// <summary>Sends one cycle; returns the cycle number the replica committed (the header's, on success).</summary>
+    Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct);
+}
+
+/// <summary>A replica host reached directly (same process): what the network service does on the replica, without the network.</summary>
+public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost, string trustGroup) : IReplicaTarget
+{
+    public async Task<long> EnsureReplicaAsync(ReplicaCreateSpec spec, CancellationToken ct)
+    {
+        var existing = replicaHost.Replicas.FindByPrimary(primaryHost, spec.PrimaryVmId);
+        if (existing is not null) return existing.LastCycle;
+        var created = await replicaHost.Replicas.CreateAsync(spec with { PrimaryHost = primaryHost, TrustGroup = trustGroup }, ct);
+        return created.LastCycle;
+    }
+
+    public async Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
+    {
+        var replica = replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId)
+            ?? throw HavenException.NotFound($"no replica of {primaryHost}'s VM {primaryVmId} on this host");
+        var point = await replicaHost.Replicas.ApplyCycleAsync(replica.VmId, header, extents, ct);
+        return point.Cycle;
+    }
+}
+
+/// <summary>How a VM is replicated (Hyper-V's choices, and shorter frequencies where the engine allows).</summary>
+public sealed record ReplicationSettings
+{
+    /// <summary>Seconds between cycles: 30, 300 or 900 as Hyper-V offers, or any value down to 5.</summary>
+    public int FrequencySeconds { get; init; } = 300;
+    /// <summary>Hourly recovery points kept besides the latest: 0..24.</summary>
+    public int AdditionalPoints { get; init; }
+    /// <summary>Name this host goes by on the replica (its certificate's name); default: the machine name.</summary>
+    public string? PrimaryHostName { get; init; }
+
+    public void Validate()
+    {
+        if (FrequencySeconds is < 5 or > 86400) throw HavenException.Invalid("replication frequency must be 5 s .. 24 h");
+        if (AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
+    }
+}
+
+/// <summary>Running statistics of a replication, as Hyper-V shows them.</summary>
+public sealed record ReplicationStatistics
+{
+    public long SuccessfulCycles { get; init; }
+    public long FailedCycles { get; init; }
+    public long TotalBytes { get; init; }
+    public long MaxBytes { get; init; }
+    public double TotalSeconds { get; init; }
+    public double MaxSeconds { get; init; }
+    public DateTimeOffset? LastSuccess { get; init; }
+    public DateTimeOffset? LastFailure { get; init; }
+    public string? LastError { get; init; }
+
+    public ReplicationStatistics Succeeded(long bytes, TimeSpan took, DateTimeOffset at) => this with
+    {
+        SuccessfulCycles = SuccessfulCycles + 1,
+        TotalBytes = TotalBytes + bytes,
+        MaxBytes = Math.Max(MaxBytes, bytes),
+        TotalSeconds = TotalSeconds + took.TotalSeconds,
+        MaxSeconds = Math.Max(MaxSeconds, took.TotalSeconds),
+        LastSuccess = at,
+        LastError = null,
+    };
+
+    public ReplicationStatistics Failed(string error, DateTimeOffset at) => this with { FailedCycles = FailedCycles + 1, LastFailure = at, LastError = error };
+}
+
+public sealed record CycleResult(long Cycle, bool Full, Consistency Consistency, long DataBytes, long ZeroBytes, long Extents, TimeSpan Elapsed);

@@ -1,0 +1,130 @@
+using Haven.Api;
+using Haven.Host.Replication;
+using Haven.TestSupport;
+using Xunit;
+
+namespace Haven.Host.Tests;
+
+/// <summary>
+/// Cycles from a primary host to a replica host (two hosts in one process, no network): under continuous
+/// guest writes, each committed recovery point equals the primary's disk at that cycle's point in time; a
+/// cycle the replica refuses loses nothing for the next one.
+/// </summary>
+public sealed class ReplicationTests
+{
+    private const long M = 1 << 20;
+
+    /// <summary>Writes at pseudo-random places until stopped; a point in time is taken only between two writes.</summary>
+    private sealed class Writer(TestHost t, DiskModel model) : IAsyncDisposable
+    {
+        private readonly SemaphoreSlim _gate = new(1, 1);
+        private readonly CancellationTokenSource _stop = new();
+        private Task? _loop;
+        public int Writes;
+
+        public void Start() => _loop = Task.Run(async () =>
+        {
+            var random = new Random(7);
+            while (!_stop.IsCancellationRequested)
+            {
+                await _gate.WaitAsync();
+                try
+                {
+                    var offset = random.Next(0, 63 * 16) * (64L << 10);
+                    await t.WriteAsync("web", model, (byte)random.Next(1, 255), offset, (random.Next(1, 8) * 16) << 10);
+                    Writes++;
+                }
+                finally { _gate.Release(); }
+                await Task.Delay(20);
+            }
+        });
+
+        /// <summary>Holds writes from just before the point in time until just after it, and snapshots the model then.</summary>
+        public Func<string, Task> Hook(Func<string, Task<DiskModel>> snapshot, List<DiskModel> frozen) => async step =>
+        {
+            if (step == "replication.before-point-in-time") await _gate.WaitAsync();
+            if (step == "replication.after-point-in-time")
+            {
+                frozen.Add(await snapshot($"frozen{frozen.Count}.raw"));
+                _gate.Release();
+            }
+        };
+
+        public async ValueTask DisposeAsync()
+        {
+            _stop.Cancel();
+            if (_loop is not null) await _loop;
+        }
+    }
+
+    [Fact]
+    public async Task Under_continuous_writes_each_recovery_point_equals_the_primarys_point_in_time()
+    {
+        await using var primary = new TestHost();
+        await using var replicaHost = new TestHost();
+        await primary.CreateVmAsync("web", size: 64 * M);
+        await primary.Host.Vms.StartAsync("web", primary.Ct);
+        var now = new DiskModel(primary.Dir.File("now.raw"), 64 * M);
+        await primary.WriteAsync("web", now, 0x11, 0, 8 * M);
+        var target = new LocalReplicaTarget(replicaHost.Host, "primary.test", "g1");
+        await primary.Host.Replications.EnableAsync("web", "local", new ReplicationSettings { FrequencySeconds = 30 }, target, primary.Ct);
+
+        var frozen = new List<DiskModel>();
+        await using var writer = new Writer(primary, now);
+        primary.Host.Backups.AtStep = writer.Hook(name => now.SnapshotAsync(primary.Dir.File(name)), frozen);
+        writer.Start();
+        var results = new List<CycleResult>();
+        for (var i = 0; i < 3; i++)
+        {
+            results.Add(await primary.Host.Replications.RunCycleAsync("web", target, primary.Ct));
+            await replicaHost.AssertCheckpointAsync("web", ReplicaService.PointName(i + 1), frozen[i]);
+            await Task.Delay(300, primary.Ct);
+        }
+        await writer.DisposeAsync();
+        primary.Host.Backups.AtStep = null;
+
+        Assert.True(writer.Writes > 5, $"only {writer.Writes} writes ran during the cycles");
+        Assert.True(results[0].Full);
+        Assert.True(results[0].DataBytes >= 8 * M);
+        Assert.All(results.Skip(1), r => Assert.False(r.Full));
+        // Incrementals send the changed blocks, not the disk.
+        Assert.All(results.Skip(1), r => Assert.True(r.DataBytes < 16 * M, $"cycle {r.Cycle} sent {r.DataBytes} bytes"));
+        Assert.Equal(3, primary.Host.Replications.StatisticsOf("web").SuccessfulCycles);
+        await primary.AssertNoBackupLeftoversAsync("web");
+        await replicaHost.AssertConsistentAsync("web");
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_cycle_the_replica_refuses_loses_no_change_for_the_next_one(bool live)
+    {
+        await using var primary = new TestHost();
+        await using var replicaHost = new TestHost();
+        await primary.CreateVmAsync("web", size: 64 * M);
+        if (live) await primary.Host.Vms.StartAsync("web", primary.Ct);
+        var now = new DiskModel(primary.Dir.File("now.raw"), 64 * M);
+        await primary.WriteAsync("web", now, 0x21, 0, 4 * M);
+        var target = new LocalReplicaTarget(replicaHost.Host, "primary.test", "g1");
+        await primary.Host.Replications.EnableAsync("web", "local", new ReplicationSettings(), target, primary.Ct);
+        await primary.Host.Replications.RunCycleAsync("web", target, primary.Ct);
+        if (!live) await primary.Host.Vms.StartAsync("web", primary.Ct);
+        await primary.WriteAsync("web", now, 0x22, 10 * M, M);
+        if (!live) await primary.Host.Vms.StopAsync("web", new VmStopRequest { Force = true }, primary.Ct);
+
+        replicaHost.Host.Replicas.AtStep = s => s == "replica.after-data" ? throw new IOException("replica disk failed") : Task.CompletedTask;
+        await Assert.ThrowsAsync<IOException>(() => primary.Host.Replications.RunCycleAsync("web", target, primary.Ct));
+        replicaHost.Host.Replicas.AtStep = null;
+        await primary.AssertNoBackupLeftoversAsync("web");
+        Assert.Equal(1, primary.Host.Replications.StatisticsOf("web").FailedCycles);
+
+        if (!live) await primary.Host.Vms.StartAsync("web", primary.Ct);
+        await primary.WriteAsync("web", now, 0x23, 20 * M, M);
+        if (!live) await primary.Host.Vms.StopAsync("web", new VmStopRequest { Force = true }, primary.Ct);
+        var next = await primary.Host.Replications.RunCycleAsync("web", target, primary.Ct);
+        Assert.Equal(2, next.Cycle);
+        Assert.False(next.Full);
+        Assert.Equal(2 * M, next.DataBytes); // the change of the refused cycle and the one after
+        await replicaHost.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
+    }
+}
