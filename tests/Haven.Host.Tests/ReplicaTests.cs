@@ -173,3 +173,88 @@ public sealed class ReplicaTests
         Assert.Equal([1L, 4L, 6L], RecoveryPointRetention.Keep(points, 24).Order());
     }
 }
+
+/// <summary>Failover on the replica host: test failover, failover to an older point with cancel, and complete.</summary>
+public sealed class ReplicaFailoverTests
+{
+    private const long M = 1 << 20;
+    private static readonly DateTimeOffset T0 = new(2026, 11, 24, 8, 10, 0, TimeSpan.Zero);
+
+    private static async IAsyncEnumerable<ReplicaExtent> Fill(DiskModel model, byte pattern, long offset, long length)
+    {
+        await model.WriteAsync(pattern, offset, length);
+        for (var at = offset; at < offset + length; at += M)
+        {
+            var data = new byte[Math.Min(M, offset + length - at)];
+            Array.Fill(data, pattern);
+            yield return new ReplicaExtent(0, at, data.Length, data);
+        }
+    }
+
+    /// <summary>A replica "web" with three points an hour apart (cycles 1..3), all kept; returns the models of each point.</summary>
+    private static async Task<(TestHost T, ReplicaRecord Replica, DiskModel[] Points)> SetUpAsync()
+    {
+        var t = new TestHost();
+        var replica = await t.Host.Replicas.CreateAsync(new ReplicaCreateSpec
+        {
+            VmName = "web", PrimaryHost = "primary.test", PrimaryVmId = "p-web", TrustGroup = "g1",
+            DiskSizes = [64 * M], MemoryMiB = 64, Accelerator = "tcg", AdditionalPoints = 2,
+        }, t.Ct);
+        var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
+        var points = new DiskModel[4];
+        for (var c = 1; c <= 3; c++)
+        {
+            await t.Host.Replicas.ApplyCycleAsync(replica.VmId, new ReplicaCycleHeader(c, c - 1, [64 * M], T0.AddHours(c), Consistency.CrashConsistent),
+                Fill(now, (byte)(0x60 + c), c * 4 * M, 2 * M), t.Ct);
+            points[c] = await now.SnapshotAsync(t.Dir.File($"p{c}.raw"));
+        }
+        return (t, replica, points);
+    }
+
+    [Fact]
+    public async Task A_test_failover_boots_a_copy_of_the_chosen_point_without_network_while_cycles_go_on()
+    {
+        var (t, replica, points) = await SetUpAsync();
+        await using var _ = t;
+        var test = await t.Host.Replicas.TestFailoverAsync("web", 2, start: false, t.Ct);
+        Assert.Equal("web - Test", test.Name);
+        Assert.Equal("none", test.Network);
+        Assert.True(await points[2].EqualsImageAsync(t.TopLayer("web - Test")));
+        var again = await Assert.ThrowsAsync<HavenException>(() => t.Host.Replicas.TestFailoverAsync("web", null, start: false, t.Ct));
+        Assert.Equal(ErrorCode.Conflict, again.Code);
+        Assert.NotNull(t.Host.Replicas.Find("web").LastTestFailover);
+
+        // Replication is not disturbed by the test.
+        var now = await points[3].SnapshotAsync(t.Dir.File("now4.raw"));
+        await t.Host.Replicas.ApplyCycleAsync(replica.VmId, new ReplicaCycleHeader(4, 3, [64 * M], T0.AddHours(4), Consistency.CrashConsistent), Fill(now, 0x70, 0, M), t.Ct);
+        await t.AssertCheckpointAsync("web", ReplicaService.PointName(4), now);
+
+        await t.Host.Replicas.StopTestFailoverAsync("web", t.Ct);
+        Assert.DoesNotContain(await t.Host.Vms.ListAsync(t.Ct), v => v.Name == "web - Test");
+        await Assert.ThrowsAsync<HavenException>(() => t.Host.Replicas.StopTestFailoverAsync("web", t.Ct));
+    }
+
+    [Fact]
+    public async Task Failover_to_an_older_point_can_be_cancelled_and_then_completed_on_the_latest()
+    {
+        var (t, replica, points) = await SetUpAsync();
+        await using var _ = t;
+        await t.Host.Replicas.FailoverAsync("web", 1, start: false, t.Ct);
+        await t.AssertCurrentAsync("web", points[1]);
+        var refused = await Assert.ThrowsAsync<HavenException>(() => t.Host.Replicas.ApplyCycleAsync(replica.VmId,
+            new ReplicaCycleHeader(4, 3, [64 * M], T0.AddHours(4), Consistency.CrashConsistent), Fill(new DiskModel(t.Dir.File("x.raw"), 64 * M), 1, 0, M), t.Ct));
+        Assert.Equal(ErrorCode.Conflict, refused.Code);
+        await GuestWrites.WriteOfflineAsync(t.TopLayer("web"), 0x7f, 0, M); // the failed-over VM's own writes
+
+        await t.Host.Replicas.CancelFailoverAsync("web", t.Ct);
+        await t.AssertCurrentAsync("web", points[3]);
+        Assert.Equal(ReplicaState.Replicating, t.Host.Replicas.Find("web").State);
+
+        await t.Host.Replicas.FailoverAsync("web", null, start: false, t.Ct);
+        await t.Host.Replicas.CompleteFailoverAsync("web", t.Ct);
+        await Assert.ThrowsAsync<HavenException>(() => Task.FromResult(t.Host.Replicas.Find("web")));
+        Assert.Empty(t.Host.Checkpoints.List("web"));
+        await t.AssertCurrentAsync("web", points[3]);
+        await t.AssertConsistentAsync("web");
+    }
+}

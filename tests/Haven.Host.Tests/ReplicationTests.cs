@@ -1,5 +1,6 @@
 using Haven.Api;
 using Haven.Host.Replication;
+using Haven.Host.State;
 using Haven.TestSupport;
 using Xunit;
 
@@ -126,5 +127,42 @@ public sealed class ReplicationTests
         Assert.False(next.Full);
         Assert.Equal(2 * M, next.DataBytes); // the change of the refused cycle and the one after
         await replicaHost.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
+    }
+}
+
+/// <summary>Planned failover between two hosts, with reverse replication that sends only what changed after it.</summary>
+public sealed class PlannedFailoverTests
+{
+    private const long M = 1 << 20;
+
+    [Fact]
+    public async Task Planned_failover_loses_no_write_and_reverse_replication_moves_only_deltas()
+    {
+        await using var a = new TestHost();
+        await using var b = new TestHost();
+        await a.CreateVmAsync("web", size: 64 * M);
+        await a.Host.Vms.StartAsync("web", a.Ct);
+        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
+        await a.WriteAsync("web", now, 0x81, 0, 6 * M);
+        var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, toB, a.Ct);
+        await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        await a.WriteAsync("web", now, 0x82, 20 * M, 2 * M); // written after the last cycle: the planned failover must carry it
+
+        var last = await a.Host.Replications.PlannedFailoverAsync("web", toB, "b.test", reverse: true, a.Ct, shutdownTimeoutSeconds: 2); // no guest OS to answer ACPI
+        Assert.False(last.Full);
+        Assert.Equal(2 * M, last.DataBytes);
+        Assert.False(a.IsRunning("web"));
+        Assert.True(b.IsRunning("web"));
+        await b.AssertCurrentAsync("web", now); // no write lost
+        Assert.Equal(ReplicaState.Replicating, a.Host.Replicas.Find("web").State);
+
+        // Reverse: b is the primary now; only its new writes go back to a.
+        await b.WriteAsync("web", now, 0x83, 40 * M, M);
+        var toA = new LocalReplicaTarget(a.Host, "b.test", "g1");
+        var back = await b.Host.Replications.RunCycleAsync("web", toA, b.Ct);
+        Assert.False(back.Full);
+        Assert.Equal(M, back.DataBytes);
+        await a.AssertCheckpointAsync("web", ReplicaService.PointName(back.Cycle), now);
     }
 }

@@ -14,7 +14,7 @@ namespace Haven.Host.Replication;
 /// so the latest committed point is never touched and the disks always open in QEMU. docs/replication.md,
 /// "Replica storage".
 /// </summary>
-public sealed class ReplicaService(HavenHost host)
+public sealed partial class ReplicaService(HavenHost host)
 {
     public const string CycleOperation = "replica-cycle";
     /// <summary>Largest extent one message may carry; the wire limit is set from it.</summary>
@@ -78,7 +78,8 @@ public sealed class ReplicaService(HavenHost host)
         var replica = Store.FindReplica(vmId) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
         if (header.BaseCycle != replica.LastCycle) throw new ReplicaOutOfSyncException(vm.Name, replica.LastCycle, header.BaseCycle);
         if (header.Cycle <= replica.LastCycle) throw HavenException.Invalid($"cycle {header.Cycle} is not after the last committed cycle {replica.LastCycle}");
-        if (host.Runtimes.Get(vmId) is not null) throw HavenException.Conflict($"replica VM '{vm.Name}' is running (failed over?); it takes no more cycles");
+        if (replica.State != ReplicaState.Replicating || host.Runtimes.Get(vmId) is not null)
+            throw HavenException.Conflict($"replica VM '{vm.Name}' is failed over; it takes no cycles until the failover is cancelled");
         var disks = Store.ListDisks(vmId);
         if (header.DiskSizes.Count != disks.Count) throw HavenException.Invalid($"the cycle has {header.DiskSizes.Count} disk(s), the replica {disks.Count}");
         for (var i = 0; i < disks.Count; i++)

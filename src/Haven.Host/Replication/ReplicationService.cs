@@ -115,6 +115,55 @@ public sealed class ReplicationService(HavenHost host)
         }
     }
 
+    /// <summary>
+    /// Planned failover from this (primary) side: the VM is shut down, a last cycle sends what is left (no
+    /// data loss), the replica fails over to it and starts. With <paramref name="reverse"/> the roles swap:
+    /// the replica replicates back, and this VM becomes its replica — from the same cycle, so only what
+    /// changes from now on moves.
+    /// </summary>
+    public async Task<CycleResult> PlannedFailoverAsync(string vmName, IReplicaTarget replica, string replicaHostName, bool reverse, CancellationToken ct,
+        int shutdownTimeoutSeconds = 60)
+    {
+        var vm = host.Vms.Find(vmName);
+        var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        if (host.Runtimes.Get(vm.Id) is not null) await host.Vms.StopAsync(vm.Name, new VmStopRequest { TimeoutSeconds = shutdownTimeoutSeconds }, ct);
+        var last = await RunCycleAsync(vm.Name, replica, ct);
+        await replica.FailoverAsync(vm.Id, start: true, ct);
+        if (!reverse) return last;
+        var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
+        var replicaVmId = await replica.ReverseAsync(vm.Id, settings.PrimaryHostName ?? Environment.MachineName, settings, ct);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        Store.Write(w =>
+        {
+            w.DeleteReplication(vm.Id);
+            w.InsertReplica(new ReplicaRecord(vm.Id, replicaHostName, replicaVmId, "", last.Cycle, settings.AdditionalPoints, DateTimeOffset.UtcNow));
+        });
+        return last;
+    }
+
+    /// <summary>
+    /// This host's failed-over replica becomes the primary of reverse replication to <paramref name="newReplicaHost"/>:
+    /// it stops being a replica (its recovery points stay, as ordinary checkpoints) and replicates from the
+    /// cycle it failed over to, with the change tracking the failover started. Returns the VM's id here.
+    /// </summary>
+    public async Task<string> AdoptReverseAsync(string vmName, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        var replica = Store.FindReplica(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
+        if (replica.State != ReplicaState.FailedOver) throw HavenException.Conflict($"'{vm.Name}' is not failed over");
+        var cycle = Store.ListReferencePoints(vm.Id).Find(r => r.RepositoryId == TrackingKey(vm.Id))?.BackupId is { } id
+            ? long.Parse(id, System.Globalization.CultureInfo.InvariantCulture)
+            : throw HavenException.Conflict($"'{vm.Name}' has no change tracking from its failover");
+        Store.Write(w =>
+        {
+            w.DeleteReplica(vm.Id);
+            w.InsertReplication(new ReplicationRecord(vm.Id, newReplicaHost, JsonSerializer.Serialize(settings with { PrimaryHostName = null }, ApiJson.Options), cycle,
+                JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options)));
+        });
+        return vm.Id;
+    }
+
     public ReplicationStatistics StatisticsOf(string vmName)
     {
         var vm = host.Vms.Find(vmName);
@@ -125,15 +174,21 @@ public sealed class ReplicationService(HavenHost host)
     private static ReplicationStatistics Statistics(ReplicationRecord r) =>
         JsonSerializer.Deserialize<ReplicationStatistics>(r.Statistics, ApiJson.Options) ?? new ReplicationStatistics();
 
-    /// <summary>Every disk still has the reference point of the last cycle, on its current layer.</summary>
+    /// <summary>
+    /// Every disk still has the reference point of the last cycle, on its current layer, and (VM off) nothing
+    /// wrote to the layer file behind Haven's back. Any doubt means a full copy: never a missed change.
+    /// </summary>
     private bool TrackingIntact(string vmId, string key, List<DiskRecord> disks)
     {
         var rps = Store.ListReferencePoints(vmId).FindAll(r => r.RepositoryId == key);
         if (rps.Count != disks.Count) return false;
+        var off = host.Runtimes.Get(vmId) is null;
+        var tree = new Checkpoints.LayerTree(host.Paths, Store.ListLayers(vmId));
         foreach (var d in disks)
         {
             var rp = rps.Find(r => r.DiskIndex == d.Index);
             if (rp is null || rp.UntrustedReason is not null || rp.LayerId != d.ActiveLayerId) return false;
+            if (off && rp.FileStamp is not null && rp.FileStamp != BackupService.FileStamp(tree.PathOf(tree[d.ActiveLayerId]))) return false;
         }
         return true;
     }
@@ -194,6 +249,15 @@ public interface IReplicaTarget
 
     /// <summary>Sends one cycle; returns the cycle number the replica committed (the header's, on success).</summary>
     Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct);
+
+    /// <summary>Fails the replica over to its latest recovery point (planned failover: after the last cycle).</summary>
+    Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct);
+
+    /// <summary>
+    /// Reverse replication: the failed-over replica becomes the primary, replicating back to
+    /// <paramref name="newReplicaHost"/> (this caller) from the cycle both sides hold.
+    /// </summary>
+    Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct);
 }
 
 /// <summary>A replica host reached directly (same process): what the network service does on the replica, without the network.</summary>
@@ -213,6 +277,19 @@ public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost
             ?? throw HavenException.NotFound($"no replica of {primaryHost}'s VM {primaryVmId} on this host");
         var point = await replicaHost.Replicas.ApplyCycleAsync(replica.VmId, header, extents, ct);
         return point.Cycle;
+    }
+
+    public async Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct)
+        => await replicaHost.Replicas.FailoverAsync(Name(primaryVmId), null, start, ct);
+
+    public async Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
+        => await replicaHost.Replications.AdoptReverseAsync(Name(primaryVmId), newReplicaHost, settings, ct);
+
+    private string Name(string primaryVmId)
+    {
+        var replica = replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId)
+            ?? throw HavenException.NotFound($"no replica of {primaryHost}'s VM {primaryVmId} on this host");
+        return replicaHost.Store.FindVm(replica.VmId)!.Name;
     }
 }
 

@@ -44,7 +44,8 @@ public sealed class HostStore : IDisposable
             Exec("""
                 CREATE TABLE replicas (
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, primary_host TEXT NOT NULL, primary_vm_id TEXT NOT NULL,
-                  trust_group TEXT NOT NULL, last_cycle INTEGER NOT NULL, additional_points INTEGER NOT NULL, created_at TEXT NOT NULL);
+                  trust_group TEXT NOT NULL, last_cycle INTEGER NOT NULL, additional_points INTEGER NOT NULL, created_at TEXT NOT NULL,
+                  state TEXT NOT NULL, last_test_failover TEXT);
                 CREATE TABLE replica_points (
                   vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, cycle INTEGER NOT NULL, checkpoint_id TEXT NOT NULL,
                   point_time TEXT NOT NULL, consistency TEXT NOT NULL, PRIMARY KEY (vm_id, cycle));
@@ -145,8 +146,15 @@ public sealed class HostStore : IDisposable
         public void InsertOperation(OperationRecord o) => X("INSERT INTO operations VALUES ($a,$b,$c,$d,$e)", o.Id, o.VmId, o.Kind, o.Payload, o.StartedAt.ToString("O"));
         public void UpdateOperation(string id, string payload) => X("UPDATE operations SET payload=$a WHERE id=$b", payload, id);
         public void DeleteOperation(string id) => X("DELETE FROM operations WHERE id=$a", id);
-        public void InsertReplica(ReplicaRecord r) => X("INSERT INTO replicas VALUES ($a,$b,$c,$d,$e,$f,$g)",
-            r.VmId, r.PrimaryHost, r.PrimaryVmId, r.TrustGroup, r.LastCycle, r.AdditionalPoints, r.CreatedAt.ToString("O"));
+        public void InsertReplica(ReplicaRecord r) => X("INSERT INTO replicas VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i)",
+            r.VmId, r.PrimaryHost, r.PrimaryVmId, r.TrustGroup, r.LastCycle, r.AdditionalPoints, r.CreatedAt.ToString("O"), r.State.ToString(), r.LastTestFailover?.ToString("O"));
+        public void SetReplicaState(string vmId, ReplicaState state) => X("UPDATE replicas SET state=$a WHERE vm_id=$b", state.ToString(), vmId);
+        public void SetReplicaTestFailover(string vmId, DateTimeOffset at) => X("UPDATE replicas SET last_test_failover=$a WHERE vm_id=$b", at.ToString("O"), vmId);
+        public void DeleteReplica(string vmId)
+        {
+            X("DELETE FROM replica_points WHERE vm_id=$a", vmId);
+            X("DELETE FROM replicas WHERE vm_id=$a", vmId);
+        }
         public void SetReplicaCycle(string vmId, long cycle) => X("UPDATE replicas SET last_cycle=$a WHERE vm_id=$b", cycle, vmId);
         public void InsertReplicaPoint(ReplicaPointRecord p) => X("INSERT INTO replica_points VALUES ($a,$b,$c,$d,$e)",
             p.VmId, p.Cycle, p.CheckpointId, p.PointTime.ToString("O"), p.Consistency.ToString());
@@ -272,7 +280,8 @@ public sealed class HostStore : IDisposable
     };
 
     private static ReplicaRecord ReadReplica(SqliteDataReader r) => new(S(r, "vm_id")!, S(r, "primary_host")!, S(r, "primary_vm_id")!,
-        S(r, "trust_group")!, Convert.ToInt64(r["last_cycle"]), Convert.ToInt32(r["additional_points"]), DateTimeOffset.Parse(S(r, "created_at")!));
+        S(r, "trust_group")!, Convert.ToInt64(r["last_cycle"]), Convert.ToInt32(r["additional_points"]), DateTimeOffset.Parse(S(r, "created_at")!),
+        Enum.Parse<ReplicaState>(S(r, "state")!), S(r, "last_test_failover") is { } t ? DateTimeOffset.Parse(t) : null);
 
     private static ReplicaPointRecord ReadReplicaPoint(SqliteDataReader r) => new(S(r, "vm_id")!, Convert.ToInt64(r["cycle"]),
         S(r, "checkpoint_id")!, DateTimeOffset.Parse(S(r, "point_time")!), Enum.Parse<Consistency>(S(r, "consistency")!));

@@ -78,7 +78,14 @@ public sealed record JobRecord(string Name, string Definition, DateTimeOffset? L
 /// the initial replication) and how many hourly recovery points to keep besides the latest.
 /// </summary>
 public sealed record ReplicaRecord(string VmId, string PrimaryHost, string PrimaryVmId, string TrustGroup, long LastCycle,
-    int AdditionalPoints, DateTimeOffset CreatedAt);
+    int AdditionalPoints, DateTimeOffset CreatedAt, ReplicaState State = ReplicaState.Replicating, DateTimeOffset? LastTestFailover = null);
+
+/// <summary>Replicating: takes cycles. FailedOver: runs from a recovery point (cancel or complete the failover); takes no cycles.</summary>
+public enum ReplicaState
+{
+    Replicating,
+    FailedOver,
+}
 
 /// <summary>A recovery point of a replica VM: the checkpoint holding the disks as the primary's point in time of that cycle.</summary>
 public sealed record ReplicaPointRecord(string VmId, long Cycle, string CheckpointId, DateTimeOffset PointTime, Consistency Consistency);

@@ -1,0 +1,151 @@
+using Haven.Api;
+using Haven.Host.Checkpoints;
+using Haven.Host.State;
+using Haven.Qemu.Runtime;
+
+namespace Haven.Host.Replication;
+
+/// <summary>Failover on the replica host: test, and the failover proper (planned or unplanned), with cancel and complete.</summary>
+public sealed partial class ReplicaService
+{
+    public static string TestVmName(string vmName) => vmName + " - Test";
+
+    /// <summary>
+    /// Test failover (Hyper-V's): a new VM "&lt;name&gt; - Test" from a recovery point (the latest, or
+    /// <paramref name="cycle"/>), with no network, started; the replica VM and its cycles are not touched. One
+    /// at a time: stop the running test first.
+    /// </summary>
+    public async Task<VmInfo> TestFailoverAsync(string vmName, long? cycle, bool start, CancellationToken ct)
+    {
+        var replica = Find(vmName);
+        var vm = Store.FindVm(replica.VmId)!;
+        var testName = TestVmName(vm.Name);
+        if (Store.ListVms().Exists(v => v.Name == testName)) throw HavenException.Conflict($"a test failover of '{vm.Name}' is running ('{testName}'); stop it first");
+        var point = Point(replica, cycle);
+        var checkpoint = Store.ListCheckpoints(vm.Id).Find(c => c.Id == point.CheckpointId)!;
+        var exportBase = Path.Combine(Paths.RunDir, $"{vm.Id}-test-{HostPaths.NewId()}.qcow2");
+        var files = (await host.Checkpoints.ExportAsync(vm.Name, checkpoint.Name, new CheckpointExportRequest { Path = exportBase }, ct)).Files;
+        try
+        {
+            var info = await host.Vms.DescribeAsync(vm, ct);
+            var test = await host.Vms.CreateAsync(new VmCreateRequest
+            {
+                Name = testName,
+                Vcpus = info.Vcpus,
+                MemoryMiB = info.MemoryMiB,
+                Disks = files.ConvertAll(f => new DiskSpec { ImportPath = f }),
+                Kernel = info.Kernel,
+                Initrd = info.Initrd,
+                Append = info.Append,
+                GuestAgent = info.GuestAgent,
+                Network = "none", // a test must not meet the production network
+                Accelerator = info.Accelerator,
+                CheckpointType = info.CheckpointType,
+            }, ct);
+            Store.Write(w => w.SetReplicaTestFailover(vm.Id, DateTimeOffset.UtcNow));
+            return start ? await host.Vms.StartAsync(test.Name, ct) : test;
+        }
+        finally
+        {
+            foreach (var f in files) File.Delete(f);
+        }
+    }
+
+    /// <summary>Stop test failover: the test VM is stopped and deleted.</summary>
+    public async Task StopTestFailoverAsync(string vmName, CancellationToken ct)
+    {
+        var replica = Find(vmName);
+        var testName = TestVmName(Store.FindVm(replica.VmId)!.Name);
+        if (!Store.ListVms().Exists(v => v.Name == testName)) throw HavenException.NotFound($"no test failover of '{vmName}' is running");
+        if (host.Runtimes.Get(host.Vms.Find(testName).Id) is not null) await host.Vms.StopAsync(testName, new VmStopRequest { Force = true }, ct);
+        await host.Vms.RemoveAsync(testName, ct);
+    }
+
+    /// <summary>
+    /// Failover: the replica VM goes back to a recovery point (the latest, or <paramref name="cycle"/>) and
+    /// starts. Until it is completed or cancelled it takes no cycles. Its disks get change tracking from
+    /// this point on, so reverse replication later sends only what changed here.
+    /// </summary>
+    public async Task<VmInfo> FailoverAsync(string vmName, long? cycle, bool start, CancellationToken ct)
+    {
+        var replica = Find(vmName);
+        var vm = Store.FindVm(replica.VmId)!;
+        if (replica.State == ReplicaState.FailedOver) throw HavenException.Conflict($"'{vm.Name}' is already failed over; cancel or complete that first");
+        if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"replica VM '{vm.Name}' is running");
+        var point = Point(replica, cycle);
+        var checkpoint = Store.ListCheckpoints(vm.Id).Find(c => c.Id == point.CheckpointId)!;
+        await host.Checkpoints.ApplyAsync(vm.Name, checkpoint.Name, new CheckpointApplyRequest(), ct);
+        await using (await host.LockVmAsync(vm.Id, ct))
+        {
+            await TrackFromHereAsync(vm.Id, point, ct);
+            Store.Write(w => w.SetReplicaState(vm.Id, ReplicaState.FailedOver));
+        }
+        return start ? await host.Vms.StartAsync(vm.Name, ct) : await host.Vms.DescribeAsync(vm, ct);
+    }
+
+    /// <summary>Cancel failover: the VM stops, what it wrote is discarded, and it goes back to taking cycles.</summary>
+    public async Task CancelFailoverAsync(string vmName, CancellationToken ct)
+    {
+        var replica = Find(vmName);
+        var vm = Store.FindVm(replica.VmId)!;
+        if (replica.State != ReplicaState.FailedOver) throw HavenException.Conflict($"'{vm.Name}' is not failed over");
+        var latest = Point(replica, null);
+        var checkpoint = Store.ListCheckpoints(vm.Id).Find(c => c.Id == latest.CheckpointId)!;
+        // Applying the latest point turns the VM off and puts an empty active layer over it: as before the failover.
+        await host.Checkpoints.ApplyAsync(vm.Name, checkpoint.Name, new CheckpointApplyRequest(), ct);
+        Store.Write(w => w.SetReplicaState(vm.Id, ReplicaState.Replicating));
+    }
+
+    /// <summary>
+    /// Complete failover: the recovery points are merged away and the VM is an ordinary VM of this host from
+    /// now on (irreversible). Replicating it back is reverse replication.
+    /// </summary>
+    public async Task CompleteFailoverAsync(string vmName, CancellationToken ct)
+    {
+        var replica = Find(vmName);
+        var vm = Store.FindVm(replica.VmId)!;
+        if (replica.State != ReplicaState.FailedOver) throw HavenException.Conflict($"'{vm.Name}' is not failed over");
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        foreach (var p in Store.ListReplicaPoints(vm.Id))
+            await host.Removal.RemoveOneAsync(vm.Id, p.CheckpointId, ct);
+        Store.Write(w => w.DeleteReplica(vm.Id));
+    }
+
+    private ReplicaPointRecord Point(ReplicaRecord replica, long? cycle)
+    {
+        var points = Store.ListReplicaPoints(replica.VmId);
+        if (points.Count == 0) throw HavenException.Conflict("the replica has no recovery point yet (initial replication not done)");
+        if (cycle is null) return points[^1];
+        return points.Find(p => p.Cycle == cycle) ?? throw HavenException.NotFound($"no recovery point of cycle {cycle} (kept: {string.Join(", ", points.ConvertAll(p => p.Cycle))})");
+    }
+
+    /// <summary>
+    /// A dirty bitmap on every active layer (the VM is off), recorded as the replication reference point
+    /// of <paramref name="point"/>'s cycle: changes made after the failover are what reverse replication sends.
+    /// </summary>
+    private async Task TrackFromHereAsync(string vmId, ReplicaPointRecord point, CancellationToken ct)
+    {
+        var tree = new LayerTree(Paths, Store.ListLayers(vmId));
+        var key = ReplicationService.TrackingKey(vmId);
+        var records = new List<ReferencePointRecord>();
+        foreach (var d in Store.ListDisks(vmId))
+        {
+            var top = tree.PathOf(tree[d.ActiveLayerId]);
+            var bitmap = "haven-rp-" + HostPaths.NewId();
+            await DirtyBitmaps.EditOfflineAsync(top, bitmap, ["--add", "--granularity", ReplicationService.BlockSize.ToString()], ct);
+            records.Add(new ReferencePointRecord
+            {
+                VmId = vmId,
+                DiskIndex = d.Index,
+                RepositoryId = key,
+                Bitmap = bitmap,
+                LayerId = d.ActiveLayerId,
+                BackupId = point.Cycle.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                Consistency = point.Consistency,
+                CreatedAt = DateTimeOffset.UtcNow,
+                FileStamp = Backups.BackupService.FileStamp(top),
+            });
+        }
+        Store.Write(w => { foreach (var r in records) w.UpsertReferencePoint(r); });
+    }
+}
