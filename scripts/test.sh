@@ -19,7 +19,7 @@ else
 fi
 
 passed=0; failed=0; status=0
-for project in tests/Haven.Cli.Tests tests/Haven.Storage.Tests tests/Haven.Repository.Tests tests/Haven.Nbd.Tests tests/Haven.Qemu.Tests tests/Haven.Host.Tests tests/Haven.EndToEnd.Tests; do
+for project in tests/Haven.Cli.Tests tests/Haven.Replication.Tests tests/Haven.Storage.Tests tests/Haven.Repository.Tests tests/Haven.Nbd.Tests tests/Haven.Qemu.Tests tests/Haven.Host.Tests tests/Haven.EndToEnd.Tests; do
   [ -d "$project" ] || continue
   echo "== $project"
   log=$(mktemp)

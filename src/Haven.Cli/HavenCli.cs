@@ -5,6 +5,7 @@ using System.CommandLine.Parsing;
 using Haven.Cli.Commands.Backup;
 using Haven.Cli.Commands.Checkpoint;
 using Haven.Cli.Commands.Host;
+using Haven.Cli.Commands.ReplicaServer;
 using Haven.Cli.Commands.Repo;
 using Haven.Cli.Commands.Restore;
 using Haven.Cli.Commands.Vm;
@@ -37,6 +38,8 @@ public static class HavenCli
         root.Add(new RestoreCommand(ctx));
         root.Add(RepoCommand.Create(ctx));
         root.Add(Commands.Job.JobCommand.Create(ctx));
+        root.Add(ReplicaServerCommand.Create(ctx));
+        root.Add(ReplicationCommand.Create(ctx));
         ShowHelpWhenBare(root);
         return root;
     }

@@ -27,7 +27,7 @@ public sealed class HavenUnreachableException(string where, string reason, Excep
 public sealed class HavenProtocolException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>Thin typed client of havend's HTTP API (routes under /v1, see src/Haven.Api/Contracts.cs).</summary>
-public sealed class HavenClient : IDisposable
+public sealed partial class HavenClient : IDisposable
 {
     /// <summary>Media type of streamed long operations: one OperationEvent per line.</summary>
     public const string NdJson = "application/x-ndjson";

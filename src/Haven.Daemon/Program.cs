@@ -10,6 +10,7 @@ using System.Text.Json;
 var dataDir = Arg("--data") ?? Environment.GetEnvironmentVariable("HAVEN_HOME")
     ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local", "share", "haven");
 var listen = Arg("--listen");
+var hostName = Arg("--host-name");
 
 HavenHost host;
 try
@@ -25,6 +26,18 @@ var report = await host.StartAsync();
 Console.WriteLine($"havend: data {host.Paths.Root}; reattached {report.VmsReattached} VM(s); repaired {report.OperationsRepaired.Count} operation(s); " +
     $"removed {report.OrphanFilesRemoved.Count} orphan file(s), {report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es)");
 foreach (var op in report.OperationsRepaired) Console.WriteLine("havend: repaired " + op);
+
+ReplicaEndpoint replica;
+try
+{
+    replica = ReplicaEndpoint.Open(host.Paths.Root, hostName);
+}
+catch (Exception e) when (e is InvalidDataException or ArgumentException or IOException or UnauthorizedAccessException)
+{
+    Console.Error.WriteLine("havend: " + e.Message.ReplaceLineEndings(" "));
+    await host.DisposeAsync();
+    return 1;
+}
 
 var token = ApiToken.LoadOrCreate(host.Paths.TokenFile);
 File.Delete(host.Paths.ApiSocket);
@@ -48,6 +61,7 @@ builder.Services.ConfigureHttpJsonOptions(o =>
     o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull;
 });
 builder.Services.AddSingleton(host);
+builder.Services.AddSingleton(replica);
 builder.Services.AddHostedService<JobScheduler>();
 // Binding failures (malformed JSON, missing body) throw, so ErrorMiddleware answers them with one line.
 builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
@@ -56,9 +70,11 @@ app.UseMiddleware<ErrorMiddleware>();
 app.UseMiddleware<TokenAuthMiddleware>(token);
 Routes.Map(app);
 await app.StartAsync();
+await replica.StartAsync();
 File.SetUnixFileMode(host.Paths.ApiSocket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
 Console.WriteLine($"havend: listening on unix:{host.Paths.ApiSocket}" + (listen is null ? "" : " and " + listen));
 await app.WaitForShutdownAsync();
+await replica.DisposeAsync();
 await host.DisposeAsync();
 return 0;
 

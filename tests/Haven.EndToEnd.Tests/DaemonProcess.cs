@@ -30,7 +30,7 @@ public sealed class DaemonProcess : IAsyncDisposable
     private readonly TaskCompletionSource _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private DaemonProcess(string dataDir, IReadOnlyDictionary<string, string>? env)
+    private DaemonProcess(string dataDir, IReadOnlyDictionary<string, string>? env, IReadOnlyList<string>? args)
     {
         DataDir = dataDir;
         var psi = new ProcessStartInfo("dotnet")
@@ -43,6 +43,7 @@ public sealed class DaemonProcess : IAsyncDisposable
         psi.ArgumentList.Add(DaemonDll);
         psi.ArgumentList.Add("--data");
         psi.ArgumentList.Add(dataDir);
+        foreach (var a in args ?? []) psi.ArgumentList.Add(a);
         psi.Environment.Remove("HAVEN_CRASH_AT");
         psi.Environment.Remove("HAVEN_HOME");
         // havend gets no AWS settings of the test runner's: S3 tests pass them with the CLI's requests.
@@ -76,9 +77,10 @@ public sealed class DaemonProcess : IAsyncDisposable
     /// <summary>The start-up report line ("havend: data ...; repaired N operation(s); removed ...").</summary>
     public string StartupReport => Stdout.Split('\n').FirstOrDefault(l => l.StartsWith("havend: data ", StringComparison.Ordinal)) ?? "";
 
-    public static async Task<DaemonProcess> StartAsync(string dataDir, IReadOnlyDictionary<string, string>? env = null)
+    /// <param name="args">More havend arguments after <c>--data DIR</c>, e.g. <c>--host-name NAME</c>.</param>
+    public static async Task<DaemonProcess> StartAsync(string dataDir, IReadOnlyDictionary<string, string>? env = null, IReadOnlyList<string>? args = null)
     {
-        var d = Launch(dataDir, env);
+        var d = Launch(dataDir, env, args);
         var done = await Task.WhenAny(d._listening.Task, d._exited.Task, Task.Delay(ListenTimeout));
         if (done != d._listening.Task)
         {
@@ -90,9 +92,9 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     /// <summary>Starts havend without waiting for it to listen (for one that is expected to die first).</summary>
-    public static DaemonProcess Launch(string dataDir, IReadOnlyDictionary<string, string>? env = null)
+    public static DaemonProcess Launch(string dataDir, IReadOnlyDictionary<string, string>? env = null, IReadOnlyList<string>? args = null)
     {
-        var d = new DaemonProcess(dataDir, env);
+        var d = new DaemonProcess(dataDir, env, args);
         d._process.Start();
         d._process.BeginOutputReadLine();
         d._process.BeginErrorReadLine();

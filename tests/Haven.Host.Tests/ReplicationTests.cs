@@ -91,6 +91,12 @@ public sealed class ReplicationTests
         // Incrementals send the changed blocks, not the disk.
         Assert.All(results.Skip(1), r => Assert.True(r.DataBytes < 16 * M, $"cycle {r.Cycle} sent {r.DataBytes} bytes"));
         Assert.Equal(3, primary.Host.Replications.StatisticsOf("web").SuccessfulCycles);
+        var status = await primary.Host.Replications.StatusAsync("web", primary.Ct);
+        Assert.Equal(("primary", "Normal", 3L), (status.Role, status.Health, status.LastCycle));
+        Assert.NotNull(status.PendingBytes);
+        var replicaStatus = await replicaHost.Host.Replications.StatusAsync("web", primary.Ct);
+        Assert.Equal(("replica", "Normal", "primary.test"), (replicaStatus.Role, replicaStatus.Health, replicaStatus.Partner));
+        Assert.Equal([3L], replicaStatus.RecoveryPoints.Select(p => p.Cycle));
         await primary.AssertNoBackupLeftoversAsync("web");
         await replicaHost.AssertConsistentAsync("web");
     }
@@ -164,5 +170,26 @@ public sealed class PlannedFailoverTests
         Assert.False(back.Full);
         Assert.Equal(M, back.DataBytes);
         await a.AssertCheckpointAsync("web", ReplicaService.PointName(back.Cycle), now);
+    }
+}
+
+public sealed class ReplicationHealthTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 11, 24, 12, 0, 0, TimeSpan.Zero);
+
+    [Fact]
+    public void Health_follows_the_age_of_the_last_success_and_the_last_outcome()
+    {
+        var ok = new ReplicationStatistics { SuccessfulCycles = 10, LastSuccess = Now.AddSeconds(-40) };
+        Assert.Equal("Normal", ReplicationHealth.OfPrimary(ok, 30, 10, Now).Health);
+        Assert.Equal("Warning", ReplicationHealth.OfPrimary(ok with { LastSuccess = Now.AddMinutes(-2) }, 30, 10, Now).Health);
+        Assert.Equal("Critical", ReplicationHealth.OfPrimary(ok with { LastSuccess = Now.AddHours(-2) }, 30, 10, Now).Health);
+        var failed = ok.Failed("connection refused", Now.AddSeconds(-5));
+        var (health, why) = ReplicationHealth.OfPrimary(failed, 30, 10, Now);
+        Assert.Equal("Warning", health);
+        Assert.Contains("connection refused", why);
+        Assert.Equal("Warning", ReplicationHealth.OfPrimary(ok with { MissedCycles = 4 }, 30, 10, Now).Health);
+        Assert.Equal("Warning", ReplicationHealth.OfPrimary(new ReplicationStatistics(), 300, 0, Now).Health);
+        Assert.Equal("Critical", ReplicationHealth.OfPrimary(new ReplicationStatistics().Failed("x", Now), 300, 0, Now).Health);
     }
 }

@@ -164,6 +164,54 @@ public sealed class ReplicationService(HavenHost host)
         return vm.Id;
     }
 
+    /// <summary>A VM's replication as Hyper-V's "replication health" shows it, from whichever side this host is.</summary>
+    public async Task<ReplicationStatusInfo> StatusAsync(string vmName, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        var now = DateTimeOffset.UtcNow;
+        if (Store.FindReplication(vm.Id) is { } r)
+        {
+            var settings = JsonSerializer.Deserialize<ReplicationSettings>(r.Settings, ApiJson.Options)!;
+            var stats = Statistics(r);
+            var (health, why) = ReplicationHealth.OfPrimary(stats, settings.FrequencySeconds, r.LastCycle, now);
+            return new ReplicationStatusInfo
+            {
+                Vm = vm.Name, Role = "primary", Partner = r.Target, Health = health, HealthReason = why, State = "Replicating",
+                FrequencySeconds = settings.FrequencySeconds, LastCycle = r.LastCycle,
+                SuccessfulCycles = stats.SuccessfulCycles, FailedCycles = stats.FailedCycles, MissedCycles = stats.MissedCycles,
+                AverageBytes = stats.SuccessfulCycles == 0 ? 0 : stats.TotalBytes / stats.SuccessfulCycles, MaxBytes = stats.MaxBytes,
+                AverageSeconds = stats.SuccessfulCycles == 0 ? 0 : stats.TotalSeconds / stats.SuccessfulCycles, MaxSeconds = stats.MaxSeconds,
+                PendingBytes = await PendingBytesAsync(vm.Id, ct), LastSuccess = stats.LastSuccess, LastError = stats.LastError,
+            };
+        }
+        if (Store.FindReplica(vm.Id) is { } replica)
+        {
+            var points = Store.ListReplicaPoints(vm.Id);
+            var (health, why) = ReplicationHealth.OfReplica(replica, points.Count == 0 ? null : points[^1].PointTime, now);
+            return new ReplicationStatusInfo
+            {
+                Vm = vm.Name, Role = "replica", Partner = replica.PrimaryHost, Health = health, HealthReason = why, State = replica.State.ToString(),
+                LastCycle = replica.LastCycle, LastSuccess = points.Count == 0 ? null : points[^1].PointTime, LastTestFailover = replica.LastTestFailover,
+                RecoveryPoints = points.ConvertAll(p => new RecoveryPointInfo { Cycle = p.Cycle, PointInTime = p.PointTime, Consistency = p.Consistency }),
+            };
+        }
+        throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+    }
+
+    /// <summary>Bytes written since the last cycle: the dirty count of the cycle's bitmaps, when the VM runs.</summary>
+    private async Task<long?> PendingBytesAsync(string vmId, CancellationToken ct)
+    {
+        if (host.Runtimes.Get(vmId) is not { } qemu) return null;
+        long total = 0;
+        foreach (var rp in Store.ListReferencePoints(vmId).FindAll(p => p.RepositoryId == TrackingKey(vmId)))
+        {
+            var bitmap = (await Qemu.Runtime.DirtyBitmaps.ListAsync(qemu.Qmp, "l" + rp.LayerId, ct)).Find(b => b.Name == rp.Bitmap);
+            if (bitmap is null || bitmap.DirtyBytes < 0) return null;
+            total += bitmap.DirtyBytes;
+        }
+        return total;
+    }
+
     public ReplicationStatistics StatisticsOf(string vmName)
     {
         var vm = host.Vms.Find(vmName);
@@ -315,6 +363,8 @@ public sealed record ReplicationStatistics
 {
     public long SuccessfulCycles { get; init; }
     public long FailedCycles { get; init; }
+    /// <summary>Cycles that were due but did not start on time (the previous one still running, or the host down).</summary>
+    public long MissedCycles { get; init; }
     public long TotalBytes { get; init; }
     public long MaxBytes { get; init; }
     public double TotalSeconds { get; init; }
@@ -338,3 +388,34 @@ public sealed record ReplicationStatistics
 }
 
 public sealed record CycleResult(long Cycle, bool Full, Consistency Consistency, long DataBytes, long ZeroBytes, long Extents, TimeSpan Elapsed);
+
+/// <summary>
+/// Normal / Warning / Critical, after Hyper-V: Normal while cycles succeed on time; Warning when the last
+/// cycle failed, or none succeeded for more than twice the frequency, or more than a fifth of cycles were
+/// missed; Critical when none succeeded for max(1 h, 12 × frequency).
+/// </summary>
+public static class ReplicationHealth
+{
+    public static (string Health, string? Reason) OfPrimary(ReplicationStatistics s, int frequencySeconds, long lastCycle, DateTimeOffset now)
+    {
+        var critical = TimeSpan.FromSeconds(Math.Max(3600, 12 * frequencySeconds));
+        var late = TimeSpan.FromSeconds(2 * frequencySeconds + 5);
+        if (lastCycle == 0) return s.FailedCycles > 0 ? ("Critical", "initial replication failed: " + s.LastError) : ("Warning", "initial replication not done yet");
+        var since = now - (s.LastSuccess ?? now);
+        if (since > critical) return ("Critical", $"no cycle succeeded for {since.TotalMinutes:0} min");
+        if (s.LastFailure is { } f && (s.LastSuccess is null || f > s.LastSuccess)) return ("Warning", "the last cycle failed: " + s.LastError);
+        if (since > late) return ("Warning", $"no cycle succeeded for {since.TotalSeconds:0} s (frequency {frequencySeconds} s)");
+        var attempted = s.SuccessfulCycles + s.FailedCycles + s.MissedCycles;
+        if (attempted > 0 && s.MissedCycles * 5 > attempted) return ("Warning", $"{s.MissedCycles} of {attempted} cycles were missed");
+        return ("Normal", null);
+    }
+
+    public static (string Health, string? Reason) OfReplica(ReplicaRecord r, DateTimeOffset? latestPoint, DateTimeOffset now)
+    {
+        if (r.State == ReplicaState.FailedOver) return ("Warning", "failed over: complete or cancel the failover");
+        if (latestPoint is null) return ("Warning", "initial replication not received yet");
+        var age = now - latestPoint.Value;
+        if (age > TimeSpan.FromHours(1)) return ("Critical", $"the latest recovery point is {age.TotalMinutes:0} min old");
+        return ("Normal", null);
+    }
+}

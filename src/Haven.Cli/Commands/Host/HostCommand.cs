@@ -6,7 +6,12 @@ public static class HostCommand
 {
     public static Command Create(CliContext ctx)
     {
-        var host = new Command("host", "Inspect the host havend runs on") { new HostInfoCommand(ctx) };
+        var host = new Command("host", "The host havend runs on: info, its certificate, the certificates it trusts")
+        {
+            new HostInfoCommand(ctx),
+            HostCertificateCommand.Create(ctx),
+            HostTrustCommand.Create(ctx),
+        };
         HavenCli.ShowHelpWhenBare(host);
         return host;
     }

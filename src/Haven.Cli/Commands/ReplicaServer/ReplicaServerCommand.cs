@@ -1,0 +1,171 @@
+using System.CommandLine;
+using Haven.Api;
+using Spectre.Console;
+
+namespace Haven.Cli.Commands.ReplicaServer;
+
+/// <summary>haven replica-server enable|disable|show|allow|deny: this host as a replica server (docs/replication.md).</summary>
+public static class ReplicaServerCommand
+{
+    public static Command Create(CliContext ctx)
+    {
+        var server = new Command("replica-server", "This host as a replica server: where it listens and which primary servers it accepts")
+        {
+            EnableCommand(ctx),
+            DisableCommand(ctx),
+            ShowCommand(ctx),
+            AllowCommand(ctx),
+            DenyCommand(ctx),
+        };
+        HavenCli.ShowHelpWhenBare(server);
+        return server;
+    }
+
+    static Command EnableCommand(CliContext ctx)
+    {
+        var listen = new Option<string?>("--listen") { Description = "Address to listen on for primaries: https:// with a loopback IP and a port, e.g. https://127.0.0.1:9443 [default: the one set before]", HelpName = "URL" };
+        var allowAny = new Option<bool?>("--allow-any") { Description = "Accept any primary server whose certificate this host trusts (into --storage); --allow-any false turns it off [default: unchanged]", Arity = ArgumentArity.ZeroOrOne };
+        var storage = new Option<string?>("--storage") { Description = "Default storage folder (must exist) for primaries accepted by --allow-any [default: unchanged]", HelpName = "PATH" };
+        var trustGroup = new Option<string?>("--trust-group") { Description = "Default trust group for primaries accepted by --allow-any [default: unchanged]", HelpName = "GROUP" };
+        var cmd = new Command("enable", "Enable the replica server (it listens at once)") { listen, allowAny, storage, trustGroup };
+        ctx.SetAction(cmd, async (parseResult, client, output, ct) =>
+        {
+            var info = await client.EnableReplicaServerAsync(new ReplicaServerEnableRequest
+            {
+                Listen = parseResult.GetValue(listen),
+                AllowAny = parseResult.GetResult(allowAny) is null ? null : parseResult.GetValue(allowAny) ?? true,
+                DefaultStorage = parseResult.GetValue(storage) is { } s ? Path.GetFullPath(s) : null,
+                DefaultTrustGroup = parseResult.GetValue(trustGroup),
+            }, ct);
+            output.Result(info, console =>
+            {
+                console.Line(info.Listening ? $"Replica server enabled, listening on {info.Listen}." : "Replica server enabled.");
+                Render(console, info);
+            });
+        });
+        return cmd;
+    }
+
+    static Command DisableCommand(CliContext ctx)
+    {
+        var cmd = new Command("disable", "Stop accepting primaries (the authorization entries are kept)");
+        ctx.SetAction(cmd, async (_, client, output, ct) =>
+        {
+            var info = await client.DisableReplicaServerAsync(ct);
+            output.Result(info, console => console.Line("Replica server disabled."));
+        });
+        return cmd;
+    }
+
+    static Command ShowCommand(CliContext ctx)
+    {
+        var cmd = new Command("show", "Show the replica server's settings and authorization entries");
+        ctx.SetAction(cmd, async (_, client, output, ct) =>
+        {
+            var info = await client.GetReplicaServerAsync(ct);
+            output.Result(info, console => Render(console, info));
+        });
+        return cmd;
+    }
+
+    static Option<string> PrimaryOption() => new("--primary")
+    {
+        Description = "Primary server name or pattern: letters, digits, '-', '.', and '*' for any run of characters (*.example.com); case-insensitive",
+        Required = true,
+        HelpName = "PATTERN",
+    };
+
+    static Command AllowCommand(CliContext ctx)
+    {
+        var primary = PrimaryOption();
+        var storage = new Option<string>("--storage") { Description = "Storage folder (must exist) for these primaries' replicas", Required = true, HelpName = "PATH" };
+        var trustGroup = new Option<string>("--trust-group") { Description = "Trust group of these primaries (a label: VMs may move between primaries of one group)", Required = true, HelpName = "GROUP" };
+        var cmd = new Command("allow", "Accept primary servers matching a pattern (replaces the entry with the same pattern)") { primary, storage, trustGroup };
+        ctx.SetAction(cmd, async (parseResult, client, output, ct) =>
+        {
+            var info = await client.AllowPrimaryAsync(new ReplicaAuthorizationRequest
+            {
+                Primary = parseResult.GetRequiredValue(primary),
+                Storage = Path.GetFullPath(parseResult.GetRequiredValue(storage)),
+                TrustGroup = parseResult.GetRequiredValue(trustGroup),
+            }, ct);
+            output.Result(info, console =>
+            {
+                console.Line($"Primary servers matching '{parseResult.GetRequiredValue(primary)}' are allowed.");
+                Render(console, info);
+            });
+        });
+        return cmd;
+    }
+
+    static Command DenyCommand(CliContext ctx)
+    {
+        var primary = PrimaryOption();
+        var cmd = new Command("deny", "Remove the authorization entry with this pattern") { primary };
+        ctx.SetAction(cmd, async (parseResult, client, output, ct) =>
+        {
+            var info = await client.DenyPrimaryAsync(parseResult.GetRequiredValue(primary), ct);
+            output.Result(info, console => console.Line($"Removed the authorization entry '{parseResult.GetRequiredValue(primary)}'."));
+        });
+        return cmd;
+    }
+
+    public static void Render(IAnsiConsole console, ReplicaServerInfo info)
+    {
+        console.WriteProperties(
+            ("Enabled", info.Enabled ? "yes" : "no"),
+            ("Listen", info.Listen is null ? "-" : info.Listen + (info.Listening ? " (listening)" : info.Enabled ? " (not listening)" : "")),
+            ("Listen error", info.ListenError),
+            ("Host name", info.HostName),
+            ("Thumbprint", info.Thumbprint),
+            ("Allow any", info.AllowAnyAuthenticated ? $"yes, into {info.DefaultStorage}" + (info.DefaultTrustGroup is { } g ? $" (trust group {g})" : "") : "no"),
+            ("Default storage", info.AllowAnyAuthenticated ? null : info.DefaultStorage));
+        if (info.Authorizations.Count == 0)
+        {
+            console.Line("No authorization entries.");
+            return;
+        }
+        var table = Human.Table("PRIMARY", "STORAGE", "TRUST GROUP");
+        foreach (var a in info.Authorizations)
+            table.AddTextRow(a.Primary, a.Storage, a.TrustGroup ?? "-");
+        console.Write(table);
+    }
+}
+
+/// <summary>haven replication test-connection: this host, as a primary, says Hello to a replica server.</summary>
+public static class ReplicationCommand
+{
+    public static Command Create(CliContext ctx)
+    {
+        var replication = new Command("replication", "Replication from this host (the primary) to replica servers") { TestConnectionCommand(ctx) };
+        HavenCli.ShowHelpWhenBare(replication);
+        return replication;
+    }
+
+    static Command TestConnectionCommand(CliContext ctx)
+    {
+        var replica = new Option<string>("--replica") { Description = "Replica server address, https://HOST:PORT", Required = true, HelpName = "URL" };
+        var expect = new Option<string?>("--expect-name") { Description = "The replica's certificate must be for this name (CN or SAN)", HelpName = "NAME" };
+        var cmd = new Command("test-connection", "Connect to a replica server with mutual TLS and ask whether it accepts this host") { replica, expect };
+        ctx.SetAction(cmd, async (parseResult, client, output, ct) =>
+        {
+            var r = await client.TestReplicaConnectionAsync(new ReplicationTestConnectionRequest
+            {
+                Replica = parseResult.GetRequiredValue(replica),
+                ExpectedName = parseResult.GetValue(expect),
+            }, ct);
+            output.Result(r, console =>
+            {
+                console.Line($"The replica server {r.ReplicaHost} at {r.Replica} accepts this host ({r.PrimaryName}).");
+                console.WriteProperties(
+                    ("Replica", r.ReplicaHost),
+                    ("Thumbprint", r.ReplicaThumbprint),
+                    ("Protocol", r.ProtocolVersion.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+                    ("Storage", r.StorageLocation),
+                    ("Trust group", r.TrustGroup ?? "-"),
+                    ("Round trip", Human.Duration(r.ElapsedMs)));
+            });
+        });
+        return cmd;
+    }
+}

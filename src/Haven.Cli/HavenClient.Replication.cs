@@ -1,0 +1,40 @@
+using Haven.Api;
+
+namespace Haven.Cli;
+
+// Host identity, trust, replica server and replication routes (docs/replication.md).
+public sealed partial class HavenClient
+{
+    public Task<HostCertificateInfo> GetHostCertificateAsync(CancellationToken ct) =>
+        SendAsync<HostCertificateInfo>(HttpMethod.Get, "/v1/host/certificate", null, ct);
+
+    public Task<HostCertificateInfo> SetHostCertificateAsync(HostCertificateSetRequest request, CancellationToken ct) =>
+        SendAsync<HostCertificateInfo>(HttpMethod.Put, "/v1/host/certificate", request, ct);
+
+    public Task<List<TrustedCertificateInfo>> ListTrustedAsync(CancellationToken ct) =>
+        SendAsync<List<TrustedCertificateInfo>>(HttpMethod.Get, "/v1/host/trusted", null, ct);
+
+    public Task<TrustedCertificateInfo> AddTrustedAsync(TrustAddRequest request, CancellationToken ct) =>
+        SendAsync<TrustedCertificateInfo>(HttpMethod.Post, "/v1/host/trusted", request, ct);
+
+    public Task RemoveTrustedAsync(string thumbprint, CancellationToken ct) =>
+        SendAsync(HttpMethod.Delete, "/v1/host/trusted/" + Uri.EscapeDataString(thumbprint), null, ct);
+
+    public Task<ReplicaServerInfo> GetReplicaServerAsync(CancellationToken ct) =>
+        SendAsync<ReplicaServerInfo>(HttpMethod.Get, "/v1/replica-server", null, ct);
+
+    public Task<ReplicaServerInfo> EnableReplicaServerAsync(ReplicaServerEnableRequest request, CancellationToken ct) =>
+        SendAsync<ReplicaServerInfo>(HttpMethod.Post, "/v1/replica-server/enable", request, ct);
+
+    public Task<ReplicaServerInfo> DisableReplicaServerAsync(CancellationToken ct) =>
+        SendAsync<ReplicaServerInfo>(HttpMethod.Post, "/v1/replica-server/disable", null, ct);
+
+    public Task<ReplicaServerInfo> AllowPrimaryAsync(ReplicaAuthorizationRequest request, CancellationToken ct) =>
+        SendAsync<ReplicaServerInfo>(HttpMethod.Post, "/v1/replica-server/authorizations", request, ct);
+
+    public Task<ReplicaServerInfo> DenyPrimaryAsync(string pattern, CancellationToken ct) =>
+        SendAsync<ReplicaServerInfo>(HttpMethod.Delete, "/v1/replica-server/authorizations/" + Uri.EscapeDataString(pattern), null, ct);
+
+    public Task<ReplicationTestConnectionResult> TestReplicaConnectionAsync(ReplicationTestConnectionRequest request, CancellationToken ct) =>
+        SendAsync<ReplicationTestConnectionResult>(HttpMethod.Post, "/v1/replication/test-connection", request, ct);
+}

@@ -1,0 +1,148 @@
+using System.Diagnostics;
+using System.Security.Cryptography.X509Certificates;
+using Haven.Api;
+using Haven.Host;
+using Haven.Replication;
+
+namespace Haven.Daemon;
+
+/// <summary>Routes for host identity, trust, the replica server and host-to-host tests (docs/api.md, docs/replication.md).</summary>
+public static class ReplicationRoutes
+{
+    public static void Map(RouteGroupBuilder v1)
+    {
+        v1.MapGet("/host/certificate", (ReplicaEndpoint r) => CertificateInfo(r.Identity));
+        v1.MapPut("/host/certificate", (ReplicaEndpoint r, HostCertificateSetRequest req) =>
+        {
+            Checked(() => r.Identity.Replace(req.CertificatePem ?? "", req.KeyPem ?? ""));
+            return CertificateInfo(r.Identity);
+        });
+
+        v1.MapGet("/host/trusted", (ReplicaEndpoint r) => r.Trust.List().Select(Trusted).ToList());
+        v1.MapPost("/host/trusted", (ReplicaEndpoint r, TrustAddRequest req) => Trusted(Checked(() => r.Trust.Add(req.Pem ?? ""))));
+        v1.MapDelete("/host/trusted/{thumbprint}", (ReplicaEndpoint r, string thumbprint) =>
+        {
+            if (!Checked(() => r.Trust.Remove(thumbprint)))
+                throw new HavenException(ErrorCode.NotFound, $"no trusted certificate has the thumbprint {thumbprint}");
+            return Results.NoContent();
+        });
+
+        v1.MapGet("/replica-server", (ReplicaEndpoint r) => ServerInfo(r));
+        v1.MapPost("/replica-server/enable", async (ReplicaEndpoint r, ReplicaServerEnableRequest? req, CancellationToken ct) =>
+        {
+            req ??= new ReplicaServerEnableRequest();
+            if (req.DefaultStorage is { } storage) Storage(storage);
+            await r.UpdateAsync(s => s with
+            {
+                Enabled = true,
+                Listen = req.Listen ?? s.Listen,
+                AllowAnyAuthenticated = req.AllowAny ?? s.AllowAnyAuthenticated,
+                DefaultStorage = req.DefaultStorage ?? s.DefaultStorage,
+                DefaultTrustGroup = req.DefaultTrustGroup ?? s.DefaultTrustGroup,
+            }, ct);
+            return ServerInfo(r);
+        });
+        v1.MapPost("/replica-server/disable", async (ReplicaEndpoint r, CancellationToken ct) =>
+        {
+            await r.UpdateAsync(s => s with { Enabled = false }, ct);
+            return ServerInfo(r);
+        });
+        v1.MapPost("/replica-server/authorizations", async (ReplicaEndpoint r, ReplicaAuthorizationRequest req, CancellationToken ct) =>
+        {
+            if (HostNames.PatternProblem(req.Primary) is { } problem) throw new HavenException(ErrorCode.InvalidArgument, problem);
+            Storage(req.Storage ?? "");
+            await r.UpdateAsync(s => s.WithEntry(new ReplicaAuthorizationEntry(req.Primary, req.Storage!, req.TrustGroup)), ct);
+            return ServerInfo(r);
+        });
+        v1.MapDelete("/replica-server/authorizations/{primary}", async (ReplicaEndpoint r, string primary, CancellationToken ct) =>
+        {
+            if (HostNames.PatternProblem(primary) is { } problem) throw new HavenException(ErrorCode.InvalidArgument, problem);
+            await r.UpdateAsync(s => s.WithoutEntry(primary)
+                ?? throw new HavenException(ErrorCode.NotFound, $"the replica server has no authorization entry for '{primary}'"), ct);
+            return ServerInfo(r);
+        });
+
+        v1.MapPost("/replication/test-connection", async (ReplicaEndpoint r, ReplicationTestConnectionRequest req, CancellationToken ct) =>
+        {
+            using var channel = Checked(() => ReplicaChannel.Create(req.Replica ?? "", r.Identity, r.Trust, req.ExpectedName));
+            var clock = Stopwatch.StartNew();
+            try
+            {
+                var reply = await channel.HelloAsync(null, ct);
+                return new ReplicationTestConnectionResult
+                {
+                    Replica = req.Replica!,
+                    ReplicaHost = reply.ReplicaHost,
+                    ReplicaThumbprint = channel.ServerCertificate is { } c ? HostIdentity.ThumbprintOf(c) : "",
+                    ProtocolVersion = reply.ProtocolVersion,
+                    StorageLocation = reply.StorageLocation,
+                    TrustGroup = reply.TrustGroup.Length == 0 ? null : reply.TrustGroup,
+                    PrimaryName = r.Identity.Name,
+                    ElapsedMs = clock.Elapsed.TotalMilliseconds,
+                };
+            }
+            catch (ReplicationException e)
+            {
+                throw new HavenException(ErrorCode.Failed, e.Message, e);
+            }
+        });
+    }
+
+    static void Storage(string path)
+    {
+        if (ReplicaAuthorization.StorageProblem(path, mustExist: true) is { } problem)
+            throw new HavenException(ErrorCode.InvalidArgument, problem);
+    }
+
+    /// <summary>Runs a Haven.Replication call, turning its ArgumentExceptions (bad input) into invalid-argument errors.</summary>
+    static T Checked<T>(Func<T> f)
+    {
+        try { return f(); }
+        catch (ArgumentException e) { throw new HavenException(ErrorCode.InvalidArgument, e.Message, e); }
+    }
+
+    static void Checked(Action f) => Checked(() => { f(); return 0; });
+
+    static HostCertificateInfo CertificateInfo(HostIdentity identity)
+    {
+        var cert = identity.Certificate;
+        return new HostCertificateInfo
+        {
+            Name = identity.Name,
+            Thumbprint = identity.Thumbprint,
+            Subject = cert.Subject,
+            Issuer = cert.Issuer,
+            NotBefore = new DateTimeOffset(cert.NotBefore.ToUniversalTime(), TimeSpan.Zero),
+            NotAfter = new DateTimeOffset(cert.NotAfter.ToUniversalTime(), TimeSpan.Zero),
+            Pem = identity.CertificatePem,
+        };
+    }
+
+    static TrustedCertificateInfo Trusted(TrustedCertificate c) => new()
+    {
+        Thumbprint = c.Thumbprint,
+        Name = c.Name,
+        Subject = c.Subject,
+        Issuer = c.Issuer,
+        NotAfter = c.NotAfter,
+        IsCertificateAuthority = c.IsCertificateAuthority,
+    };
+
+    static ReplicaServerInfo ServerInfo(ReplicaEndpoint r)
+    {
+        var s = r.Settings;
+        return new ReplicaServerInfo
+        {
+            Enabled = s.Enabled,
+            Listen = s.Listen,
+            Listening = r.Listening,
+            ListenError = r.ListenError,
+            AllowAnyAuthenticated = s.AllowAnyAuthenticated,
+            DefaultStorage = s.DefaultStorage,
+            DefaultTrustGroup = s.DefaultTrustGroup,
+            Authorizations = [.. s.Entries.Select(e => new ReplicaAuthorizationInfo { Primary = e.PrimaryPattern, Storage = e.StorageLocation, TrustGroup = e.TrustGroup })],
+            HostName = r.Identity.Name,
+            Thumbprint = r.Identity.Thumbprint,
+        };
+    }
+}

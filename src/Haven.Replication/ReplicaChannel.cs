@@ -1,0 +1,163 @@
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Haven.Replication.V1;
+
+namespace Haven.Replication;
+
+/// <summary>
+/// The primary's connection to a replica server: gRPC over HTTP/2 and mutual TLS, this host's identity as the
+/// client certificate, the replica's certificate checked against this host's <see cref="TrustStore"/> (and, when
+/// given, against the replica name expected). Failures become <see cref="ReplicationException"/>s with one line.
+/// </summary>
+public sealed class ReplicaChannel : IDisposable
+{
+    /// <summary>Largest gRPC message either side accepts (an extent carries at most 4 MiB of data).</summary>
+    public const int MaxMessageSize = 8 << 20;
+    public const uint ProtocolVersion = 1;
+    static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
+
+    readonly GrpcChannel channel;
+    readonly HostIdentity identity;
+    readonly TrustStore trust;
+    volatile string? tlsError;
+    volatile bool serverCertificateAccepted;
+
+    ReplicaChannel(Uri address, HostIdentity identity, TrustStore trust, string? expectedName)
+    {
+        Address = address;
+        ExpectedName = expectedName;
+        this.identity = identity;
+        this.trust = trust;
+        var handler = new SocketsHttpHandler
+        {
+            ConnectTimeout = ConnectTimeout,
+            EnableMultipleHttp2Connections = true,
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                // The identity's certificate may be replaced while havend runs: pick it at handshake time.
+                LocalCertificateSelectionCallback = (_, _, _, _, _) => this.identity.Certificate,
+                RemoteCertificateValidationCallback = (_, certificate, _, _) => ValidateServer(certificate),
+                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+            },
+        };
+        channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            DisposeHttpClient = true,
+            MaxReceiveMessageSize = MaxMessageSize,
+            MaxSendMessageSize = MaxMessageSize,
+        });
+        Client = new Replica.ReplicaClient(channel);
+    }
+
+    public Uri Address { get; }
+    public string? ExpectedName { get; }
+    public Replica.ReplicaClient Client { get; }
+
+    /// <summary>The replica server's certificate as seen in the last handshake (null before one).</summary>
+    public X509Certificate2? ServerCertificate { get; private set; }
+
+    /// <summary>A channel to <paramref name="address"/> (https://HOST:PORT). Connects lazily, at the first call.</summary>
+    public static ReplicaChannel Create(string address, HostIdentity identity, TrustStore trust, string? expectedName = null)
+    {
+        if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttps || uri.AbsolutePath != "/"
+            || uri.Query.Length > 0 || uri.UserInfo.Length > 0 || uri.Host.Length == 0)
+            throw new ArgumentException($"the replica server address must be https://HOST:PORT, e.g. https://127.0.0.1:9443 (not '{address}')");
+        if (expectedName is not null && HostNames.Problem(expectedName) is { } problem)
+            throw new ArgumentException("expected replica name: " + problem);
+        return new ReplicaChannel(uri, identity, trust, expectedName);
+    }
+
+    /// <summary>Hello: who the replica is, and whether and where it accepts this primary.</summary>
+    public async Task<HelloReply> HelloAsync(string? primaryVmName, CancellationToken ct)
+    {
+        var request = new HelloRequest { ProtocolVersion = ProtocolVersion };
+        if (primaryVmName is not null) request.PrimaryVmName = primaryVmName;
+        HelloReply reply;
+        try
+        {
+            reply = await Client.HelloAsync(request, deadline: DateTime.UtcNow.AddSeconds(60), cancellationToken: ct);
+        }
+        catch (RpcException e) when (!ct.IsCancellationRequested)
+        {
+            throw Map(e);
+        }
+        if (reply.ProtocolVersion != ProtocolVersion)
+            throw new ReplicationException(ReplicationFailure.Protocol,
+                $"the replica server at {Display} speaks replication protocol {reply.ProtocolVersion}, this host {ProtocolVersion}");
+        return reply;
+    }
+
+    string Display => $"{Address.Scheme}://{Address.Authority}";
+
+    bool ValidateServer(X509Certificate? certificate)
+    {
+        if (certificate is null)
+        {
+            tlsError = "it sent no certificate";
+            return false;
+        }
+        var cert = certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
+        ServerCertificate = cert;
+        if (!trust.Validate(cert, out var error))
+        {
+            tlsError = "the replica server's " + error;
+            return false;
+        }
+        if (ExpectedName is not null && !cert.MatchesHostname(ExpectedName, allowWildcards: true, allowCommonName: true))
+        {
+            tlsError = $"the replica server's certificate is for '{HostIdentity.CommonName(cert)}', not for the expected '{ExpectedName}'";
+            return false;
+        }
+        tlsError = null;
+        serverCertificateAccepted = true;
+        return true;
+    }
+
+    /// <summary>One-line exception for a failed call.</summary>
+    public ReplicationException Map(RpcException e)
+    {
+        var where = Display;
+        if (e.StatusCode == StatusCode.PermissionDenied)
+            return new ReplicationException(ReplicationFailure.Refused, "the replica server refused this primary: " + e.Status.Detail, e);
+        if (e.StatusCode == StatusCode.DeadlineExceeded)
+            return new ReplicationException(ReplicationFailure.Unreachable, $"the replica server at {where} did not answer in time", e);
+        if (e.StatusCode is StatusCode.Unavailable or StatusCode.Internal or StatusCode.Unknown && e.Status.DebugException is { } cause)
+        {
+            if (tlsError is { } tls)
+                return new ReplicationException(ReplicationFailure.Tls, $"TLS with the replica server at {where} failed: {tls}", e);
+            var inner = Chain(cause).ToList();
+            if (inner.OfType<SocketException>().FirstOrDefault() is { } socket)
+                return new ReplicationException(ReplicationFailure.Unreachable, $"cannot reach the replica server at {where}: {SocketReason(socket)}", e);
+            if (inner.OfType<TaskCanceledException>().Any() || inner.OfType<TimeoutException>().Any())
+                return new ReplicationException(ReplicationFailure.Unreachable, $"cannot reach the replica server at {where}: timed out connecting", e);
+            if (inner.OfType<AuthenticationException>().Any() || inner.OfType<HttpRequestException>().Any(h => h.HttpRequestError == HttpRequestError.SecureConnectionError)
+                || serverCertificateAccepted && inner.OfType<IOException>().Any())
+                return new ReplicationException(ReplicationFailure.Tls,
+                    $"TLS with the replica server at {where} failed: it closed the connection, most likely because it does not trust this host's certificate "
+                    + $"(CN={identity.Name}, thumbprint {identity.Thumbprint}; add it there with 'haven host trust add'): {inner[^1].Message}", e);
+            return new ReplicationException(ReplicationFailure.Unreachable, $"cannot reach the replica server at {where}: {inner[^1].Message}", e);
+        }
+        return new ReplicationException(ReplicationFailure.Protocol, $"the replica server at {where} answered {e.StatusCode}: {e.Status.Detail}", e);
+    }
+
+    static string SocketReason(SocketException e) => e.SocketErrorCode switch
+    {
+        SocketError.ConnectionRefused => "connection refused (is its replica server enabled and listening there?)",
+        SocketError.TimedOut => "timed out connecting",
+        SocketError.HostNotFound or SocketError.NoData => "no such host",
+        _ => e.Message,
+    };
+
+    static IEnumerable<Exception> Chain(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+            yield return x;
+    }
+
+    public void Dispose() => channel.Dispose();
+}

@@ -1,0 +1,129 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+
+namespace Haven.Replication;
+
+/// <summary>A certificate this host trusts: a peer's self-signed certificate, or a CA that signs peers' certificates.</summary>
+public sealed record TrustedCertificate(string Thumbprint, string Name, string Subject, string Issuer, DateTimeOffset NotAfter, bool IsCertificateAuthority);
+
+/// <summary>
+/// The certificates this host trusts for host-to-host TLS: <c>&lt;tlsDir&gt;/trusted/&lt;thumbprint&gt;.crt</c>. A peer is
+/// trusted when its certificate chains (no revocation check) to one of them, which also holds for a trusted
+/// self-signed certificate itself. The operating system's CA store plays no part.
+/// </summary>
+public sealed class TrustStore
+{
+    readonly string dir;
+    readonly Lock gate = new();
+    volatile X509Certificate2Collection snapshot = [];
+
+    public TrustStore(string tlsDir)
+    {
+        dir = Path.Combine(tlsDir, "trusted");
+        Directory.CreateDirectory(dir);
+        Reload();
+    }
+
+    /// <summary>Adds the (first) certificate of <paramref name="pem"/>; adding one already trusted changes nothing.</summary>
+    public TrustedCertificate Add(string pem)
+    {
+        X509Certificate2 cert;
+        try
+        {
+            if (!PemEncoding.TryFind(pem, out var fields) || pem[fields.Label] != "CERTIFICATE")
+                throw new ArgumentException("no PEM certificate found (expected -----BEGIN CERTIFICATE-----)");
+            cert = X509Certificate2.CreateFromPem(pem[fields.Location]);
+        }
+        catch (CryptographicException e)
+        {
+            throw new ArgumentException("the certificate is not readable: " + e.Message, e);
+        }
+        using (cert)
+        {
+            var info = Describe(cert);
+            lock (gate)
+            {
+                HostIdentity.WriteAtomically(Path.Combine(dir, info.Thumbprint + ".crt"), cert.ExportCertificatePem() + "\n", secret: false);
+                Reload();
+            }
+            return info;
+        }
+    }
+
+    /// <summary>Stops trusting a certificate; false when none has that thumbprint (case does not matter).</summary>
+    public bool Remove(string thumbprint)
+    {
+        if (thumbprint.Length == 0 || !thumbprint.All(char.IsAsciiHexDigit))
+            throw new ArgumentException($"'{thumbprint}' is not a thumbprint (hexadecimal SHA-256 of a certificate)");
+        lock (gate)
+        {
+            var file = Path.Combine(dir, thumbprint.ToUpperInvariant() + ".crt");
+            if (!File.Exists(file)) return false;
+            File.Delete(file);
+            Reload();
+            return true;
+        }
+    }
+
+    public IReadOnlyList<TrustedCertificate> List() =>
+        snapshot.Select(Describe).OrderBy(c => c.Name, StringComparer.OrdinalIgnoreCase).ThenBy(c => c.Thumbprint, StringComparer.Ordinal).ToList();
+
+    /// <summary>Whether <paramref name="peer"/> chains to a trusted certificate now; else a one-line reason.</summary>
+    public bool Validate(X509Certificate2 peer, out string error)
+    {
+        var trusted = snapshot;
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.AddRange(trusted);
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.VerificationTime = DateTime.Now;
+        chain.ChainPolicy.VerificationTimeIgnored = false;
+        chain.ChainPolicy.DisableCertificateDownloads = true;
+        if (chain.Build(peer))
+        {
+            error = "";
+            return true;
+        }
+        var statuses = chain.ChainElements.SelectMany(e => e.ChainElementStatus).Concat(chain.ChainStatus)
+            .Select(s => s.Status).Where(s => s != X509ChainStatusFlags.NoError).Distinct().ToList();
+        string reason;
+        if (peer.NotAfter.ToUniversalTime() < DateTime.UtcNow)
+            reason = $"it expired on {peer.NotAfter.ToUniversalTime():yyyy-MM-dd HH:mm} UTC";
+        else if (peer.NotBefore.ToUniversalTime() > DateTime.UtcNow)
+            reason = $"it is not valid before {peer.NotBefore.ToUniversalTime():yyyy-MM-dd HH:mm} UTC";
+        else if (statuses.Contains(X509ChainStatusFlags.NotTimeValid))
+            reason = "a certificate of its chain is outside its validity period";
+        else if (statuses.Any(s => s is X509ChainStatusFlags.UntrustedRoot or X509ChainStatusFlags.PartialChain))
+            reason = "neither it nor its issuer is in this host's trust store (add it with 'haven host trust add')";
+        else
+            reason = string.Join("; ", chain.ChainStatus.Select(s => s.StatusInformation.Trim()).Where(s => s.Length > 0).Distinct()) is { Length: > 0 } text
+                ? text : string.Join(", ", statuses);
+        error = $"certificate CN={HostIdentity.CommonName(peer)} (thumbprint {HostIdentity.ThumbprintOf(peer)}) is not trusted by this host: {reason}".ReplaceLineEndings(" ");
+        return false;
+    }
+
+    public static TrustedCertificate Describe(X509Certificate2 cert) => new(
+        HostIdentity.ThumbprintOf(cert),
+        HostIdentity.CommonName(cert),
+        cert.Subject,
+        cert.Issuer,
+        new DateTimeOffset(cert.NotAfter.ToUniversalTime(), TimeSpan.Zero),
+        cert.Extensions.OfType<X509BasicConstraintsExtension>().Any(b => b.CertificateAuthority));
+
+    void Reload()
+    {
+        var certs = new X509Certificate2Collection();
+        foreach (var file in Directory.EnumerateFiles(dir, "*.crt"))
+        {
+            try
+            {
+                certs.Add(X509Certificate2.CreateFromPem(File.ReadAllText(file)));
+            }
+            catch (Exception e) when (e is CryptographicException or ArgumentException or IOException)
+            {
+                // An unreadable file trusts nothing; List() does not show it. (Only havend writes this folder.)
+            }
+        }
+        snapshot = certs;
+    }
+}

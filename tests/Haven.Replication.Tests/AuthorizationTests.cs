@@ -1,0 +1,161 @@
+using Haven.Replication;
+
+namespace Haven.Replication.Tests;
+
+public sealed class AuthorizationTests : IDisposable
+{
+    readonly string dir = Directory.CreateTempSubdirectory("hvrepl").FullName;
+
+    public void Dispose() => Directory.Delete(dir, recursive: true);
+
+    [Theory]
+    [InlineData("*.example.com", "a.example.com", true)]
+    [InlineData("*.example.com", "A.Example.COM", true)]
+    [InlineData("*.example.com", "a.b.example.com", true)]
+    [InlineData("*.example.com", "example.com", false)]
+    [InlineData("*.example.com", "a.example.com.evil", false)]
+    [InlineData("*", "anything.at.all", true)]
+    [InlineData("host1.example.com", "HOST1.example.com", true)]
+    [InlineData("host1.example.com", "host10.example.com", false)]
+    [InlineData("web-*.dc1.test", "web-01.dc1.test", true)]
+    [InlineData("web-*.dc1.test", "db-01.dc1.test", false)]
+    [InlineData("a*b*c", "axxbyyc", true)]
+    [InlineData("a*b*c", "axxbyy", false)]
+    public void Patterns_match_case_insensitively_with_star_for_any_run(string pattern, string name, bool expected) =>
+        Assert.Equal(expected, ReplicaAuthorization.Matches(pattern, name));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("a..b/c")]
+    [InlineData("a..b")]
+    [InlineData(".example.com")]
+    [InlineData("example.com.")]
+    [InlineData("host name")]
+    [InlineData("host_1")]
+    [InlineData("?.example.com")]
+    public void Bad_patterns_are_refused(string pattern) => Assert.NotNull(HostNames.PatternProblem(pattern));
+
+    [Theory]
+    [InlineData("*")]
+    [InlineData("*.example.com")]
+    [InlineData("host-1.example.com")]
+    public void Good_patterns_are_accepted(string pattern) => Assert.Null(HostNames.PatternProblem(pattern));
+
+    static ReplicaAuthorization Settings(bool allowAny = false) => new()
+    {
+        Enabled = true,
+        Listen = "https://127.0.0.1:9443",
+        AllowAnyAuthenticated = allowAny,
+        DefaultStorage = allowAny ? "/srv/any" : null,
+        DefaultTrustGroup = allowAny ? "any" : null,
+        Entries =
+        [
+            new("*", "/srv/all", "g-all"),
+            new("*.example.com", "/srv/example", "g-example"),
+            new("*.dc1.example.com", "/srv/dc1", "g-dc1"),
+            new("db1.dc1.example.com", "/srv/db1", "g-db1"),
+            new("web*", "/srv/web", "g-web"),
+        ],
+    };
+
+    [Theory]
+    [InlineData("db1.dc1.example.com", "/srv/db1")]      // exact beats every pattern
+    [InlineData("DB1.DC1.example.com", "/srv/db1")]
+    [InlineData("db2.dc1.example.com", "/srv/dc1")]      // longer literal part wins
+    [InlineData("web.example.com", "/srv/example")]      // "*.example.com" (12 literal) beats "web*" (3)
+    [InlineData("web7", "/srv/web")]
+    [InlineData("other.org", "/srv/all")]
+    public void The_most_specific_entry_wins(string primary, string storage)
+    {
+        var d = Settings().Decide(primary);
+        Assert.True(d.Allowed, d.Reason);
+        Assert.Equal(storage, d.Storage);
+    }
+
+    [Fact]
+    public void Without_a_matching_entry_and_without_allow_any_a_primary_is_refused()
+    {
+        var s = Settings() with { Entries = [new("*.test", "/srv/t", "g1")] };
+        var d = s.Decide("primary-b.other");
+        Assert.False(d.Allowed);
+        Assert.Null(d.Storage);
+        Assert.Equal("primary server 'primary-b.other' is not authorized on this replica server", d.Reason);
+        Assert.True(s.Decide("primary-a.test").Allowed);
+        Assert.Equal("g1", s.Decide("primary-a.test").TrustGroup);
+    }
+
+    [Fact]
+    public void Allow_any_gives_the_defaults_when_no_entry_matches_and_entries_still_win()
+    {
+        var s = new ReplicaAuthorization
+        {
+            Enabled = true, Listen = "https://127.0.0.1:1", AllowAnyAuthenticated = true, DefaultStorage = "/srv/any", DefaultTrustGroup = "d",
+            Entries = [new("*.test", "/srv/t", "g1")],
+        };
+        Assert.Equal(("/srv/any", "d"), (s.Decide("x.other").Storage, s.Decide("x.other").TrustGroup));
+        Assert.Equal("/srv/t", s.Decide("x.test").Storage);
+    }
+
+    [Fact]
+    public void A_disabled_replica_server_refuses_everyone() =>
+        Assert.False((Settings(allowAny: true) with { Enabled = false }).Decide("db1.dc1.example.com").Allowed);
+
+    [Theory]
+    [InlineData("https://0.0.0.0:1")]
+    [InlineData("http://127.0.0.1:9443")]
+    [InlineData("https://127.0.0.1")]
+    [InlineData("https://10.1.2.3:9443")]
+    [InlineData("https://example.com:9443")]
+    [InlineData("https://127.0.0.1:9443/path")]
+    [InlineData("127.0.0.1:9443")]
+    public void Listen_addresses_must_be_loopback_https_with_a_port(string listen) =>
+        Assert.NotNull((new ReplicaAuthorization { Enabled = true, Listen = listen }).Problem(checkFolders: false));
+
+    [Theory]
+    [InlineData("https://127.0.0.1:9443")]
+    [InlineData("https://[::1]:9443")]
+    public void Loopback_listen_addresses_are_accepted(string listen) =>
+        Assert.Null((new ReplicaAuthorization { Enabled = true, Listen = listen }).Problem(checkFolders: false));
+
+    [Fact]
+    public void Storage_folders_must_exist_when_checked_and_allow_any_needs_a_default_storage()
+    {
+        Assert.Contains("not an existing folder", ReplicaAuthorization.StorageProblem(Path.Combine(dir, "missing"), mustExist: true));
+        Assert.Null(ReplicaAuthorization.StorageProblem(dir, mustExist: true));
+        Assert.Contains("not an absolute path", ReplicaAuthorization.StorageProblem("relative/x", mustExist: false));
+        Assert.NotNull(new ReplicaAuthorization { AllowAnyAuthenticated = true }.Problem(false));
+        Assert.NotNull(new ReplicaAuthorization { DefaultTrustGroup = "a b" }.Problem(false));
+    }
+
+    [Fact]
+    public void Settings_round_trip_through_their_file_and_a_bad_file_is_one_line()
+    {
+        var path = Path.Combine(dir, ReplicaAuthorization.FileName);
+        Assert.False(ReplicaAuthorization.Load(path).Enabled);
+        var s = Settings(allowAny: true);
+        s.Save(path);
+        var loaded = ReplicaAuthorization.Load(path);
+        Assert.Equal(s.Listen, loaded.Listen);
+        Assert.Equal(s.DefaultStorage, loaded.DefaultStorage);
+        Assert.Equal(s.Entries, loaded.Entries);
+        Assert.False(File.Exists(path + ".tmp"));
+
+        File.WriteAllText(path, "{\"enabled\": true, \"listen\": \"https://127.0.0.1:1\", \"surprise\": 1}");
+        var e = Assert.Throws<InvalidDataException>(() => ReplicaAuthorization.Load(path));
+        Assert.DoesNotContain('\n', e.Message);
+        File.WriteAllText(path, "not json\n{");
+        Assert.DoesNotContain('\n', Assert.Throws<InvalidDataException>(() => ReplicaAuthorization.Load(path)).Message);
+        File.WriteAllText(path, "{\"enabled\": true, \"listen\": \"https://0.0.0.0:1\"}");
+        Assert.Contains("loopback", Assert.Throws<InvalidDataException>(() => ReplicaAuthorization.Load(path)).Message);
+    }
+
+    [Fact]
+    public void Allowing_a_pattern_again_replaces_its_entry_and_deny_of_an_unknown_pattern_is_null()
+    {
+        var s = new ReplicaAuthorization().WithEntry(new("*.test", "/a", "g1")).WithEntry(new("*.TEST", "/b", "g2"));
+        var entry = Assert.Single(s.Entries);
+        Assert.Equal("/b", entry.StorageLocation);
+        Assert.Null(s.WithoutEntry("*.other"));
+        Assert.Empty(s.WithoutEntry("*.test")!.Entries);
+    }
+}
