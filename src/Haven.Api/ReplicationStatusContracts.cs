@@ -13,6 +13,10 @@ public sealed record ReplicationEnableRequest
     public int FrequencySeconds { get; init; } = 300;
     /// <summary>Hourly recovery points the replica keeps besides the latest: 0..24.</summary>
     public int AdditionalPoints { get; init; }
+    /// <summary>Compress changed blocks on the wire (zstd).</summary>
+    public bool Compression { get; init; }
+    /// <summary>When to start the initial replication (up to 7 days ahead); null: now.</summary>
+    public DateTimeOffset? StartAt { get; init; }
 }
 
 /// <summary>One recovery point on the replica.</summary>
@@ -51,4 +55,32 @@ public sealed record ReplicationStatusInfo
     public string? LastError { get; init; }
     public DateTimeOffset? LastTestFailover { get; init; }
     public List<RecoveryPointInfo> RecoveryPoints { get; init; } = [];
+}
+
+public sealed record ReplicationCycleResult
+{
+    public required long Cycle { get; init; }
+    /// <summary>True for the initial replication (or a full resend after change tracking was lost).</summary>
+    public required bool Full { get; init; }
+    public required Consistency Consistency { get; init; }
+    /// <summary>Bytes of changed blocks sent (before compression).</summary>
+    public required long DataBytes { get; init; }
+    public required long ZeroBytes { get; init; }
+    public required long Extents { get; init; }
+    public required double WallMilliseconds { get; init; }
+}
+
+/// <summary>POST /v1/vms/{name}/replication/planned-failover (primary side).</summary>
+public sealed record PlannedFailoverRequest
+{
+    /// <summary>Replicate back from the new primary to this host afterwards (only changes move).</summary>
+    public bool Reverse { get; init; }
+    public int ShutdownTimeoutSeconds { get; init; } = 60;
+}
+
+/// <summary>Test failover or failover on the replica side: from the latest recovery point, or this cycle's.</summary>
+public sealed record ReplicaFailoverRequest
+{
+    public long? Cycle { get; init; }
+    public bool Start { get; init; } = true;
 }

@@ -62,6 +62,8 @@ public sealed class ErrorMiddleware(RequestDelegate next, ILogger<ErrorMiddlewar
             System.Text.Json.JsonException j => (400, "invalid_argument", "malformed JSON: " + j.Message),
             Haven.Repository.RepositoryLockedException => (409, "conflict", e.Message),
             Haven.Storage.StoreAccessDeniedException => (400, "invalid_argument", e.Message),
+            Haven.Host.Replication.ReplicaOutOfSyncException => (409, "conflict", e.Message),
+            Haven.Replication.ReplicationException => (500, "failed", e.Message),
             Haven.Repository.RepositoryException or Haven.Storage.StoreException or Haven.Nbd.NbdException => (500, "failed", e.Message),
             ToolFailedException or QmpException or QmpConnectionException or GuestAgentException or GuestAgentUnavailableException
                 => (500, "failed", e.Message),

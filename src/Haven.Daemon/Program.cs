@@ -31,6 +31,7 @@ ReplicaEndpoint replica;
 try
 {
     replica = ReplicaEndpoint.Open(host.Paths.Root, hostName);
+    replica.Host = host;
 }
 catch (Exception e) when (e is InvalidDataException or ArgumentException or IOException or UnauthorizedAccessException)
 {
@@ -62,6 +63,8 @@ builder.Services.ConfigureHttpJsonOptions(o =>
 });
 builder.Services.AddSingleton(host);
 builder.Services.AddSingleton(replica);
+builder.Services.AddSingleton<VmReplication>();
+builder.Services.AddHostedService<ReplicationScheduler>();
 builder.Services.AddHostedService<JobScheduler>();
 // Binding failures (malformed JSON, missing body) throw, so ErrorMiddleware answers them with one line.
 builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);

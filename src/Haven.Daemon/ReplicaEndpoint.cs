@@ -30,6 +30,8 @@ public sealed class ReplicaEndpoint : IAsyncDisposable
     }
 
     public HostIdentity Identity { get; }
+    /// <summary>The host whose replica VMs this server keeps (set once havend has opened it).</summary>
+    public Haven.Host.HavenHost? Host { get; set; }
     public TrustStore Trust { get; }
     public ReplicaAuthorization Settings => settings;
     public bool Listening => listener is not null;

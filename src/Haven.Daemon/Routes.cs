@@ -51,6 +51,7 @@ public static class Routes
         v1.MapPost("/vms/{name}/backup", (HttpContext ctx, HavenHost h, string name, BackupRequest req) =>
             Streaming.RunAsync(ctx, (progress, ct) => h.Backups.BackupAsync(name, req, ct, progress)));
         ReplicationRoutes.Map(v1);
+        VmReplication.Map(v1);
 
         app.MapFallback((HttpContext ctx) => Results.Json(
             new ErrorResponse($"no such API route: {ctx.Request.Method} {ctx.Request.Path}", "not_found"), ApiJson.Options, statusCode: 404));

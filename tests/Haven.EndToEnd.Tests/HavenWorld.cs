@@ -36,13 +36,15 @@ public sealed class HavenWorld : IAsyncDisposable
     public string Data => Dir.File("data");
     public HostPaths Paths => new(Data);
     public DaemonProcess? Daemon { get; private set; }
+    /// <summary>Extra havend arguments for every start (e.g. --host-name).</summary>
+    public List<string> DaemonArgs { get; } = [];
 
     // ---------------- daemon ----------------
 
     public async Task<DaemonProcess> StartDaemonAsync(string? crashAt = null)
     {
         Assert.Null(Daemon);
-        Daemon = await DaemonProcess.StartAsync(Data, crashAt is null ? null : new Dictionary<string, string> { ["HAVEN_CRASH_AT"] = crashAt });
+        Daemon = await DaemonProcess.StartAsync(Data, crashAt is null ? null : new Dictionary<string, string> { ["HAVEN_CRASH_AT"] = crashAt }, DaemonArgs);
         return Daemon;
     }
 
@@ -94,6 +96,23 @@ public sealed class HavenWorld : IAsyncDisposable
         var d = await StartDaemonAsync();
         Assert.Contains("repaired 1 operation(s)", d.StartupReport);
         return r;
+    }
+
+    /// <summary>
+    /// Arms this havend to SIGKILL itself at <paramref name="point"/>, runs <paramref name="action"/> (typically
+    /// another host's command that makes this one work), waits for the kill, and starts a normal havend; returns
+    /// what it reported at start-up.
+    /// </summary>
+    public async Task<string> CrashDuringAsync(string point, Func<Task> action)
+    {
+        await StopDaemonAsync();
+        var armed = await StartDaemonAsync(point);
+        await action();
+        Assert.True(await armed.WaitForExitAsync(TimeSpan.FromSeconds(60)), $"havend did not die at {point}");
+        Assert.True(armed.ExitCode == 137, $"havend exited with {armed.ExitCode}, not by SIGKILL at {point}\n{armed.Stdout}{armed.Stderr}");
+        await armed.DisposeAsync();
+        Daemon = null;
+        return (await StartDaemonAsync()).StartupReport;
     }
 
     // ---------------- CLI ----------------

@@ -86,14 +86,26 @@ public sealed class ReplicationService(HavenHost host)
         var disks = Store.ListDisks(vm.Id);
         var key = TrackingKey(vm.Id);
         var tracked = record.LastCycle > 0 && TrackingIntact(vm.Id, key, disks);
-        var cycle = record.LastCycle + 1;
         long dataBytes = 0, zeroBytes = 0, extents = 0;
         try
         {
+            // Where the replica really is decides the base. One cycle ahead of us: it committed a cycle whose
+            // acknowledgement we lost (crash, cut connection); our changes since our last cycle are a superset of
+            // what it lacks, so they apply on top of its point. Anything else: send the whole disk, zeroes included.
+            var replicaLast = await replica.LastCycleAsync(vm.Id, ct)
+                ?? throw HavenException.Conflict($"the replica server has no replica of VM '{vm.Name}'; enable replication again");
+            var baseCycle = record.LastCycle;
+            if (replicaLast != record.LastCycle)
+            {
+                if (!(replicaLast == record.LastCycle + 1 && tracked)) tracked = false;
+                baseCycle = replicaLast;
+            }
+            var cycle = baseCycle + 1;
+            var skipZeroes = !tracked && baseCycle == 0; // a new replica's disks read as zeroes already
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
             {
-                var header = new ReplicaCycleHeader(cycle, record.LastCycle, disks.ConvertAll(d => d.SizeBytes), DateTimeOffset.UtcNow, view.Consistency);
-                var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, fullCopy: !tracked, (d, z) =>
+                var header = new ReplicaCycleHeader(cycle, baseCycle, disks.ConvertAll(d => d.SizeBytes), DateTimeOffset.UtcNow, view.Consistency);
+                var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, (d, z) =>
                 {
                     dataBytes += d;
                     zeroBytes += z;
@@ -122,7 +134,7 @@ public sealed class ReplicationService(HavenHost host)
     /// changes from now on moves.
     /// </summary>
     public async Task<CycleResult> PlannedFailoverAsync(string vmName, IReplicaTarget replica, string replicaHostName, bool reverse, CancellationToken ct,
-        int shutdownTimeoutSeconds = 60)
+        int shutdownTimeoutSeconds = 60, string? reverseAddress = null)
     {
         var vm = host.Vms.Find(vmName);
         var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
@@ -131,7 +143,7 @@ public sealed class ReplicationService(HavenHost host)
         await replica.FailoverAsync(vm.Id, start: true, ct);
         if (!reverse) return last;
         var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
-        var replicaVmId = await replica.ReverseAsync(vm.Id, settings.PrimaryHostName ?? Environment.MachineName, settings, ct);
+        var replicaVmId = await replica.ReverseAsync(vm.Id, reverseAddress ?? settings.PrimaryHostName ?? Environment.MachineName, settings, ct);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         Store.Write(w =>
         {
@@ -212,6 +224,23 @@ public sealed class ReplicationService(HavenHost host)
         return total;
     }
 
+    /// <summary>Replication off (primary side): the record goes; the replica keeps its points until removed there.</summary>
+    public async Task DisableAsync(string vmName, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        if (Store.FindReplication(vm.Id) is null) throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        Store.Write(w => w.DeleteReplication(vm.Id));
+    }
+
+    /// <summary>The scheduler found a cycle due while the previous one still ran.</summary>
+    public void CountMissed(string vmId)
+    {
+        if (Store.FindReplication(vmId) is not { } r) return;
+        var stats = Statistics(r) with { MissedCycles = Statistics(r).MissedCycles + 1 };
+        Store.Write(w => w.SetReplicationStatistics(vmId, JsonSerializer.Serialize(stats, ApiJson.Options)));
+    }
+
     public ReplicationStatistics StatisticsOf(string vmName)
     {
         var vm = host.Vms.Find(vmName);
@@ -243,10 +272,10 @@ public sealed class ReplicationService(HavenHost host)
 
     /// <summary>
     /// The changed blocks of every disk as extents: runs of data up to <see cref="MaxDataExtent"/>, runs of
-    /// zeroes up to <see cref="ReplicaService.MaxExtentBytes"/>. A full copy skips zeroes (the replica's new
-    /// disks read as zeroes already). An extent's data is only valid until the next one is asked for.
+    /// zeroes up to <see cref="ReplicaService.MaxExtentBytes"/>. The initial copy skips zeroes (the replica's new
+    /// disks read as zeroes already); a full resend onto an existing replica includes them. An extent's data is only valid until the next one is asked for.
     /// </summary>
-    private static async IAsyncEnumerable<ReplicaExtent> ReadChangesAsync(PointInTimeView view, bool fullCopy, Action<long, long> sent,
+    private static async IAsyncEnumerable<ReplicaExtent> ReadChangesAsync(PointInTimeView view, bool skipZeroes, Action<long, long> sent,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(MaxDataExtent);
@@ -272,7 +301,7 @@ public sealed class ReplicationService(HavenHost host)
                         sent(length, 0);
                         yield return new ReplicaExtent(d.Disk, offset, length, buffer.AsMemory(0, length));
                     }
-                    else if (plan.Zero[i] && !fullCopy)
+                    else if (plan.Zero[i] && !skipZeroes)
                     {
                         var first = i;
                         while (i < plan.ChunkCount && plan.Zero[i] && i - first < blocksPerZero) i++;
@@ -294,6 +323,9 @@ public interface IReplicaTarget
 {
     /// <summary>Creates the replica VM if it does not exist yet; returns the last cycle it has committed.</summary>
     Task<long> EnsureReplicaAsync(ReplicaCreateSpec spec, CancellationToken ct);
+
+    /// <summary>The last cycle the replica of <paramref name="primaryVmId"/> committed, or null when there is no replica.</summary>
+    Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct);
 
     /// <summary>Sends one cycle; returns the cycle number the replica committed (the header's, on success).</summary>
     Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct);
@@ -318,6 +350,9 @@ public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost
         var created = await replicaHost.Replicas.CreateAsync(spec with { PrimaryHost = primaryHost, TrustGroup = trustGroup }, ct);
         return created.LastCycle;
     }
+
+    public Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct)
+        => Task.FromResult(replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId)?.LastCycle);
 
     public async Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
     {
@@ -350,11 +385,18 @@ public sealed record ReplicationSettings
     public int AdditionalPoints { get; init; }
     /// <summary>Name this host goes by on the replica (its certificate's name); default: the machine name.</summary>
     public string? PrimaryHostName { get; init; }
+    /// <summary>Compress changed blocks on the wire (zstd).</summary>
+    public bool Compression { get; init; }
+    /// <summary>The replica server's expected certificate name, when given.</summary>
+    public string? ReplicaName { get; init; }
+    /// <summary>When to start the initial replication; null: at once.</summary>
+    public DateTimeOffset? StartAt { get; init; }
 
     public void Validate()
     {
         if (FrequencySeconds is < 5 or > 86400) throw HavenException.Invalid("replication frequency must be 5 s .. 24 h");
         if (AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
+        if (StartAt is { } at && at > DateTimeOffset.UtcNow.AddDays(7)) throw HavenException.Invalid("the initial replication can be scheduled up to 7 days ahead");
     }
 }
 

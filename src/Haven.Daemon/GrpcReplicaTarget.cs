@@ -1,0 +1,103 @@
+using Google.Protobuf;
+using Grpc.Core;
+using Haven.Api;
+using Haven.Host.Replication;
+using Haven.Replication;
+using Haven.Replication.V1;
+
+namespace Haven.Daemon;
+
+/// <summary>
+/// A replica server over the network: the primary's side of Protos/replication.proto, on an mTLS channel with
+/// this host's certificate. Cycles stream as CycleBegin, extents (each awaited: HTTP/2 flow control is the
+/// back-pressure), CycleEnd; the replica's acknowledgement is the commit.
+/// </summary>
+public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, string? expectedName, bool compression) : IReplicaTarget, IDisposable
+{
+    private readonly ReplicaChannel _channel = ReplicaChannel.Create(address, endpoint.Identity, endpoint.Trust, expectedName);
+
+    public async Task<long> EnsureReplicaAsync(ReplicaCreateSpec spec, CancellationToken ct)
+    {
+        var request = new EnsureReplicaRequest
+        {
+            VmId = spec.PrimaryVmId,
+            VmName = spec.VmName,
+            Vcpus = (uint)spec.Vcpus,
+            MemoryMib = (uint)spec.MemoryMiB,
+            GuestAgent = spec.GuestAgent,
+            Accelerator = spec.Accelerator,
+            AdditionalPoints = (uint)spec.AdditionalPoints,
+        };
+        if (spec.Kernel is not null) request.Kernel = spec.Kernel;
+        if (spec.Initrd is not null) request.Initrd = spec.Initrd;
+        if (spec.Append is not null) request.Append = spec.Append;
+        for (var i = 0; i < spec.DiskSizes.Count; i++) request.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = (uint)i, SizeBytes = (ulong)spec.DiskSizes[i] });
+        var state = await CallAsync(() => _channel.Client.EnsureReplicaAsync(request, cancellationToken: ct).ResponseAsync);
+        return (long)state.LastCycle;
+    }
+
+    public async Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct)
+    {
+        var state = await CallAsync(() => _channel.Client.GetReplicaAsync(new ReplicaRef { VmId = primaryVmId }, cancellationToken: ct).ResponseAsync);
+        return state.Exists ? (long)state.LastCycle : null;
+    }
+
+    public async Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
+    {
+        return await CallAsync(async () =>
+        {
+            using var call = _channel.Client.SendCycle(cancellationToken: ct);
+            var begin = new CycleBegin
+            {
+                VmId = primaryVmId,
+                CycleNumber = (ulong)header.Cycle,
+                BaseCycleNumber = (ulong)header.BaseCycle,
+                Consistency = header.Consistency == Consistency.ApplicationConsistent ? "application" : "crash",
+                PointInTimeUnixMs = header.PointInTime.ToUnixTimeMilliseconds(),
+                Compression = compression ? Compression.Zstd : Compression.None,
+            };
+            for (var i = 0; i < header.DiskSizes.Count; i++) begin.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = (uint)i, SizeBytes = (ulong)header.DiskSizes[i] });
+            await call.RequestStream.WriteAsync(new CycleMessage { Begin = begin }, ct);
+            ulong count = 0, bytes = 0;
+            using var zstd = compression ? new ZstdSharp.Compressor(1) : null;
+            await foreach (var e in extents.WithCancellation(ct))
+            {
+                var extent = new Extent { Disk = (uint)e.Disk, Offset = (ulong)e.Offset, Length = (uint)e.Length, Zero = e.Data is null };
+                if (e.Data is { } data)
+                    extent.Data = zstd is null ? ByteString.CopyFrom(data.Span) : ByteString.CopyFrom(zstd.Wrap(data.Span));
+                await call.RequestStream.WriteAsync(new CycleMessage { Extent = extent }, ct);
+                count++;
+                bytes += (ulong)e.Length;
+            }
+            await call.RequestStream.WriteAsync(new CycleMessage { End = new CycleEnd { ExtentCount = count, ByteCount = bytes } }, ct);
+            await call.RequestStream.CompleteAsync();
+            var ack = await call.ResponseAsync;
+            return (long)ack.CommittedCycleNumber;
+        });
+    }
+
+    public async Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct)
+        => await CallAsync(() => _channel.Client.FailoverAsync(new FailoverRequest { VmId = primaryVmId, Start = start }, cancellationToken: ct).ResponseAsync);
+
+    public async Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
+    {
+        var reply = await CallAsync(() => _channel.Client.ReverseAsync(new ReverseRequest
+        {
+            VmId = primaryVmId,
+            ReplicaAddress = newReplicaHost,
+            FrequencySeconds = (uint)settings.FrequencySeconds,
+            AdditionalPoints = (uint)settings.AdditionalPoints,
+            Compression = settings.Compression,
+        }, cancellationToken: ct).ResponseAsync);
+        return reply.NewPrimaryVmId;
+    }
+
+    /// <summary>One-line errors: gRPC failures become <see cref="ReplicationException"/>s naming the replica server.</summary>
+    private async Task<T> CallAsync<T>(Func<Task<T>> call)
+    {
+        try { return await call(); }
+        catch (RpcException e) { throw _channel.Map(e); }
+    }
+
+    public void Dispose() => _channel.Dispose();
+}

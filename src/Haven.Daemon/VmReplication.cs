@@ -1,0 +1,147 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Haven.Api;
+using Haven.Host;
+using Haven.Host.Replication;
+
+namespace Haven.Daemon;
+
+/// <summary>
+/// Replication of this host's VMs as havend runs it: the network targets (one mTLS channel per replica
+/// server), the HTTP routes of both sides, and the scheduler that starts each VM's cycles at its frequency.
+/// </summary>
+public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : IDisposable
+{
+    private readonly ConcurrentDictionary<(string, string?, bool), GrpcReplicaTarget> _targets = new();
+
+    public IReplicaTarget TargetFor(string address, ReplicationSettings settings)
+        => _targets.GetOrAdd((address, settings.ReplicaName, settings.Compression), k => new GrpcReplicaTarget(endpoint, k.Item1, k.Item2, k.Item3));
+
+    public IReplicaTarget TargetOf(string vmName)
+    {
+        var vm = host.Vms.Find(vmName);
+        var record = host.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        return TargetFor(record.Target, Settings(record));
+    }
+
+    public static ReplicationSettings Settings(Haven.Host.State.ReplicationRecord r)
+        => JsonSerializer.Deserialize<ReplicationSettings>(r.Settings, ApiJson.Options)!;
+
+    public static void Map(RouteGroupBuilder v1)
+    {
+        // Primary side.
+        v1.MapPost("/vms/{name}/replication", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, ReplicationEnableRequest req, CancellationToken ct) =>
+        {
+            var settings = new ReplicationSettings
+            {
+                FrequencySeconds = req.FrequencySeconds,
+                AdditionalPoints = req.AdditionalPoints,
+                Compression = req.Compression,
+                PrimaryHostName = e.Identity.Name,
+                ReplicaName = req.ReplicaName,
+                StartAt = req.StartAt,
+            };
+            settings.Validate();
+            await h.Replications.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
+            return await h.Replications.StatusAsync(name, ct);
+        });
+        v1.MapGet("/vms/{name}/replication", (HavenHost h, string name, CancellationToken ct) => h.Replications.StatusAsync(name, ct));
+        v1.MapDelete("/vms/{name}/replication", async (HavenHost h, string name, CancellationToken ct) =>
+        {
+            await h.Replications.DisableAsync(name, ct);
+            return Results.NoContent();
+        });
+        v1.MapPost("/vms/{name}/replication/cycle", async (HavenHost h, VmReplication r, string name, CancellationToken ct) =>
+            ToApi(await h.Replications.RunCycleAsync(name, r.TargetOf(name), ct)));
+        v1.MapPost("/vms/{name}/replication/planned-failover", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, PlannedFailoverRequest req, CancellationToken ct) =>
+        {
+            var vm = h.Vms.Find(name);
+            var record = h.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+            if (req.Reverse && e.Settings.Listen is null)
+                throw HavenException.Conflict("reverse replication needs this host's replica server enabled (haven replica-server enable)");
+            var last = await h.Replications.PlannedFailoverAsync(name, r.TargetOf(name), record.Target, req.Reverse, ct,
+                shutdownTimeoutSeconds: req.ShutdownTimeoutSeconds, reverseAddress: e.Settings.Listen);
+            return ToApi(last);
+        });
+
+        // Replica side.
+        v1.MapPost("/vms/{name}/replication/test-failover", (HavenHost h, string name, ReplicaFailoverRequest req, CancellationToken ct) =>
+            h.Replicas.TestFailoverAsync(name, req.Cycle, req.Start, ct));
+        v1.MapDelete("/vms/{name}/replication/test-failover", async (HavenHost h, string name, CancellationToken ct) =>
+        {
+            await h.Replicas.StopTestFailoverAsync(name, ct);
+            return Results.NoContent();
+        });
+        v1.MapPost("/vms/{name}/replication/failover", (HavenHost h, string name, ReplicaFailoverRequest req, CancellationToken ct) =>
+            h.Replicas.FailoverAsync(name, req.Cycle, req.Start, ct));
+        v1.MapPost("/vms/{name}/replication/failover/cancel", async (HavenHost h, string name, CancellationToken ct) =>
+        {
+            await h.Replicas.CancelFailoverAsync(name, ct);
+            return await h.Replications.StatusAsync(name, ct);
+        });
+        v1.MapPost("/vms/{name}/replication/failover/complete", async (HavenHost h, string name, CancellationToken ct) =>
+        {
+            await h.Replicas.CompleteFailoverAsync(name, ct);
+            return Results.NoContent();
+        });
+    }
+
+    public static ReplicationCycleResult ToApi(CycleResult c) => new()
+    {
+        Cycle = c.Cycle,
+        Full = c.Full,
+        Consistency = c.Consistency,
+        DataBytes = c.DataBytes,
+        ZeroBytes = c.ZeroBytes,
+        Extents = c.Extents,
+        WallMilliseconds = c.Elapsed.TotalMilliseconds,
+    };
+
+    public void Dispose()
+    {
+        foreach (var t in _targets.Values) t.Dispose();
+        _targets.Clear();
+    }
+}
+
+/// <summary>
+/// Starts every replicated VM's cycles at its frequency (and the initial replication at its start time). A
+/// cycle still running when the next is due counts as a missed cycle, as in Hyper-V's statistics.
+/// </summary>
+public sealed class ReplicationScheduler(HavenHost host, VmReplication replication, ILogger<ReplicationScheduler> log) : BackgroundService
+{
+    private readonly Dictionary<string, (DateTimeOffset Due, Task? Running)> _state = [];
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            var now = DateTimeOffset.UtcNow;
+            foreach (var record in host.Store.ListReplications())
+            {
+                var settings = VmReplication.Settings(record);
+                if (!_state.TryGetValue(record.VmId, out var s))
+                    s = (record.LastCycle == 0 && settings.StartAt is { } at ? at : now, null);
+                if (now < s.Due) { _state[record.VmId] = s; continue; }
+                var next = s.Due.AddSeconds(settings.FrequencySeconds);
+                if (next < now) next = now.AddSeconds(settings.FrequencySeconds);
+                if (s.Running is { IsCompleted: false })
+                {
+                    host.Replications.CountMissed(record.VmId);
+                    _state[record.VmId] = (next, s.Running);
+                    continue;
+                }
+                var vm = host.Store.FindVm(record.VmId);
+                if (vm is null) continue;
+                var task = Task.Run(async () =>
+                {
+                    try { await host.Replications.RunCycleAsync(vm.Name, replication.TargetFor(record.Target, settings), stoppingToken); }
+                    catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
+                    catch (Exception e) { log.LogWarning("replication cycle of {Vm} failed: {Error}", vm.Name, e.Message.ReplaceLineEndings(" ")); }
+                }, CancellationToken.None);
+                _state[record.VmId] = (next, task);
+            }
+        }
+    }
+}
