@@ -55,6 +55,9 @@ public sealed record ReplicationStatusInfo
     public string? LastError { get; init; }
     public DateTimeOffset? LastTestFailover { get; init; }
     public List<RecoveryPointInfo> RecoveryPoints { get; init; } = [];
+    /// <summary>Replica role with extended replication: the third host, and the last cycle it committed.</summary>
+    public string? ExtendedTo { get; init; }
+    public long? ExtendedLastCycle { get; init; }
 }
 
 public sealed record ReplicationCycleResult

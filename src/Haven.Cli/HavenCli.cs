@@ -6,6 +6,7 @@ using Haven.Cli.Commands.Backup;
 using Haven.Cli.Commands.Checkpoint;
 using Haven.Cli.Commands.Host;
 using Haven.Cli.Commands.ReplicaServer;
+using Haven.Cli.Commands.Replication;
 using Haven.Cli.Commands.Repo;
 using Haven.Cli.Commands.Restore;
 using Haven.Cli.Commands.Vm;

@@ -37,4 +37,36 @@ public sealed partial class HavenClient
 
     public Task<ReplicationTestConnectionResult> TestReplicaConnectionAsync(ReplicationTestConnectionRequest request, CancellationToken ct) =>
         SendAsync<ReplicationTestConnectionResult>(HttpMethod.Post, "/v1/replication/test-connection", request, ct);
+
+    // --- replication of one VM (primary side) ---
+    public Task<ReplicationStatusInfo> EnableReplicationAsync(string vm, ReplicationEnableRequest request, CancellationToken ct) =>
+        SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + "/replication", request, ct);
+
+    public Task<ReplicationStatusInfo> GetReplicationAsync(string vm, CancellationToken ct) =>
+        SendAsync<ReplicationStatusInfo>(HttpMethod.Get, VmPath(vm) + "/replication", null, ct);
+
+    public Task DisableReplicationAsync(string vm, CancellationToken ct) =>
+        SendAsync(HttpMethod.Delete, VmPath(vm) + "/replication", null, ct);
+
+    public Task<ReplicationCycleResult> RunReplicationCycleAsync(string vm, CancellationToken ct) =>
+        SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/cycle", null, ct);
+
+    public Task<ReplicationCycleResult> PlannedFailoverAsync(string vm, PlannedFailoverRequest request, CancellationToken ct) =>
+        SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/planned-failover", request, ct);
+
+    // --- replica side ---
+    public Task<VmInfo> TestFailoverAsync(string vm, ReplicaFailoverRequest request, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Post, VmPath(vm) + "/replication/test-failover", request, ct);
+
+    public Task StopTestFailoverAsync(string vm, CancellationToken ct) =>
+        SendAsync(HttpMethod.Delete, VmPath(vm) + "/replication/test-failover", null, ct);
+
+    public Task<VmInfo> FailoverAsync(string vm, ReplicaFailoverRequest request, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Post, VmPath(vm) + "/replication/failover", request, ct);
+
+    public Task<ReplicationStatusInfo> CancelFailoverAsync(string vm, CancellationToken ct) =>
+        SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + "/replication/failover/cancel", null, ct);
+
+    public Task CompleteFailoverAsync(string vm, CancellationToken ct) =>
+        SendAsync(HttpMethod.Post, VmPath(vm) + "/replication/failover/complete", null, ct);
 }

@@ -24,6 +24,16 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         return TargetFor(record.Target, Settings(record));
     }
 
+    /// <summary>One cycle now: a primary's, or an extended one when this VM is a replica sent on to a third host.</summary>
+    public async Task<CycleResult> RunCycleAsync(string vmName, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        var record = host.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        var settings = Settings(record);
+        var target = TargetFor(record.Target, settings);
+        return settings.Extended ? await host.Extended.RunCycleAsync(vm.Name, target, ct) : await host.Replications.RunCycleAsync(vm.Name, target, ct);
+    }
+
     public static ReplicationSettings Settings(Haven.Host.State.ReplicationRecord r)
         => JsonSerializer.Deserialize<ReplicationSettings>(r.Settings, ApiJson.Options)!;
 
@@ -52,7 +62,23 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             return Results.NoContent();
         });
         v1.MapPost("/vms/{name}/replication/cycle", async (HavenHost h, VmReplication r, string name, CancellationToken ct) =>
-            ToApi(await h.Replications.RunCycleAsync(name, r.TargetOf(name), ct)));
+            ToApi(await r.RunCycleAsync(name, ct)));
+        // Replica side: extended replication of a replica VM to a third host.
+        v1.MapPost("/vms/{name}/replication/extend", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, ReplicationEnableRequest req, CancellationToken ct) =>
+        {
+            var settings = new ReplicationSettings
+            {
+                FrequencySeconds = req.FrequencySeconds,
+                AdditionalPoints = req.AdditionalPoints,
+                Compression = req.Compression,
+                PrimaryHostName = e.Identity.Name,
+                ReplicaName = req.ReplicaName,
+                StartAt = req.StartAt,
+                Extended = true,
+            };
+            await h.Extended.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
+            return await h.Replications.StatusAsync(name, ct);
+        });
         v1.MapPost("/vms/{name}/replication/planned-failover", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, PlannedFailoverRequest req, CancellationToken ct) =>
         {
             var vm = h.Vms.Find(name);
@@ -136,7 +162,7 @@ public sealed class ReplicationScheduler(HavenHost host, VmReplication replicati
                 if (vm is null) continue;
                 var task = Task.Run(async () =>
                 {
-                    try { await host.Replications.RunCycleAsync(vm.Name, replication.TargetFor(record.Target, settings), stoppingToken); }
+                    try { await replication.RunCycleAsync(vm.Name, stoppingToken); }
                     catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
                     catch (Exception e) { log.LogWarning("replication cycle of {Vm} failed: {Error}", vm.Name, e.Message.ReplaceLineEndings(" ")); }
                 }, CancellationToken.None);

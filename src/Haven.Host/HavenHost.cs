@@ -33,6 +33,7 @@ public sealed class HavenHost : IAsyncDisposable
         Jobs = new JobService(this);
         Replicas = new Replication.ReplicaService(this);
         Replications = new Replication.ReplicationService(this);
+        Extended = new Replication.ExtendedReplication(this);
     }
 
     public HostPaths Paths { get; }
@@ -48,6 +49,7 @@ public sealed class HavenHost : IAsyncDisposable
     public JobService Jobs { get; }
     public Replication.ReplicaService Replicas { get; }
     public Replication.ReplicationService Replications { get; }
+    public Replication.ExtendedReplication Extended { get; }
 
     /// <summary>Re-attaches to running VMs and repairs what a crash left half done. Call once before serving.</summary>
     public Task<ReconcileReport> StartAsync(CancellationToken ct = default) => new Reconciler(this).RunAsync(ct);

@@ -193,3 +193,50 @@ public sealed class ReplicationHealthTests
         Assert.Equal("Critical", ReplicationHealth.OfPrimary(new ReplicationStatistics().Failed("x", Now), 300, 0, Now).Health);
     }
 }
+
+/// <summary>Extended replication: primary → replica → third host, the third's points equal the replica's.</summary>
+public sealed class ExtendedReplicationTests
+{
+    private const long M = 1 << 20;
+
+    [Fact]
+    public async Task The_third_host_receives_the_replicas_latest_point_including_every_cycle_since_the_last_extended_one()
+    {
+        await using var a = new TestHost();
+        await using var b = new TestHost();
+        await using var c = new TestHost();
+        await a.CreateVmAsync("web", size: 64 * M);
+        await a.Host.Vms.StartAsync("web", a.Ct);
+        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
+        await a.WriteAsync("web", now, 0x91, 0, 4 * M);
+        var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
+        var toC = new LocalReplicaTarget(c.Host, "b.test", "g1");
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings(), toB, a.Ct);
+        await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+
+        var refused = await Assert.ThrowsAsync<HavenException>(() => b.Host.Extended.EnableAsync("web", "c.test", new ReplicationSettings { FrequencySeconds = 30 }, toC, b.Ct));
+        Assert.Contains("5 or 15 minutes", refused.Message);
+        await b.Host.Extended.EnableAsync("web", "c.test", new ReplicationSettings { FrequencySeconds = 300, PrimaryHostName = "b.test" }, toC, b.Ct);
+        var first = await b.Host.Extended.RunCycleAsync("web", toC, b.Ct);
+        Assert.True(first.Full);
+        await c.AssertCheckpointAsync("web", ReplicaService.PointName(first.Cycle), now);
+
+        // Two primary cycles (the replica merges the older point away) before the next extended cycle.
+        await a.WriteAsync("web", now, 0x92, 10 * M, M);
+        await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        await a.WriteAsync("web", now, 0x93, 30 * M, 2 * M);
+        await a.WriteAsync("web", now, 0, 1 * M, M); // zero bytes over data (written, so sent as data)
+        await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        var second = await b.Host.Extended.RunCycleAsync("web", toC, b.Ct);
+        Assert.False(second.Full);
+        Assert.Equal(4 * M, second.DataBytes); // the blocks of both cycles, and nothing else
+        await c.AssertCheckpointAsync("web", ReplicaService.PointName(second.Cycle), now);
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(3), now);
+
+        // Nothing new: an extended cycle with nothing to send still commits an (identical) point.
+        var third = await b.Host.Extended.RunCycleAsync("web", toC, b.Ct);
+        Assert.Equal(0, third.DataBytes + third.ZeroBytes);
+        var status = await b.Host.Replications.StatusAsync("web", b.Ct);
+        Assert.Equal(("replica", "c.test", third.Cycle), (status.Role, status.ExtendedTo, status.ExtendedLastCycle));
+    }
+}

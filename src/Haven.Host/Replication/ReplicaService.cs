@@ -97,8 +97,10 @@ public sealed partial class ReplicaService(HavenHost host)
         var committed = false;
         try
         {
-            await WriteExtentsAsync(vmId, disks, op, plan, extents, ct);
+            var ranges = new List<(int Disk, long Offset, long Length)>();
+            await WriteExtentsAsync(vmId, disks, op, plan, extents, ranges, ct);
             await StepAsync("replica.after-data");
+            host.Extended.Mark(vmId, disks, ranges); // before the commit: an extended cycle must never miss these blocks
             await host.Checkpoints.CreateLockedAsync(vm, plan.CheckpointName, ct);
             var cp = Store.ListCheckpoints(vmId).Find(c => c.Name == plan.CheckpointName)!;
             await StepAsync("replica.after-checkpoint");
@@ -120,7 +122,7 @@ public sealed partial class ReplicaService(HavenHost host)
     }
 
     private async Task WriteExtentsAsync(string vmId, List<DiskRecord> disks, OperationRecord op, ReplicaCyclePlan plan,
-        IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
+        IAsyncEnumerable<ReplicaExtent> extents, List<(int Disk, long Offset, long Length)> ranges, CancellationToken ct)
     {
         var tree = new LayerTree(Paths, Store.ListLayers(vmId));
         var servers = new List<QemuNbdServer>();
@@ -141,6 +143,7 @@ public sealed partial class ReplicaService(HavenHost host)
                 if (e.Disk < 0 || e.Disk >= disks.Count) throw HavenException.Invalid($"extent for disk {e.Disk}, which the replica does not have");
                 if (e.Offset < 0 || e.Length <= 0 || e.Length > MaxExtentBytes || e.Offset + e.Length > disks[e.Disk].SizeBytes)
                     throw HavenException.Invalid($"extent {e.Offset}+{e.Length} does not fit disk {e.Disk} ({disks[e.Disk].SizeBytes} bytes)");
+                ranges.Add((e.Disk, e.Offset, e.Length));
                 if (e.Data is null) await clients[e.Disk].WriteZeroesAsync(e.Offset, e.Length, ct);
                 else
                 {

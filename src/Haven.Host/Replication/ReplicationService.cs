@@ -181,7 +181,8 @@ public sealed class ReplicationService(HavenHost host)
     {
         var vm = host.Vms.Find(vmName);
         var now = DateTimeOffset.UtcNow;
-        if (Store.FindReplication(vm.Id) is { } r)
+        var extended = Store.FindReplica(vm.Id) is not null ? Store.FindReplication(vm.Id) : null;
+        if (extended is null && Store.FindReplication(vm.Id) is { } r)
         {
             var settings = JsonSerializer.Deserialize<ReplicationSettings>(r.Settings, ApiJson.Options)!;
             var stats = Statistics(r);
@@ -205,6 +206,8 @@ public sealed class ReplicationService(HavenHost host)
                 Vm = vm.Name, Role = "replica", Partner = replica.PrimaryHost, Health = health, HealthReason = why, State = replica.State.ToString(),
                 LastCycle = replica.LastCycle, LastSuccess = points.Count == 0 ? null : points[^1].PointTime, LastTestFailover = replica.LastTestFailover,
                 RecoveryPoints = points.ConvertAll(p => new RecoveryPointInfo { Cycle = p.Cycle, PointInTime = p.PointTime, Consistency = p.Consistency }),
+                ExtendedTo = extended?.Target,
+                ExtendedLastCycle = extended?.LastCycle,
             };
         }
         throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
@@ -391,6 +394,8 @@ public sealed record ReplicationSettings
     public string? ReplicaName { get; init; }
     /// <summary>When to start the initial replication; null: at once.</summary>
     public DateTimeOffset? StartAt { get; init; }
+    /// <summary>Extended replication: this host is a replica and sends its recovery points on to a third host.</summary>
+    public bool Extended { get; init; }
 
     public void Validate()
     {

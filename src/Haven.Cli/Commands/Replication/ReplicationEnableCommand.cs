@@ -1,0 +1,86 @@
+using System.CommandLine;
+using Haven.Api;
+
+namespace Haven.Cli.Commands.Replication;
+
+/// <summary>haven replication enable: POST /v1/vms/{vm}/replication.</summary>
+public sealed class ReplicationEnableCommand : Command
+{
+    static readonly ReplicationEnableRequest Defaults = new() { Replica = "" };
+
+    public Argument<string> Vm { get; } = ReplicationCommand.VmArgument();
+
+    public Option<string> Replica { get; } = new("--replica")
+    {
+        Description = "Replica server address, https://HOST:PORT",
+        Required = true,
+        HelpName = "URL",
+    };
+
+    public Option<string?> ReplicaName { get; } = new("--replica-name")
+    {
+        Description = "The replica server's certificate must be for this name (CN or SAN) [default: any name, if trusted]",
+        HelpName = "NAME",
+    };
+
+    // No DefaultValueFactory: help would show the default in seconds; "[default: 5m]" is in the description.
+    public Option<int?> Frequency { get; } = new("--frequency")
+    {
+        Description = "Time between cycles: 30s, 5m, 15m, or any <N>s or <N>m from 5s to 24 h [default: 5m]",
+        HelpName = "FREQ",
+        CustomParser = r => Parsers.Frequency(r),
+    };
+
+    public Option<int> AdditionalPoints { get; } = new("--additional-points")
+    {
+        Description = "Hourly recovery points the replica keeps besides the latest, 0..24",
+        HelpName = "N",
+        DefaultValueFactory = _ => Defaults.AdditionalPoints,
+        CustomParser = r => Parsers.Int(r, min: 0, max: 24),
+    };
+
+    public Option<bool> Compression { get; } = new("--compression")
+    {
+        Description = "Compress changed blocks on the wire (zstd)",
+    };
+
+    public Option<DateTimeOffset?> StartAt { get; } = new("--start-at")
+    {
+        Description = "Start the initial replication at this ISO 8601 time with offset, up to 7 days ahead, e.g. 2025-01-02T03:00:00Z [default: now]",
+        HelpName = "TIME",
+        CustomParser = Parsers.Time,
+    };
+
+    public ReplicationEnableCommand(CliContext ctx) : base("enable", "Replicate a VM to a replica server (the initial replication starts now or at --start-at)")
+    {
+        Add(Vm);
+        Add(Replica);
+        Add(ReplicaName);
+        Add(Frequency);
+        Add(AdditionalPoints);
+        Add(Compression);
+        Add(StartAt);
+        ctx.SetAction(this, async (parseResult, client, output, ct) =>
+        {
+            var vm = parseResult.GetRequiredValue(Vm);
+            var request = BuildRequest(parseResult);
+            var status = await client.EnableReplicationAsync(vm, request, ct);
+            output.Result(status, console =>
+            {
+                console.Line($"Replication of VM '{status.Vm}' to {request.Replica} enabled"
+                    + (request.StartAt is { } at ? $"; the initial replication starts at {Human.Time(at)}." : "."));
+                ReplicationView.RenderStatus(console, status);
+            });
+        });
+    }
+
+    public ReplicationEnableRequest BuildRequest(ParseResult parseResult) => new()
+    {
+        Replica = parseResult.GetRequiredValue(Replica),
+        ReplicaName = parseResult.GetValue(ReplicaName),
+        FrequencySeconds = parseResult.GetValue(Frequency) ?? Defaults.FrequencySeconds,
+        AdditionalPoints = parseResult.GetValue(AdditionalPoints),
+        Compression = parseResult.GetValue(Compression),
+        StartAt = parseResult.GetValue(StartAt),
+    };
+}
