@@ -76,6 +76,13 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
         });
     }
 
+    /// <summary>The replica server's name (its certificate's CN), as it introduces itself.</summary>
+    public async Task<string> ReplicaHostNameAsync(CancellationToken ct)
+    {
+        try { return (await _channel.HelloAsync(null, ct)).ReplicaHost; }
+        catch (RpcException e) { throw _channel.Map(e); }
+    }
+
     public async Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct)
         => await CallAsync(() => _channel.Client.FailoverAsync(new FailoverRequest { VmId = primaryVmId, Start = start }, cancellationToken: ct).ResponseAsync);
 

@@ -85,7 +85,9 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             var record = h.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
             if (req.Reverse && e.Settings.Listen is null)
                 throw HavenException.Conflict("reverse replication needs this host's replica server enabled (haven replica-server enable)");
-            var last = await h.Replications.PlannedFailoverAsync(name, r.TargetOf(name), record.Target, req.Reverse, ct,
+            var target = (GrpcReplicaTarget)r.TargetOf(name);
+            var replicaHost = await target.ReplicaHostNameAsync(ct);
+            var last = await h.Replications.PlannedFailoverAsync(name, target, replicaHost, req.Reverse, ct,
                 shutdownTimeoutSeconds: req.ShutdownTimeoutSeconds, reverseAddress: e.Settings.Listen);
             return ToApi(last);
         });
@@ -147,8 +149,11 @@ public sealed class ReplicationScheduler(HavenHost host, VmReplication replicati
             foreach (var record in host.Store.ListReplications())
             {
                 var settings = VmReplication.Settings(record);
+                // First sight of a replication (havend just started, or it was just enabled): the initial copy is due
+                // at its start time; later cycles one frequency after the last success, not at every restart.
                 if (!_state.TryGetValue(record.VmId, out var s))
-                    s = (record.LastCycle == 0 && settings.StartAt is { } at ? at : now, null);
+                    s = (record.LastCycle == 0 ? settings.StartAt ?? now
+                        : JsonSerializer.Deserialize<ReplicationStatistics>(record.Statistics, ApiJson.Options)?.LastSuccess?.AddSeconds(settings.FrequencySeconds) ?? now, null);
                 if (now < s.Due) { _state[record.VmId] = s; continue; }
                 var next = s.Due.AddSeconds(settings.FrequencySeconds);
                 if (next < now) next = now.AddSeconds(settings.FrequencySeconds);

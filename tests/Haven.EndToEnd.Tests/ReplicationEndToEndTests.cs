@@ -1,0 +1,144 @@
+using Haven.Api;
+
+namespace Haven.EndToEnd.Tests;
+
+/// <summary>
+/// Replication between two havend hosts on loopback over mutual TLS, driven by the CLI: cycles keep the replica's
+/// latest point equal to the primary's disk at that cycle; kill -9 of the replica or the primary mid-cycle loses
+/// nothing committed and the next cycle catches up; test failover; planned failover with reverse replication.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class ReplicationEndToEndTests
+{
+    private const long M = 1 << 20;
+
+    private static async Task<(HavenWorld Primary, HavenWorld Replica, string Url)> SetUpAsync(CancellationToken ct)
+    {
+        var primary = new HavenWorld(ct);
+        var replica = new HavenWorld(ct);
+        primary.DaemonArgs.AddRange(["--host-name", "primary.test"]);
+        replica.DaemonArgs.AddRange(["--host-name", "replica.test"]);
+        await primary.StartDaemonAsync();
+        await replica.StartDaemonAsync();
+        var primaryCert = primary.Dir.File("primary.crt");
+        var replicaCert = replica.Dir.File("replica.crt");
+        await primary.OkAsync("host", "certificate", "--out", primaryCert);
+        await replica.OkAsync("host", "certificate", "--out", replicaCert);
+        await primary.OkAsync("host", "trust", "add", replicaCert);
+        await replica.OkAsync("host", "trust", "add", primaryCert);
+        var url = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
+        var storage = replica.Dir.File("replicas");
+        Directory.CreateDirectory(storage);
+        await replica.OkAsync("replica-server", "enable", "--listen", url);
+        await replica.OkAsync("replica-server", "allow", "--primary", "*.test", "--storage", storage, "--trust-group", "g1");
+        return (primary, replica, url);
+    }
+
+    private static Task<ReplicationCycleResult> RunAsync(HavenWorld primary) => primary.JsonAsync<ReplicationCycleResult>("replication", "run", "web");
+
+    [Fact]
+    public async Task Cycles_over_mtls_survive_kill_9_of_either_host_and_every_point_equals_the_primarys_disk()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (primary, replica, url) = await SetUpAsync(ct);
+        await using var _ = primary;
+        await using var __ = replica;
+        await primary.CreateVmAsync("web", start: true);
+        var now = primary.NewModel("now");
+        await primary.WriteAsync("web", now, new W(0x11, 0, 3 * M), new W(0x12, 20 * M, M / 2));
+        // Scheduled a day ahead, so only this test starts cycles.
+        await primary.OkAsync("replication", "enable", "web", "--replica", url, "--replica-name", "replica.test", "--frequency", "15m",
+            "--start-at", DateTimeOffset.UtcNow.AddDays(1).ToString("O"));
+
+        var first = await RunAsync(primary);
+        Assert.Equal((1L, true), (first.Cycle, first.Full));
+        await replica.AssertCheckpointDataAsync("web", "rp-00000001", now);
+
+        await primary.WriteAsync("web", now, new W(0x21, 8 * M, 128 << 10));
+        var second = await RunAsync(primary);
+        Assert.Equal((2L, false), (second.Cycle, second.Full));
+        Assert.Equal(128 << 10, second.DataBytes); // only the changed blocks travel
+        await replica.AssertCheckpointDataAsync("web", "rp-00000002", now);
+
+        // The replica dies after receiving the data, before the point is committed: the cycle never happened.
+        var atCycle2 = await primary.Remember(now, "at2");
+        await primary.WriteAsync("web", now, new W(0x31, 12 * M, M));
+        var report = await replica.CrashDuringAsync("replica.after-data", async () =>
+        {
+            var failed = await primary.Cli("replication", "run", "web");
+            Assert.Equal(1, failed.ExitCode);
+            Assert.Single(failed.StderrLines);
+        });
+        Assert.Contains("repaired 1 operation(s)", report);
+        await replica.AssertCheckpointDataAsync("web", "rp-00000002", atCycle2);
+        var third = await RunAsync(primary);
+        Assert.Equal((3L, false, M), (third.Cycle, third.Full, third.DataBytes));
+        await replica.AssertCheckpointDataAsync("web", "rp-00000003", now);
+
+        // The primary dies after the replica committed, before it recorded the cycle: the next one catches up.
+        await primary.WriteAsync("web", now, new W(0x41, 16 * M, M));
+        report = await primary.CrashDuringAsync("replication.after-ack", async () =>
+        {
+            var cut = await primary.Cli("replication", "run", "web");
+            Assert.NotEqual(0, cut.ExitCode);
+        });
+        Assert.Contains("repaired 1 operation(s)", report);
+        await primary.WriteAsync("web", now, new W(0x42, 24 * M, M));
+        var fifth = await RunAsync(primary);
+        Assert.Equal(5L, fifth.Cycle); // the replica had committed cycle 4
+        Assert.False(fifth.Full);
+        await replica.AssertCheckpointDataAsync("web", "rp-00000005", now);
+
+        var status = await primary.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
+        Assert.Equal(("primary", 5L), (status.Role, status.LastCycle));
+        var replicaStatus = await replica.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
+        Assert.Equal(("replica", "primary.test", "Normal"), (replicaStatus.Role, replicaStatus.Partner, replicaStatus.Health));
+
+        // Test failover: a copy of the latest point, without network; replication goes on meanwhile.
+        var test = await replica.JsonAsync<VmInfo>("replication", "test-failover", "web", "--no-start");
+        Assert.Equal("web - Test", test.Name);
+        Assert.True(await now.EqualsImageAsync(test.Disks[0].Chain[0].Path));
+        await primary.WriteAsync("web", now, new W(0x51, 2 * M, M));
+        Assert.Equal(6L, (await RunAsync(primary)).Cycle);
+        await replica.OkAsync("replication", "stop-test-failover", "web");
+    }
+
+    [Fact]
+    public async Task Planned_failover_over_the_network_starts_the_replica_with_every_write_and_reverses()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (primary, replica, url) = await SetUpAsync(ct);
+        await using var _ = primary;
+        await using var __ = replica;
+        // Reverse replication needs the old primary to be a replica server the new primary may use.
+        var primaryUrl = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
+        var storage = primary.Dir.File("replicas");
+        Directory.CreateDirectory(storage);
+        await primary.OkAsync("replica-server", "enable", "--listen", primaryUrl);
+        await primary.OkAsync("replica-server", "allow", "--primary", "replica.test", "--storage", storage, "--trust-group", "g1");
+
+        await primary.CreateVmAsync("web", start: true);
+        var now = primary.NewModel("now");
+        await primary.WriteAsync("web", now, new W(0x61, 0, 2 * M));
+        await primary.OkAsync("replication", "enable", "web", "--replica", url, "--frequency", "15m", "--start-at", DateTimeOffset.UtcNow.AddDays(1).ToString("O"));
+        await RunAsync(primary);
+        await primary.WriteAsync("web", now, new W(0x62, 10 * M, M)); // after the last cycle
+
+        var last = await primary.JsonAsync<ReplicationCycleResult>("replication", "planned-failover", "web", "--reverse", "--shutdown-timeout", "2");
+        Assert.Equal(M, last.DataBytes);
+        Assert.Equal(VmState.Off, (await primary.ShowAsync("web")).State);
+        var onReplica = await replica.ShowAsync("web");
+        Assert.Equal(VmState.Running, onReplica.State);
+
+        var newPrimary = await replica.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
+        Assert.Equal(("primary", primaryUrl), (newPrimary.Role, newPrimary.Partner));
+        var newReplica = await primary.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
+        Assert.Equal(("replica", "replica.test"), (newReplica.Role, newReplica.Partner));
+
+        // Nothing changed on the new primary yet: the reverse cycle moves no data, and the old primary's disk equals it.
+        var back = await replica.JsonAsync<ReplicationCycleResult>("replication", "run", "web");
+        Assert.False(back.Full);
+        Assert.Equal(0, back.DataBytes);
+        await primary.AssertCheckpointDataAsync("web", $"rp-{back.Cycle:D8}", now);
+    }
+}
