@@ -14,9 +14,10 @@ public sealed class TestHost : IAsyncDisposable
     public HavenHost Host { get; }
     public CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    public TestHost()
+    /// <param name="dataDirectory">Where havend's data lives (e.g. on a small tmpfs); default: a temp folder.</param>
+    public TestHost(string? dataDirectory = null)
     {
-        Host = new HavenHost(Dir.File("data"));
+        Host = new HavenHost(dataDirectory ?? Dir.File("data"));
     }
 
     public Task<VmInfo> CreateVmAsync(string name, long size = 32 << 20, CheckpointType type = CheckpointType.Production) =>

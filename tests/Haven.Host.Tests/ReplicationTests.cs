@@ -240,3 +240,40 @@ public sealed class ExtendedReplicationTests
         Assert.Equal(("replica", "c.test", third.Cycle), (status.Role, status.ExtendedTo, status.ExtendedLastCycle));
     }
 }
+
+/// <summary>The replica host's disk fills up mid-cycle: the cycle is discarded, the last point stays valid, and replication resumes once there is room.</summary>
+public sealed class ReplicaDiskFullTests
+{
+    private const long M = 1 << 20;
+
+    [Fact]
+    public async Task A_full_replica_disk_discards_the_cycle_and_replication_resumes_with_every_change()
+    {
+        using var fs = SmallTmpfs.TryMount("24m", out var reason);
+        if (fs is null) { Assert.Skip(reason); return; }
+        await using var a = new TestHost();
+        await using var b = new TestHost(Path.Combine(fs.Path, "data"));
+        await a.CreateVmAsync("web", size: 128 * M);
+        await a.Host.Vms.StartAsync("web", a.Ct);
+        var now = new DiskModel(a.Dir.File("now.raw"), 128 * M);
+        await a.WriteAsync("web", now, 0xA1, 0, 4 * M);
+        var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings(), toB, a.Ct);
+        await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        var atFirst = await now.SnapshotAsync(a.Dir.File("first.raw"));
+
+        for (var i = 0; i < 8; i++) await a.WriteAsync("web", now, (byte)(0xB0 + i), 8 * M + i * 4 * M, 4 * M); // 32 MiB: more than the replica has room for
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => a.Host.Replications.RunCycleAsync("web", toB, a.Ct));
+        Assert.DoesNotContain('\n', e.Message.Trim());
+        Assert.Equal(1, b.Host.Replicas.Find("web").LastCycle);
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(1), atFirst); // the committed point is intact
+        await b.AssertConsistentAsync("web"); // no partial files, a valid chain
+        await a.AssertNoBackupLeftoversAsync("web");
+
+        fs.Resize("256m");
+        var next = await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        Assert.Equal(2, next.Cycle);
+        Assert.Equal(32 * M, next.DataBytes); // everything the failed cycle carried
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
+    }
+}

@@ -1,7 +1,6 @@
 using System.Text;
 using System.Text.Json;
 using Haven.Storage;
-using Haven.Storage.Tests;
 using Haven.TestSupport;
 using Xunit;
 using static Haven.Repository.Tests.RepoFixture;

@@ -185,10 +185,11 @@ public sealed partial class ReplicaService(HavenHost host)
         var tree = new LayerTree(Paths, layers);
         var active = tree[d.ActiveLayerId];
         var path = tree.PathOf(active);
-        var temp = path + ".partial";
-        if (active.ParentId is { } parent) await QemuImg.CreateOverlayAsync(temp, tree.PathOf(tree[parent]), ct);
-        else await QemuImg.CreateAsync(temp, DiskFormat.Qcow2, d.SizeBytes, ct);
-        File.Move(temp, path, overwrite: true);
+        // Delete first: on a full disk there may be no room for a second file. A crash in between is repaired
+        // by running this again (the journal row stays until the end).
+        File.Delete(path);
+        if (active.ParentId is { } parent) await QemuImg.CreateOverlayAsync(path, tree.PathOf(tree[parent]), ct);
+        else await QemuImg.CreateAsync(path, DiskFormat.Qcow2, d.SizeBytes, ct);
     }
 
     /// <summary>

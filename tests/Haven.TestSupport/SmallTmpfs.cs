@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Haven.Storage.Tests;
+namespace Haven.TestSupport;
 
 /// <summary>
 /// A tiny tmpfs mounted for one test, to make a real ENOSPC. Needs root; <see cref="TryMount"/> returns
@@ -21,6 +21,9 @@ public sealed class SmallTmpfs : IDisposable
         reason = $"cannot mount a tmpfs (exit {code}): {output.Trim()}";
         return null;
     }
+
+    /// <summary>Gives the file system more room (a full disk being fixed).</summary>
+    public void Resize(string sizeOption) => Run("mount", $"-o remount,size={sizeOption} {Path}");
 
     public void Dispose()
     {
