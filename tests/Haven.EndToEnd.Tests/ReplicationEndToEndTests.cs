@@ -142,3 +142,126 @@ public sealed class ReplicationEndToEndTests
         await primary.AssertCheckpointDataAsync("web", $"rp-{back.Cycle:D8}", now);
     }
 }
+
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class ReplicationFaultTests
+{
+    private const long M = 1 << 20;
+
+    [Fact]
+    public async Task A_connection_cut_mid_cycle_is_discarded_and_the_next_cycle_sends_it_all()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var primary = new HavenWorld(ct);
+        var replica = new HavenWorld(ct);
+        await using var _ = primary;
+        await using var __ = replica;
+        var url = await ReplicationSetup.PairAsync(primary, replica);
+        await using var relay = new Haven.TestSupport.TcpRelay(new Uri(url).Port);
+        await primary.CreateVmAsync("web", start: true);
+        var now = primary.NewModel("now");
+        await primary.WriteAsync("web", now, new W(0x11, 0, 2 * M));
+        await primary.OkAsync("replication", "enable", "web", "--replica", $"https://127.0.0.1:{relay.Port}", "--replica-name", "replica.test",
+            "--frequency", "15m", "--start-at", DateTimeOffset.UtcNow.AddDays(1).ToString("O"));
+        await primary.OkAsync("replication", "run", "web");
+        var atFirst = await primary.Remember(now, "first");
+
+        await primary.WriteAsync("web", now, new W(0x21, 4 * M, 8 * M), new W(0x22, 16 * M, 8 * M));
+        relay.CutAfter(3 * M);
+        var cut = await primary.Cli("replication", "run", "web");
+        Assert.Equal(1, cut.ExitCode);
+        Assert.Single(cut.StderrLines);
+        Assert.Equal(1, relay.Cuts);
+        await replica.AssertCheckpointDataAsync("web", "rp-00000001", atFirst);
+        Assert.Equal(1, (await replica.JsonAsync<ReplicationStatusInfo>("replication", "status", "web")).LastCycle);
+
+        var next = await primary.JsonAsync<ReplicationCycleResult>("replication", "run", "web");
+        Assert.Equal((2L, 16 * M), (next.Cycle, next.DataBytes));
+        await replica.AssertCheckpointDataAsync("web", "rp-00000002", now);
+        var status = await primary.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
+        Assert.Equal((2L, 1L), (status.SuccessfulCycles, status.FailedCycles));
+    }
+
+    [Fact]
+    public async Task A_primary_of_another_trust_group_and_bad_vm_names_are_refused_and_write_nothing()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var primary = new HavenWorld(ct);
+        var replica = new HavenWorld(ct);
+        var other = new HavenWorld(ct);
+        await using var _ = primary;
+        await using var __ = replica;
+        await using var ___ = other;
+        var url = await ReplicationSetup.PairAsync(primary, replica);
+        other.DaemonArgs.AddRange(["--host-name", "other.test"]);
+        await other.StartDaemonAsync();
+        await other.OkAsync("host", "certificate", "--out", other.Dir.File("other.crt"));
+        await replica.OkAsync("host", "trust", "add", other.Dir.File("other.crt"));
+        await other.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
+        var storage = replica.Dir.File("other-replicas");
+        Directory.CreateDirectory(storage);
+        await replica.OkAsync("replica-server", "allow", "--primary", "other.test", "--storage", storage, "--trust-group", "g2");
+
+        await primary.CreateVmAsync("web", start: true);
+        var now = primary.NewModel("now");
+        await primary.WriteAsync("web", now, new W(0x31, 0, M));
+        await primary.OkAsync("replication", "enable", "web", "--replica", url, "--frequency", "15m", "--start-at", DateTimeOffset.UtcNow.AddDays(1).ToString("O"));
+        await primary.OkAsync("replication", "run", "web");
+        var before = await replica.OkAsync("vm", "list", "--json");
+
+        // "other.test" speaks the protocol itself, with its own certificate.
+        var identity = Haven.Replication.HostIdentity.LoadOrCreate(Path.Combine(other.Data, "tls"), "other.test");
+        var trust = new Haven.Replication.TrustStore(Path.Combine(other.Data, "tls"));
+        using var channel = Haven.Replication.ReplicaChannel.Create(url, identity, trust, "replica.test");
+        var vmId = primary.VmId("web");
+        var denied = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => channel.Client.GetReplicaAsync(new Haven.Replication.V1.ReplicaRef { VmId = vmId }, cancellationToken: ct).ResponseAsync);
+        Assert.Equal(Grpc.Core.StatusCode.PermissionDenied, denied.StatusCode);
+        Assert.Contains("trust group", denied.Status.Detail);
+        using (var call = channel.Client.SendCycle(cancellationToken: ct))
+        {
+            var begin = new Haven.Replication.V1.CycleBegin { VmId = vmId, CycleNumber = 2, BaseCycleNumber = 1 };
+            begin.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = 0, SizeBytes = (ulong)HavenWorld.DiskSize });
+            // The replica may answer as soon as it has read CycleBegin: the refusal surfaces at whichever step comes next.
+            var refused = await Assert.ThrowsAsync<Grpc.Core.RpcException>(async () =>
+            {
+                await call.RequestStream.WriteAsync(new Haven.Replication.V1.CycleMessage { Begin = begin }, ct);
+                await call.RequestStream.WriteAsync(new Haven.Replication.V1.CycleMessage { Extent = new Haven.Replication.V1.Extent { Disk = 0, Offset = 0, Length = 4096, Data = Google.Protobuf.ByteString.CopyFrom(new byte[4096]) } }, ct);
+                await call.RequestStream.CompleteAsync();
+                await call.ResponseAsync;
+            });
+            Assert.Equal(Grpc.Core.StatusCode.PermissionDenied, refused.StatusCode);
+        }
+        foreach (var bad in new[] { "../evil", "a/b", ".." })
+        {
+            var request = new Haven.Replication.V1.EnsureReplicaRequest { VmId = "x-" + bad.Length, VmName = bad, MemoryMib = 64, Vcpus = 1 };
+            request.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = 0, SizeBytes = (ulong)M });
+            var invalid = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => channel.Client.EnsureReplicaAsync(request, cancellationToken: ct).ResponseAsync);
+            Assert.Equal(Grpc.Core.StatusCode.InvalidArgument, invalid.StatusCode);
+        }
+        Assert.Equal(before, await replica.OkAsync("vm", "list", "--json"));
+        await replica.AssertCheckpointDataAsync("web", "rp-00000001", now);
+        Assert.Empty(Directory.GetFileSystemEntries(storage));
+    }
+}
+
+internal static class ReplicationSetup
+{
+    /// <summary>Two hosts that trust each other; the replica's server allows *.test (trust group g1). Returns its URL.</summary>
+    public static async Task<string> PairAsync(HavenWorld primary, HavenWorld replica)
+    {
+        primary.DaemonArgs.AddRange(["--host-name", "primary.test"]);
+        replica.DaemonArgs.AddRange(["--host-name", "replica.test"]);
+        await primary.StartDaemonAsync();
+        await replica.StartDaemonAsync();
+        await primary.OkAsync("host", "certificate", "--out", primary.Dir.File("primary.crt"));
+        await replica.OkAsync("host", "certificate", "--out", replica.Dir.File("replica.crt"));
+        await primary.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
+        await replica.OkAsync("host", "trust", "add", primary.Dir.File("primary.crt"));
+        var url = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
+        var storage = replica.Dir.File("replicas");
+        Directory.CreateDirectory(storage);
+        await replica.OkAsync("replica-server", "enable", "--listen", url);
+        await replica.OkAsync("replica-server", "allow", "--primary", "*.test", "--storage", storage, "--trust-group", "g1");
+        return url;
+    }
+}
