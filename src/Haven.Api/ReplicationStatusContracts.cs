@@ -17,6 +17,10 @@ public sealed record ReplicationEnableRequest
     public bool Compression { get; init; }
     /// <summary>When to start the initial replication (up to 7 days ahead); null: now.</summary>
     public DateTimeOffset? StartAt { get; init; }
+    /// <summary>Automatic resynchronization only from this UTC hour (0–23) …</summary>
+    public int? ResyncWindowStartHour { get; init; }
+    /// <summary>… until this one (exclusive; may wrap past midnight). Null: any time.</summary>
+    public int? ResyncWindowEndHour { get; init; }
 }
 
 /// <summary>One recovery point on the replica.</summary>
@@ -63,8 +67,10 @@ public sealed record ReplicationStatusInfo
 public sealed record ReplicationCycleResult
 {
     public required long Cycle { get; init; }
-    /// <summary>True for the initial replication (or a full resend after change tracking was lost).</summary>
+    /// <summary>True for the initial replication, or when change tracking was lost (every block read).</summary>
     public required bool Full { get; init; }
+    /// <summary>Every block was hashed on both sides and only the differing ones sent.</summary>
+    public bool Resync { get; init; }
     public required Consistency Consistency { get; init; }
     /// <summary>Bytes of changed blocks sent (before compression).</summary>
     public required long DataBytes { get; init; }

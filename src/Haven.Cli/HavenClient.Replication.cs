@@ -48,8 +48,8 @@ public sealed partial class HavenClient
     public Task DisableReplicationAsync(string vm, CancellationToken ct) =>
         SendAsync(HttpMethod.Delete, VmPath(vm) + "/replication", null, ct);
 
-    public Task<ReplicationCycleResult> RunReplicationCycleAsync(string vm, CancellationToken ct) =>
-        SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/cycle", null, ct);
+    public Task<ReplicationCycleResult> RunReplicationCycleAsync(string vm, CancellationToken ct, bool resync = false) =>
+        SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/" + (resync ? "resync" : "cycle"), null, ct);
 
     public Task<ReplicationCycleResult> PlannedFailoverAsync(string vm, PlannedFailoverRequest request, CancellationToken ct) =>
         SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/planned-failover", request, ct);

@@ -42,6 +42,23 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
         return state.Exists ? (long)state.LastCycle : null;
     }
 
+    public async Task<byte[][]> HashBlocksAsync(string primaryVmId, CancellationToken ct)
+    {
+        return await CallAsync(async () =>
+        {
+            using var call = _channel.Client.HashBlocks(new ReplicaRef { VmId = primaryVmId }, cancellationToken: ct);
+            var disks = new List<List<byte>>();
+            await foreach (var part in call.ResponseStream.ReadAllAsync(ct))
+            {
+                while (disks.Count <= part.Disk) disks.Add([]);
+                if ((ulong)disks[(int)part.Disk].Count != part.FirstBlock * Haven.Host.Replication.BlockHashes.HashSize)
+                    throw new InvalidDataException("the replica's block hashes arrived out of order");
+                disks[(int)part.Disk].AddRange(part.Hashes.Span);
+            }
+            return disks.ConvertAll(d => d.ToArray()).ToArray();
+        });
+    }
+
     public async Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
     {
         return await CallAsync(async () =>

@@ -176,6 +176,24 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         catch (HavenException e) { throw ToRpc(e); }
     }
 
+    public override async Task HashBlocks(ReplicaRef request, IServerStreamWriter<Haven.Replication.V1.BlockHashes> responseStream, ServerCallContext context)
+    {
+        var (primary, decision) = Authorize(context);
+        var replica = FindOwned(primary, decision, request.VmId);
+        byte[][] hashes;
+        try { hashes = await Host.Replicas.HashLatestAsync(replica.VmId, context.CancellationToken); }
+        catch (HavenException e) { throw ToRpc(e); }
+        const int PerMessage = 1 << 20; // bytes of hashes per message (65536 blocks = 4 GiB of disk)
+        for (var disk = 0; disk < hashes.Length; disk++)
+            for (var at = 0; at < hashes[disk].Length; at += PerMessage)
+                await responseStream.WriteAsync(new Haven.Replication.V1.BlockHashes
+                {
+                    Disk = (uint)disk,
+                    FirstBlock = (ulong)(at / Haven.Host.Replication.BlockHashes.HashSize),
+                    Hashes = Google.Protobuf.ByteString.CopyFrom(hashes[disk].AsSpan(at, Math.Min(PerMessage, hashes[disk].Length - at))),
+                }, context.CancellationToken);
+    }
+
     HavenHost Host => endpoint.Host ?? throw new RpcException(new Status(StatusCode.Unavailable, "the replica server is starting"));
 
     static ReplicaState State(Haven.Host.State.ReplicaRecord r) => new() { Exists = true, LastCycle = (ulong)r.LastCycle, ReplicaVmId = r.VmId };

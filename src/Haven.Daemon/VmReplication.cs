@@ -50,6 +50,8 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
                 PrimaryHostName = e.Identity.Name,
                 ReplicaName = req.ReplicaName,
                 StartAt = req.StartAt,
+                ResyncWindowStartHour = req.ResyncWindowStartHour,
+                ResyncWindowEndHour = req.ResyncWindowEndHour,
             };
             settings.Validate();
             await h.Replications.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
@@ -63,6 +65,8 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         });
         v1.MapPost("/vms/{name}/replication/cycle", async (HavenHost h, VmReplication r, string name, CancellationToken ct) =>
             ToApi(await r.RunCycleAsync(name, ct)));
+        v1.MapPost("/vms/{name}/replication/resync", async (HavenHost h, VmReplication r, string name, CancellationToken ct) =>
+            ToApi(await h.Replications.RunCycleAsync(name, r.TargetOf(name), ct, forceResync: true)));
         // Replica side: extended replication of a replica VM to a third host.
         v1.MapPost("/vms/{name}/replication/extend", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, ReplicationEnableRequest req, CancellationToken ct) =>
         {
@@ -118,6 +122,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
     {
         Cycle = c.Cycle,
         Full = c.Full,
+        Resync = c.Resync,
         Consistency = c.Consistency,
         DataBytes = c.DataBytes,
         ZeroBytes = c.ZeroBytes,

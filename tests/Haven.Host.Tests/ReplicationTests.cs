@@ -277,3 +277,61 @@ public sealed class ReplicaDiskFullTests
         await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
     }
 }
+
+/// <summary>Resynchronization: tracking lost (here a checkpoint on the primary), both sides hash blocks, only differing ones move.</summary>
+public sealed class ResyncTests
+{
+    private const long M = 1 << 20;
+
+    [Fact]
+    public async Task After_tracking_is_lost_only_the_blocks_that_differ_are_sent()
+    {
+        await using var a = new TestHost();
+        await using var b = new TestHost();
+        await a.CreateVmAsync("web", size: 64 * M);
+        await a.Host.Vms.StartAsync("web", a.Ct);
+        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
+        await a.WriteAsync("web", now, 0xC1, 0, 16 * M);
+        var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings(), toB, a.Ct);
+        await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+
+        await a.Host.Checkpoints.CreateAsync("web", "cp", a.Ct); // a new active layer: the cycle's bitmap is gone with the old one
+        await a.WriteAsync("web", now, 0xC2, 4 * M, M);
+        await a.WriteAsync("web", now, 0xC3, 40 * M, 64 << 10);
+        var resync = await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        Assert.True(resync.Resync);
+        Assert.Equal(M + (64 << 10), resync.DataBytes); // 16 MiB were read and hashed; 1 MiB + 64 KiB differed
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
+
+        // Tracking is back: the next cycle is incremental again.
+        await a.WriteAsync("web", now, 0xC4, 8 * M, M);
+        var next = await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        Assert.Equal((false, false, M), (next.Full, next.Resync, next.DataBytes));
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(3), now);
+    }
+
+    [Fact]
+    public async Task Outside_the_resync_window_a_needed_resync_waits_unless_asked_for()
+    {
+        await using var a = new TestHost();
+        await using var b = new TestHost();
+        await a.CreateVmAsync("web", size: 64 * M);
+        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
+        await a.WriteAsync("web", now, 0xD1, 0, 2 * M);
+        var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
+        var hour = DateTimeOffset.UtcNow.Hour;
+        var window = new ReplicationSettings { ResyncWindowStartHour = (hour + 2) % 24, ResyncWindowEndHour = (hour + 3) % 24 };
+        await a.Host.Replications.EnableAsync("web", "b.test", window, toB, a.Ct);
+        await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        await a.Host.Checkpoints.CreateAsync("web", "cp", a.Ct);
+        await a.WriteAsync("web", now, 0xD2, 8 * M, M);
+        var waiting = await Assert.ThrowsAsync<HavenException>(() => a.Host.Replications.RunCycleAsync("web", toB, a.Ct));
+        Assert.Equal(ErrorCode.Conflict, waiting.Code);
+        Assert.Contains("needs resynchronization", waiting.Message);
+        Assert.Equal(1, b.Host.Replicas.Find("web").LastCycle);
+        var forced = await a.Host.Replications.RunCycleAsync("web", toB, a.Ct, forceResync: true);
+        Assert.Equal((true, M), (forced.Resync, forced.DataBytes));
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
+    }
+}

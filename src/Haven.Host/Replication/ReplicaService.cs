@@ -210,6 +210,32 @@ public sealed partial class ReplicaService(HavenHost host)
     }
 
     public static string PointName(long cycle) => $"rp-{cycle:D8}";
+
+    /// <summary>
+    /// Resynchronization, replica side: an XxHash128 of every 64 KiB block of the latest recovery point (16 bytes
+    /// each, per disk; before any point, of the empty disks), so the primary can send only the blocks that differ.
+    /// </summary>
+    public async Task<byte[][]> HashLatestAsync(string vmId, CancellationToken ct)
+    {
+        await using var _ = await host.LockVmAsync(vmId, ct);
+        var points = Store.ListReplicaPoints(vmId);
+        var disks = Store.ListDisks(vmId);
+        var tree = new LayerTree(Paths, Store.ListLayers(vmId));
+        var result = new byte[disks.Count][];
+        for (var i = 0; i < disks.Count; i++)
+        {
+            var layer = points.Count == 0 ? tree[disks[i].ActiveLayerId] : tree.LayerOf(points[^1].CheckpointId, disks[i].Index);
+            var socket = Path.Combine(Paths.RunDir, $"{vmId}-hash{i}.nbd");
+            await using var server = await QemuNbdServer.StartAsync(tree.PathOf(layer), DiskFormat.Qcow2, socket, "point", writable: false, connections: 1, ct: ct);
+            try
+            {
+                await using var nbd = await NbdClient.ConnectAsync(new NbdEndpoint.Unix(socket), "point", ["base:allocation"], ct);
+                result[i] = await BlockHashes.OfAsync(nbd, ct);
+            }
+            finally { File.Delete(socket); }
+        }
+        return result;
+    }
 }
 
 /// <summary>What the replica needs to create the replica VM.</summary>

@@ -76,7 +76,7 @@ public sealed class ReplicationService(HavenHost host)
     /// One cycle: point in time, changed blocks (all allocated blocks for the initial one), sent; the replica
     /// commits them as a recovery point; then this side moves its reference on. Returns what was sent.
     /// </summary>
-    public async Task<CycleResult> RunCycleAsync(string vmName, IReplicaTarget replica, CancellationToken ct)
+    public async Task<CycleResult> RunCycleAsync(string vmName, IReplicaTarget replica, CancellationToken ct, bool forceResync = false)
     {
         var clock = Stopwatch.StartNew();
         var vm = host.Vms.Find(vmName);
@@ -85,7 +85,8 @@ public sealed class ReplicationService(HavenHost host)
         var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
         var disks = Store.ListDisks(vm.Id);
         var key = TrackingKey(vm.Id);
-        var tracked = record.LastCycle > 0 && TrackingIntact(vm.Id, key, disks);
+        var tracked = !forceResync && record.LastCycle > 0 && TrackingIntact(vm.Id, key, disks);
+        var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
         long dataBytes = 0, zeroBytes = 0, extents = 0;
         try
         {
@@ -102,10 +103,16 @@ public sealed class ReplicationService(HavenHost host)
             }
             var cycle = baseCycle + 1;
             var skipZeroes = !tracked && baseCycle == 0; // a new replica's disks read as zeroes already
+            // Tracking lost but the replica has a point: resynchronize, sending only the blocks whose hashes differ.
+            if (!tracked && baseCycle > 0 && !forceResync && !settings.InResyncWindow(DateTimeOffset.UtcNow))
+                throw HavenException.Conflict($"VM '{vm.Name}' needs resynchronization (change tracking was lost); it runs automatically between " +
+                    $"{settings.ResyncWindowStartHour:00}:00 and {settings.ResyncWindowEndHour:00}:00 UTC, or now with 'haven replication resync'");
+            var theirs = !tracked && baseCycle > 0 ? await replica.HashBlocksAsync(vm.Id, ct) : null;
+            if (theirs is not null && theirs.Length != disks.Count) throw new InvalidDataException("the replica hashed a different number of disks");
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
             {
                 var header = new ReplicaCycleHeader(cycle, baseCycle, disks.ConvertAll(d => d.SizeBytes), DateTimeOffset.UtcNow, view.Consistency);
-                var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, (d, z) =>
+                var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, theirs, (d, z) =>
                 {
                     dataBytes += d;
                     zeroBytes += z;
@@ -117,7 +124,7 @@ public sealed class ReplicationService(HavenHost host)
             }, ct);
             var stats = Statistics(record).Succeeded(dataBytes, clock.Elapsed, DateTimeOffset.UtcNow);
             Store.Write(w => w.SetReplicationCycle(vm.Id, cycle, JsonSerializer.Serialize(stats, ApiJson.Options)));
-            return new CycleResult(cycle, !tracked, view.Consistency, dataBytes, zeroBytes, extents, clock.Elapsed);
+            return new CycleResult(cycle, !tracked, view.Consistency, dataBytes, zeroBytes, extents, clock.Elapsed, Resync: theirs is not null);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -278,10 +285,11 @@ public sealed class ReplicationService(HavenHost host)
     /// zeroes up to <see cref="ReplicaService.MaxExtentBytes"/>. The initial copy skips zeroes (the replica's new
     /// disks read as zeroes already); a full resend onto an existing replica includes them. An extent's data is only valid until the next one is asked for.
     /// </summary>
-    private static async IAsyncEnumerable<ReplicaExtent> ReadChangesAsync(PointInTimeView view, bool skipZeroes, Action<long, long> sent,
+    private static async IAsyncEnumerable<ReplicaExtent> ReadChangesAsync(PointInTimeView view, bool skipZeroes, byte[][]? theirs, Action<long, long> sent,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(MaxDataExtent);
+        var mine = new byte[BlockHashes.HashSize];
         try
         {
             foreach (var d in view.Disks)
@@ -289,6 +297,10 @@ public sealed class ReplicationService(HavenHost host)
                 var contexts = d.DirtyContext is null ? new List<string> { "base:allocation" } : ["base:allocation", d.DirtyContext];
                 await using var nbd = await NbdClient.ConnectAsync(d.Endpoint, d.Export, contexts, ct);
                 var plan = await ChunkPlan.BuildAsync(nbd, BlockSize, d.DirtyContext, ct);
+                var hashes = theirs?[d.Disk];
+                if (hashes is not null && hashes.Length != plan.ChunkCount * BlockHashes.HashSize)
+                    throw new InvalidDataException($"the replica hashed {hashes.Length / BlockHashes.HashSize} blocks of disk {d.Disk}, this disk has {plan.ChunkCount}");
+                bool Same(int block, ReadOnlySpan<byte> hash) => hashes is not null && hash.SequenceEqual(hashes.AsSpan(block * BlockHashes.HashSize, BlockHashes.HashSize));
                 var blocksPerData = MaxDataExtent / BlockSize;
                 var blocksPerZero = ReplicaService.MaxExtentBytes / BlockSize;
                 var i = 0;
@@ -301,13 +313,36 @@ public sealed class ReplicationService(HavenHost host)
                         var offset = (long)first * BlockSize;
                         var length = (int)(Math.Min(plan.DiskSize, (long)i * BlockSize) - offset);
                         await nbd.ReadAsync(offset, buffer.AsMemory(0, length), ct);
-                        sent(length, 0);
-                        yield return new ReplicaExtent(d.Disk, offset, length, buffer.AsMemory(0, length));
+                        if (hashes is null)
+                        {
+                            sent(length, 0);
+                            yield return new ReplicaExtent(d.Disk, offset, length, buffer.AsMemory(0, length));
+                            continue;
+                        }
+                        // Resync: within what was read, send only the runs of blocks the replica has otherwise.
+                        var b = first;
+                        while (b < i)
+                        {
+                            XxHash(buffer.AsSpan((b - first) * BlockSize, plan.ChunkLength(b)), mine);
+                            if (Same(b, mine)) { b++; continue; }
+                            var runStart = b;
+                            do { b++; } while (b < i && !SameAt(b));
+                            var at = (runStart - first) * BlockSize;
+                            var runLength = (int)(Math.Min(plan.DiskSize, (long)b * BlockSize) - (long)runStart * BlockSize);
+                            sent(runLength, 0);
+                            yield return new ReplicaExtent(d.Disk, (long)runStart * BlockSize, runLength, buffer.AsMemory(at, runLength));
+                        }
+                        bool SameAt(int block)
+                        {
+                            Span<byte> h = stackalloc byte[BlockHashes.HashSize];
+                            XxHash(buffer.AsSpan((block - first) * BlockSize, plan.ChunkLength(block)), h);
+                            return Same(block, h);
+                        }
                     }
-                    else if (plan.Zero[i] && !skipZeroes)
+                    else if (plan.Zero[i] && !skipZeroes && (hashes is null || !Same(i, BlockHashes.Zero(plan.ChunkLength(i)))))
                     {
                         var first = i;
-                        while (i < plan.ChunkCount && plan.Zero[i] && i - first < blocksPerZero) i++;
+                        while (i < plan.ChunkCount && plan.Zero[i] && i - first < blocksPerZero && (hashes is null || !Same(i, BlockHashes.Zero(plan.ChunkLength(i))))) i++;
                         var offset = (long)first * BlockSize;
                         var length = (int)(Math.Min(plan.DiskSize, (long)i * BlockSize) - offset);
                         sent(0, length);
@@ -319,6 +354,8 @@ public sealed class ReplicationService(HavenHost host)
         }
         finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
+
+    private static void XxHash(ReadOnlySpan<byte> data, Span<byte> into) => System.IO.Hashing.XxHash128.Hash(data, into);
 }
 
 /// <summary>Where a primary's cycles go: the replica server (over the network), or another host in the same process in tests.</summary>
@@ -329,6 +366,9 @@ public interface IReplicaTarget
 
     /// <summary>The last cycle the replica of <paramref name="primaryVmId"/> committed, or null when there is no replica.</summary>
     Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct);
+
+    /// <summary>The replica's block hashes of its latest point, per disk (<see cref="BlockHashes"/>), for resynchronization.</summary>
+    Task<byte[][]> HashBlocksAsync(string primaryVmId, CancellationToken ct);
 
     /// <summary>Sends one cycle; returns the cycle number the replica committed (the header's, on success).</summary>
     Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct);
@@ -356,6 +396,13 @@ public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost
 
     public Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct)
         => Task.FromResult(replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId)?.LastCycle);
+
+    public async Task<byte[][]> HashBlocksAsync(string primaryVmId, CancellationToken ct)
+    {
+        var replica = replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId)
+            ?? throw HavenException.NotFound($"no replica of {primaryHost}'s VM {primaryVmId} on this host");
+        return await replicaHost.Replicas.HashLatestAsync(replica.VmId, ct);
+    }
 
     public async Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)
     {
@@ -396,12 +443,24 @@ public sealed record ReplicationSettings
     public DateTimeOffset? StartAt { get; init; }
     /// <summary>Extended replication: this host is a replica and sends its recovery points on to a third host.</summary>
     public bool Extended { get; init; }
+    /// <summary>Automatic resynchronization only between these UTC hours (end exclusive, may wrap); null: any time.</summary>
+    public int? ResyncWindowStartHour { get; init; }
+    public int? ResyncWindowEndHour { get; init; }
+
+    public bool InResyncWindow(DateTimeOffset now)
+    {
+        if (ResyncWindowStartHour is not { } start || ResyncWindowEndHour is not { } end) return true;
+        var h = now.UtcDateTime.Hour;
+        return start <= end ? h >= start && h < end : h >= start || h < end;
+    }
 
     public void Validate()
     {
         if (FrequencySeconds is < 5 or > 86400) throw HavenException.Invalid("replication frequency must be 5 s .. 24 h");
         if (AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
         if (StartAt is { } at && at > DateTimeOffset.UtcNow.AddDays(7)) throw HavenException.Invalid("the initial replication can be scheduled up to 7 days ahead");
+        if ((ResyncWindowStartHour is null) != (ResyncWindowEndHour is null) || ResyncWindowStartHour is < 0 or > 23 || ResyncWindowEndHour is < 0 or > 23)
+            throw HavenException.Invalid("a resync window needs a start and an end hour, 0..23 UTC");
     }
 }
 
@@ -434,7 +493,7 @@ public sealed record ReplicationStatistics
     public ReplicationStatistics Failed(string error, DateTimeOffset at) => this with { FailedCycles = FailedCycles + 1, LastFailure = at, LastError = error };
 }
 
-public sealed record CycleResult(long Cycle, bool Full, Consistency Consistency, long DataBytes, long ZeroBytes, long Extents, TimeSpan Elapsed);
+public sealed record CycleResult(long Cycle, bool Full, Consistency Consistency, long DataBytes, long ZeroBytes, long Extents, TimeSpan Elapsed, bool Resync = false);
 
 /// <summary>
 /// Normal / Warning / Critical, after Hyper-V: Normal while cycles succeed on time; Warning when the last

@@ -13,6 +13,7 @@ public static class ReplicationCommand
             new ReplicationEnableCommand(ctx),
             new ReplicationStatusCommand(ctx),
             new ReplicationRunCommand(ctx),
+            new ReplicationRunCommand(ctx, resync: true),
             new ReplicationDisableCommand(ctx),
             new ReplicationPlannedFailoverCommand(ctx),
             ReplicaFailoverCommand.Test(ctx),

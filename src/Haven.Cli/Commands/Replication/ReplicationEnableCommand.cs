@@ -51,6 +51,12 @@ public sealed class ReplicationEnableCommand : Command
         CustomParser = Parsers.Time,
     };
 
+    public Option<string?> ResyncWindow { get; } = new("--resync-window")
+    {
+        Description = "Run automatic resynchronizations only between these UTC hours, e.g. 22-6 [default: any time]",
+        HelpName = "START-END",
+    };
+
     public ReplicationEnableCommand(CliContext ctx) : base("enable", "Replicate a VM to a replica server (the initial replication starts now or at --start-at)")
     {
         Add(Vm);
@@ -60,6 +66,12 @@ public sealed class ReplicationEnableCommand : Command
         Add(AdditionalPoints);
         Add(Compression);
         Add(StartAt);
+        Add(ResyncWindow);
+        Validators.Add(result =>
+        {
+            if (result.GetValue(ResyncWindow) is { } w && ParseWindow(w) is null)
+                result.AddError($"--resync-window: '{w}' is not START-END in whole UTC hours 0..23, e.g. 22-6");
+        });
         ctx.SetAction(this, async (parseResult, client, output, ct) =>
         {
             var vm = parseResult.GetRequiredValue(Vm);
@@ -82,5 +94,14 @@ public sealed class ReplicationEnableCommand : Command
         AdditionalPoints = parseResult.GetValue(AdditionalPoints),
         Compression = parseResult.GetValue(Compression),
         StartAt = parseResult.GetValue(StartAt),
+        ResyncWindowStartHour = parseResult.GetValue(ResyncWindow) is { } w ? ParseWindow(w)?.Start : null,
+        ResyncWindowEndHour = parseResult.GetValue(ResyncWindow) is { } w2 ? ParseWindow(w2)?.End : null,
     };
+
+    static (int Start, int End)? ParseWindow(string text)
+    {
+        var parts = text.Split('-');
+        return parts.Length == 2 && int.TryParse(parts[0], out var s) && int.TryParse(parts[1], out var e) && s is >= 0 and <= 23 && e is >= 0 and <= 23
+            ? (s, e) : null;
+    }
 }

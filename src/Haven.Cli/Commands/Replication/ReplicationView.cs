@@ -11,7 +11,7 @@ public static class ReplicationView
 {
     /// <summary>"Cycle 4 (incremental): 3 MiB in 12 extents, 400 ms".</summary>
     public static string Cycle(ReplicationCycleResult r) =>
-        $"Cycle {r.Cycle} ({(r.Full ? "full" : "incremental")}): {SizeParser.Format(r.DataBytes)} in {Count(r.Extents, "extent")}, "
+        $"Cycle {r.Cycle} ({(r.Resync ? "resynchronization" : r.Full ? "full" : "incremental")}): {SizeParser.Format(r.DataBytes)} in {Count(r.Extents, "extent")}, "
         + Human.Duration(r.WallMilliseconds);
 
     /// <summary>A two-column table of the status, then the recovery points (if any). Health is coloured on terminals only.</summary>
