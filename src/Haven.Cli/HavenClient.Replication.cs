@@ -42,6 +42,9 @@ public sealed partial class HavenClient
     public Task<ReplicationStatusInfo> EnableReplicationAsync(string vm, ReplicationEnableRequest request, CancellationToken ct) =>
         SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + "/replication", request, ct);
 
+    public Task<List<ReplicationStatusInfo>> ListReplicationsAsync(CancellationToken ct) =>
+        SendAsync<List<ReplicationStatusInfo>>(HttpMethod.Get, "/v1/replication", null, ct);
+
     public Task<ReplicationStatusInfo> GetReplicationAsync(string vm, CancellationToken ct) =>
         SendAsync<ReplicationStatusInfo>(HttpMethod.Get, VmPath(vm) + "/replication", null, ct);
 

@@ -58,6 +58,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             return await h.Replications.StatusAsync(name, ct);
         });
         v1.MapGet("/vms/{name}/replication", (HavenHost h, string name, CancellationToken ct) => h.Replications.StatusAsync(name, ct));
+        v1.MapGet("/replication", (HavenHost h, CancellationToken ct) => h.Replications.StatusOfAllAsync(ct));
         v1.MapDelete("/vms/{name}/replication", async (HavenHost h, string name, CancellationToken ct) =>
         {
             await h.Replications.DisableAsync(name, ct);

@@ -93,6 +93,8 @@ public sealed class ReplicationEndToEndTests
         Assert.Equal(("primary", 5L), (status.Role, status.LastCycle));
         var replicaStatus = await replica.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
         Assert.Equal(("replica", "primary.test", "Normal"), (replicaStatus.Role, replicaStatus.Partner, replicaStatus.Health));
+        var overview = await replica.JsonAsync<List<ReplicationStatusInfo>>("replication", "status");
+        Assert.Equal(("web", "replica"), (Assert.Single(overview).Vm, overview[0].Role));
 
         // Test failover: a copy of the latest point, without network; replication goes on meanwhile.
         var test = await replica.JsonAsync<VmInfo>("replication", "test-failover", "web", "--no-start");

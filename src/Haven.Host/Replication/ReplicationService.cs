@@ -220,6 +220,16 @@ public sealed class ReplicationService(HavenHost host)
         throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
     }
 
+    /// <summary>Every VM this host replicates or keeps as a replica (the replica server's overview), by name.</summary>
+    public async Task<List<ReplicationStatusInfo>> StatusOfAllAsync(CancellationToken ct)
+    {
+        var list = new List<ReplicationStatusInfo>();
+        foreach (var vm in Store.ListVms())
+            if (Store.FindReplication(vm.Id) is not null || Store.FindReplica(vm.Id) is not null)
+                list.Add(await StatusAsync(vm.Name, ct));
+        return list;
+    }
+
     /// <summary>Bytes written since the last cycle: the dirty count of the cycle's bitmaps, when the VM runs.</summary>
     private async Task<long?> PendingBytesAsync(string vmId, CancellationToken ct)
     {
