@@ -17,6 +17,13 @@ public sealed record ReplicationEnableRequest
     public bool Compression { get; init; }
     /// <summary>When to start the initial replication (up to 7 days ahead); null: now.</summary>
     public DateTimeOffset? StartAt { get; init; }
+    /// <summary>
+    /// How the initial copy travels: "network" (default), "export" (written to <see cref="ExportFolder"/> now, to be
+    /// imported on the replica with POST /v1/replication/import), or "existing" (a VM of the same name already on the
+    /// replica server is the copy; only differing blocks are sent).
+    /// </summary>
+    public string Initial { get; init; } = "network";
+    public string? ExportFolder { get; init; }
     /// <summary>Automatic resynchronization only from this UTC hour (0–23) …</summary>
     public int? ResyncWindowStartHour { get; init; }
     /// <summary>… until this one (exclusive; may wrap past midnight). Null: any time.</summary>
@@ -92,4 +99,10 @@ public sealed record ReplicaFailoverRequest
 {
     public long? Cycle { get; init; }
     public bool Start { get; init; } = true;
+}
+
+/// <summary>POST /v1/replication/import (replica side): an initial copy exported to a folder on the primary.</summary>
+public sealed record ReplicationImportRequest
+{
+    public required string Folder { get; init; }
 }

@@ -42,6 +42,9 @@ public sealed partial class HavenClient
     public Task<ReplicationStatusInfo> EnableReplicationAsync(string vm, ReplicationEnableRequest request, CancellationToken ct) =>
         SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + "/replication", request, ct);
 
+    public Task<ReplicationStatusInfo> ImportReplicaAsync(ReplicationImportRequest request, CancellationToken ct) =>
+        SendAsync<ReplicationStatusInfo>(HttpMethod.Post, "/v1/replication/import", request, ct);
+
     public Task<List<ReplicationStatusInfo>> ListReplicationsAsync(CancellationToken ct) =>
         SendAsync<List<ReplicationStatusInfo>>(HttpMethod.Get, "/v1/replication", null, ct);
 

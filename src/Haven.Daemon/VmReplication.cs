@@ -52,13 +52,38 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
                 StartAt = req.StartAt,
                 ResyncWindowStartHour = req.ResyncWindowStartHour,
                 ResyncWindowEndHour = req.ResyncWindowEndHour,
+                InitialFromExisting = req.Initial == "existing",
+                InitialByExport = req.Initial == "export",
             };
             settings.Validate();
-            await h.Replications.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
+            switch (req.Initial)
+            {
+                case "network" or "existing":
+                    await h.Replications.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
+                    break;
+                case "export":
+                    if (string.IsNullOrWhiteSpace(req.ExportFolder)) throw HavenException.Invalid("an exported initial copy needs a folder");
+                    // The first cycle goes to the folder now; later cycles go to the replica server once it has imported it.
+                    var media = new FolderReplicaTarget(Path.GetFullPath(req.ExportFolder), e.Identity.Name);
+                    await h.Replications.EnableAsync(name, req.Replica, settings, media, ct);
+                    await h.Replications.RunCycleAsync(name, media, ct);
+                    break;
+                default:
+                    throw HavenException.Invalid($"the initial replication is network, export or existing, not '{req.Initial}'");
+            }
             return await h.Replications.StatusAsync(name, ct);
         });
         v1.MapGet("/vms/{name}/replication", (HavenHost h, string name, CancellationToken ct) => h.Replications.StatusAsync(name, ct));
         v1.MapGet("/replication", (HavenHost h, CancellationToken ct) => h.Replications.StatusOfAllAsync(ct));
+        v1.MapPost("/replication/import", async (HavenHost h, ReplicaEndpoint e, ReplicationImportRequest req, CancellationToken ct) =>
+        {
+            var replica = await h.Replicas.ImportAsync(Path.GetFullPath(req.Folder), primary =>
+            {
+                var decision = e.Settings.Decide(primary);
+                return (decision.Allowed, decision.TrustGroup, decision.Reason);
+            }, ct);
+            return await h.Replications.StatusAsync(h.Store.FindVm(replica.VmId)!.Name, ct);
+        });
         v1.MapDelete("/vms/{name}/replication", async (HavenHost h, string name, CancellationToken ct) =>
         {
             await h.Replications.DisableAsync(name, ct);
@@ -160,7 +185,7 @@ public sealed class ReplicationScheduler(HavenHost host, VmReplication replicati
                 if (!_state.TryGetValue(record.VmId, out var s))
                     s = (record.LastCycle == 0 ? settings.StartAt ?? now
                         : JsonSerializer.Deserialize<ReplicationStatistics>(record.Statistics, ApiJson.Options)?.LastSuccess?.AddSeconds(settings.FrequencySeconds) ?? now, null);
-                if (now < s.Due) { _state[record.VmId] = s; continue; }
+                if (now < s.Due || (record.LastCycle == 0 && settings.InitialByExport)) { _state[record.VmId] = s; continue; }
                 var next = s.Due.AddSeconds(settings.FrequencySeconds);
                 if (next < now) next = now.AddSeconds(settings.FrequencySeconds);
                 if (s.Running is { IsCompleted: false })

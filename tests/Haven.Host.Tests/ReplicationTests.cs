@@ -335,3 +335,62 @@ public sealed class ResyncTests
         await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
     }
 }
+
+/// <summary>Initial replication by external media (export folder + import) and from an existing copy on the replica.</summary>
+public sealed class InitialReplicationTests
+{
+    private const long M = 1 << 20;
+
+    [Fact]
+    public async Task An_exported_initial_copy_is_imported_on_the_replica_and_network_cycles_continue_from_it()
+    {
+        await using var a = new TestHost();
+        await using var b = new TestHost();
+        await a.CreateVmAsync("web", size: 64 * M);
+        await a.Host.Vms.StartAsync("web", a.Ct);
+        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
+        await a.WriteAsync("web", now, 0xE1, 0, 6 * M);
+        var folder = a.Dir.File("media");
+        Directory.CreateDirectory(folder);
+        var media = new FolderReplicaTarget(folder, "a.test");
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, media, a.Ct);
+        var exported = await a.Host.Replications.RunCycleAsync("web", media, a.Ct);
+        Assert.Equal((1L, 6 * M), (exported.Cycle, exported.DataBytes));
+
+        // An unauthorized primary's folder is refused, and nothing is created.
+        var refused = await Assert.ThrowsAsync<HavenException>(() => b.Host.Replicas.ImportAsync(folder, name => (false, null, $"primary server '{name}' is not authorized"), b.Ct));
+        Assert.Contains("a.test", refused.Message);
+        Assert.Empty(await b.Host.Vms.ListAsync(b.Ct));
+
+        var imported = await b.Host.Replicas.ImportAsync(folder, name => (name == "a.test", "g1", "no"), b.Ct);
+        Assert.Equal((1L, "g1"), (imported.LastCycle, imported.TrustGroup));
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(1), now);
+
+        await a.WriteAsync("web", now, 0xE2, 20 * M, M);
+        var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
+        var next = await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        Assert.Equal((2L, false, M), (next.Cycle, next.Full, next.DataBytes));
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
+    }
+
+    [Fact]
+    public async Task An_existing_copy_on_the_replica_means_only_differing_blocks_are_sent_initially()
+    {
+        await using var a = new TestHost();
+        await using var b = new TestHost();
+        await a.CreateVmAsync("web", size: 64 * M);
+        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
+        await a.WriteAsync("web", now, 0xF1, 0, 12 * M);
+        var copy = b.Dir.File("copy.qcow2");
+        await Haven.Qemu.Images.QemuImg.ConvertAsync(a.TopLayer("web"), Haven.Qemu.Images.DiskFormat.Qcow2, copy, Haven.Qemu.Images.DiskFormat.Qcow2, b.Ct);
+        await b.Host.Vms.CreateAsync(new VmCreateRequest { Name = "web", Disks = [new DiskSpec { ImportPath = copy }], MemoryMiB = 64, Accelerator = "tcg" }, b.Ct);
+        await a.WriteAsync("web", now, 0xF2, 4 * M, M); // the copy is a little behind
+
+        var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { InitialFromExisting = true }, toB, a.Ct);
+        var first = await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        Assert.True(first.Resync);
+        Assert.Equal(M, first.DataBytes); // 12 MiB compared, 1 MiB sent
+        await b.AssertCheckpointAsync("web", ReplicaService.PointName(1), now);
+    }
+}

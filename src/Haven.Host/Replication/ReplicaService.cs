@@ -38,6 +38,8 @@ public sealed partial class ReplicaService(HavenHost host)
         Names.Validate(spec.VmName, "VM");
         if (spec.DiskSizes.Count == 0) throw HavenException.Invalid("a replica needs at least one disk");
         if (spec.AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
+        if (spec.AdoptExisting && Store.ListVms().Find(v => v.Name == spec.VmName) is { } copy)
+            return await AdoptAsync(copy, spec, ct);
         var info = await host.Vms.CreateAsync(new VmCreateRequest
         {
             Name = spec.VmName,
@@ -55,6 +57,51 @@ public sealed partial class ReplicaService(HavenHost host)
         var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow);
         Store.Write(w => w.InsertReplica(record));
         return record;
+    }
+
+    /// <summary>
+    /// Initial replication from an existing copy: a VM already on this host (restored from a backup, imported)
+    /// becomes the replica; the primary's first cycle then compares block hashes and sends only what differs.
+    /// </summary>
+    private async Task<ReplicaRecord> AdoptAsync(VmRecord copy, ReplicaCreateSpec spec, CancellationToken ct)
+    {
+        await using var _ = await host.LockVmAsync(copy.Id, ct);
+        if (Store.FindReplica(copy.Id) is not null || Store.FindReplication(copy.Id) is not null)
+            throw HavenException.Conflict($"VM '{copy.Name}' on the replica server is already part of a replication");
+        if (host.Runtimes.Get(copy.Id) is not null) throw HavenException.Conflict($"VM '{copy.Name}' on the replica server is running; stop it to use it as the initial copy");
+        var disks = Store.ListDisks(copy.Id);
+        if (disks.Count != spec.DiskSizes.Count || disks.Exists(d => d.SizeBytes != spec.DiskSizes[d.Index]))
+            throw HavenException.Invalid($"VM '{copy.Name}' on the replica server has other disks than the primary's VM; it cannot be the initial copy");
+        var record = new ReplicaRecord(copy.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow);
+        Store.Write(w => w.InsertReplica(record));
+        return record;
+    }
+
+    /// <summary>
+    /// Initial replication by external media, replica side: creates the replica from an export folder and applies
+    /// its cycle. <paramref name="authorize"/> says whether the primary named in the folder may replicate here (and
+    /// into which trust group); it is refused otherwise, with nothing written.
+    /// </summary>
+    public async Task<ReplicaRecord> ImportAsync(string folder, Func<string, (bool Allowed, string? TrustGroup, string Reason)> authorize, CancellationToken ct)
+    {
+        var definitionPath = Path.Combine(folder, FolderReplicaTarget.DefinitionFile);
+        if (!File.Exists(definitionPath)) throw HavenException.Invalid($"{folder} holds no exported replica ({FolderReplicaTarget.DefinitionFile} is missing)");
+        ExportedReplica exported;
+        try { exported = System.Text.Json.JsonSerializer.Deserialize<ExportedReplica>(await File.ReadAllBytesAsync(definitionPath, ct), ApiJson.Options)!; }
+        catch (System.Text.Json.JsonException e) { throw HavenException.Invalid($"{definitionPath} is not an exported replica: {e.Message.Split('\n')[0]}"); }
+        var (allowed, trustGroup, reason) = authorize(exported.PrimaryHost);
+        if (!allowed) throw HavenException.Conflict(reason);
+        if (FindByPrimary(exported.PrimaryHost, exported.Spec.PrimaryVmId) is not null)
+            throw HavenException.Conflict($"a replica of {exported.PrimaryHost}'s VM '{exported.Spec.VmName}' exists already");
+        var created = await CreateAsync(exported.Spec with { PrimaryHost = exported.PrimaryHost, TrustGroup = trustGroup ?? "", AdoptExisting = false }, ct);
+        try { await ApplyCycleAsync(created.VmId, exported.Header, FolderReplicaTarget.ReadExtentsAsync(folder, ct), ct); }
+        catch
+        {
+            // A folder that does not apply leaves no half replica behind.
+            await host.Vms.RemoveAsync(Store.FindVm(created.VmId)!.Name, CancellationToken.None);
+            throw;
+        }
+        return Store.FindReplica(created.VmId)!;
     }
 
     public ReplicaRecord? FindByPrimary(string primaryHost, string primaryVmId)
@@ -254,6 +301,8 @@ public sealed record ReplicaCreateSpec
     public bool GuestAgent { get; init; }
     public string Accelerator { get; init; } = "auto";
     public int AdditionalPoints { get; init; }
+    /// <summary>Use a VM of that name already on the replica host as the initial copy (its blocks are compared, not sent).</summary>
+    public bool AdoptExisting { get; init; }
 }
 
 public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency);

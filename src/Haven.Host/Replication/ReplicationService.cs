@@ -65,6 +65,7 @@ public sealed class ReplicationService(HavenHost host)
             GuestAgent = info.GuestAgent,
             Accelerator = info.Accelerator,
             AdditionalPoints = settings.AdditionalPoints,
+            AdoptExisting = settings.InitialFromExisting,
         }, ct);
         var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings, ApiJson.Options), 0,
             JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options));
@@ -102,12 +103,14 @@ public sealed class ReplicationService(HavenHost host)
                 baseCycle = replicaLast;
             }
             var cycle = baseCycle + 1;
-            var skipZeroes = !tracked && baseCycle == 0; // a new replica's disks read as zeroes already
+            // Initial copy from an existing VM on the replica: compare, like a resync.
+            var fromExisting = baseCycle == 0 && settings.InitialFromExisting;
+            var skipZeroes = !tracked && baseCycle == 0 && !fromExisting; // a new replica's disks read as zeroes already
             // Tracking lost but the replica has a point: resynchronize, sending only the blocks whose hashes differ.
             if (!tracked && baseCycle > 0 && !forceResync && !settings.InResyncWindow(DateTimeOffset.UtcNow))
                 throw HavenException.Conflict($"VM '{vm.Name}' needs resynchronization (change tracking was lost); it runs automatically between " +
                     $"{settings.ResyncWindowStartHour:00}:00 and {settings.ResyncWindowEndHour:00}:00 UTC, or now with 'haven replication resync'");
-            var theirs = !tracked && baseCycle > 0 ? await replica.HashBlocksAsync(vm.Id, ct) : null;
+            var theirs = !tracked && (baseCycle > 0 || fromExisting) ? await replica.HashBlocksAsync(vm.Id, ct) : null;
             if (theirs is not null && theirs.Length != disks.Count) throw new InvalidDataException("the replica hashed a different number of disks");
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
             {
@@ -453,6 +456,10 @@ public sealed record ReplicationSettings
     public DateTimeOffset? StartAt { get; init; }
     /// <summary>Extended replication: this host is a replica and sends its recovery points on to a third host.</summary>
     public bool Extended { get; init; }
+    /// <summary>The initial replication compares with a VM of the same name already on the replica host (an existing copy).</summary>
+    public bool InitialFromExisting { get; init; }
+    /// <summary>The initial copy travels on external media: no network cycle until it is there (the scheduler waits).</summary>
+    public bool InitialByExport { get; init; }
     /// <summary>Automatic resynchronization only between these UTC hours (end exclusive, may wrap); null: any time.</summary>
     public int? ResyncWindowStartHour { get; init; }
     public int? ResyncWindowEndHour { get; init; }

@@ -14,6 +14,7 @@ public static class ReplicationCommand
             new ReplicationStatusCommand(ctx),
             new ReplicationRunCommand(ctx),
             new ReplicationRunCommand(ctx, resync: true),
+            new ReplicationImportCommand(ctx),
             new ReplicationDisableCommand(ctx),
             new ReplicationPlannedFailoverCommand(ctx),
             ReplicaFailoverCommand.Test(ctx),

@@ -51,6 +51,19 @@ public sealed class ReplicationEnableCommand : Command
         CustomParser = Parsers.Time,
     };
 
+    public Option<string> Initial { get; } = new("--initial")
+    {
+        Description = "How the initial copy travels: network (now or at --start-at), export (to --export-to now; import it on the replica with 'haven replication import'), existing (a VM of that name on the replica server is the copy: only differing blocks are sent)",
+        HelpName = "network|export|existing",
+        DefaultValueFactory = _ => "network",
+    };
+
+    public Option<string?> ExportTo { get; } = new("--export-to")
+    {
+        Description = "Folder for an exported initial copy (with --initial export)",
+        HelpName = "DIR",
+    };
+
     public Option<string?> ResyncWindow { get; } = new("--resync-window")
     {
         Description = "Run automatic resynchronizations only between these UTC hours, e.g. 22-6 [default: any time]",
@@ -67,8 +80,13 @@ public sealed class ReplicationEnableCommand : Command
         Add(Compression);
         Add(StartAt);
         Add(ResyncWindow);
+        Add(Initial);
+        Add(ExportTo);
+        Initial.AcceptOnlyFromAmong("network", "export", "existing");
         Validators.Add(result =>
         {
+            if ((result.GetValue(Initial) == "export") != (result.GetValue(ExportTo) is not null))
+                result.AddError("--initial export and --export-to DIR go together");
             if (result.GetValue(ResyncWindow) is { } w && ParseWindow(w) is null)
                 result.AddError($"--resync-window: '{w}' is not START-END in whole UTC hours 0..23, e.g. 22-6");
         });
@@ -94,6 +112,8 @@ public sealed class ReplicationEnableCommand : Command
         AdditionalPoints = parseResult.GetValue(AdditionalPoints),
         Compression = parseResult.GetValue(Compression),
         StartAt = parseResult.GetValue(StartAt),
+        Initial = parseResult.GetValue(Initial) ?? "network",
+        ExportFolder = parseResult.GetValue(ExportTo) is { } dir ? Path.GetFullPath(dir) : null,
         ResyncWindowStartHour = parseResult.GetValue(ResyncWindow) is { } w ? ParseWindow(w)?.Start : null,
         ResyncWindowEndHour = parseResult.GetValue(ResyncWindow) is { } w2 ? ParseWindow(w2)?.End : null,
     };
