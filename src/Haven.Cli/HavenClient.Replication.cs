@@ -39,8 +39,8 @@ public sealed partial class HavenClient
         SendAsync<ReplicationTestConnectionResult>(HttpMethod.Post, "/v1/replication/test-connection", request, ct);
 
     // --- replication of one VM (primary side) ---
-    public Task<ReplicationStatusInfo> EnableReplicationAsync(string vm, ReplicationEnableRequest request, CancellationToken ct) =>
-        SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + "/replication", request, ct);
+    public Task<ReplicationStatusInfo> EnableReplicationAsync(string vm, ReplicationEnableRequest request, CancellationToken ct, bool extend = false) =>
+        SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + (extend ? "/replication/extend" : "/replication"), request, ct);
 
     public Task<ReplicationStatusInfo> ImportReplicaAsync(ReplicationImportRequest request, CancellationToken ct) =>
         SendAsync<ReplicationStatusInfo>(HttpMethod.Post, "/v1/replication/import", request, ct);

@@ -11,6 +11,7 @@ public static class ReplicationCommand
         var replication = new Command("replication", "Replication of VMs to replica servers, and failover")
         {
             new ReplicationEnableCommand(ctx),
+            new ReplicationEnableCommand(ctx, extend: true),
             new ReplicationStatusCommand(ctx),
             new ReplicationRunCommand(ctx),
             new ReplicationRunCommand(ctx, resync: true),

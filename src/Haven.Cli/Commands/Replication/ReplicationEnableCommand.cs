@@ -70,7 +70,10 @@ public sealed class ReplicationEnableCommand : Command
         HelpName = "START-END",
     };
 
-    public ReplicationEnableCommand(CliContext ctx) : base("enable", "Replicate a VM to a replica server (the initial replication starts now or at --start-at)")
+    public ReplicationEnableCommand(CliContext ctx, bool extend = false)
+        : base(extend ? "extend" : "enable", extend
+            ? "Extended replication: send this replica VM on to a third host (--frequency 5m or 15m)"
+            : "Replicate a VM to a replica server (the initial replication starts now or at --start-at)")
     {
         Add(Vm);
         Add(Replica);
@@ -94,7 +97,7 @@ public sealed class ReplicationEnableCommand : Command
         {
             var vm = parseResult.GetRequiredValue(Vm);
             var request = BuildRequest(parseResult);
-            var status = await client.EnableReplicationAsync(vm, request, ct);
+            var status = await client.EnableReplicationAsync(vm, request, ct, extend);
             output.Result(status, console =>
             {
                 console.Line($"Replication of VM '{status.Vm}' to {request.Replica} enabled"
