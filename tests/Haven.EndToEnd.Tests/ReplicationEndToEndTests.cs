@@ -267,3 +267,57 @@ internal static class ReplicationSetup
         return url;
     }
 }
+
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class ExtendedReplicationEndToEndTests
+{
+    private const long M = 1 << 20;
+
+    [Fact]
+    public async Task Three_hosts_primary_to_replica_to_third_and_every_point_on_the_third_equals_the_primarys_disk()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var primary = new HavenWorld(ct);
+        var replica = new HavenWorld(ct);
+        var third = new HavenWorld(ct);
+        await using var _ = primary;
+        await using var __ = replica;
+        await using var ___ = third;
+        var url = await ReplicationSetup.PairAsync(primary, replica);
+        // The replica trusts the third host and is allowed on its replica server.
+        third.DaemonArgs.AddRange(["--host-name", "third.test"]);
+        await third.StartDaemonAsync();
+        await third.OkAsync("host", "certificate", "--out", third.Dir.File("third.crt"));
+        await replica.OkAsync("host", "trust", "add", third.Dir.File("third.crt"));
+        await third.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
+        var thirdUrl = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
+        var storage = third.Dir.File("replicas");
+        Directory.CreateDirectory(storage);
+        await third.OkAsync("replica-server", "enable", "--listen", thirdUrl);
+        await third.OkAsync("replica-server", "allow", "--primary", "replica.test", "--storage", storage, "--trust-group", "g1");
+
+        await primary.CreateVmAsync("web", start: true);
+        var now = primary.NewModel("now");
+        await primary.WriteAsync("web", now, new W(0x71, 0, 4 * M));
+        var later = DateTimeOffset.UtcNow.AddDays(1).ToString("O");
+        await primary.OkAsync("replication", "enable", "web", "--replica", url, "--frequency", "15m", "--start-at", later);
+        await primary.OkAsync("replication", "run", "web");
+        await replica.OkAsync("replication", "extend", "web", "--replica", thirdUrl, "--replica-name", "third.test", "--frequency", "15m", "--start-at", later);
+        var first = await replica.JsonAsync<ReplicationCycleResult>("replication", "run", "web");
+        Assert.True(first.Full);
+        await third.AssertCheckpointDataAsync("web", $"rp-{first.Cycle:D8}", now);
+
+        await primary.WriteAsync("web", now, new W(0x72, 8 * M, M));
+        await primary.OkAsync("replication", "run", "web");
+        await primary.WriteAsync("web", now, new W(0x73, 16 * M, M));
+        await primary.OkAsync("replication", "run", "web");
+        var second = await replica.JsonAsync<ReplicationCycleResult>("replication", "run", "web");
+        Assert.False(second.Full);
+        Assert.Equal(2 * M, second.DataBytes); // both primary cycles since the last extended one, nothing more
+        await third.AssertCheckpointDataAsync("web", $"rp-{second.Cycle:D8}", now);
+        await replica.AssertCheckpointDataAsync("web", "rp-00000003", now); // the extended replica equals the replica
+
+        var status = await replica.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
+        Assert.Equal(("replica", thirdUrl, second.Cycle), (status.Role, status.ExtendedTo, status.ExtendedLastCycle));
+    }
+}
