@@ -23,6 +23,8 @@ public sealed record ReplicationEnableRequest
     /// replica server is the copy; only differing blocks are sent).
     /// </summary>
     public string Initial { get; init; } = "network";
+    /// <summary>Hours between app-consistent points (1–12); cycles in between are crash-consistent. Null: every cycle app-consistent.</summary>
+    public int? AppConsistentHours { get; init; }
     public string? ExportFolder { get; init; }
     /// <summary>Automatic resynchronization only from this UTC hour (0–23) …</summary>
     public int? ResyncWindowStartHour { get; init; }

@@ -53,6 +53,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
                 ResyncWindowStartHour = req.ResyncWindowStartHour,
                 ResyncWindowEndHour = req.ResyncWindowEndHour,
                 InitialFromExisting = req.Initial == "existing",
+                AppConsistentHours = req.AppConsistentHours,
                 InitialByExport = req.Initial == "export",
             };
             settings.Validate();

@@ -60,9 +60,11 @@ public sealed class GuestReplicationTests
         await using (var agent = await AgentAsync(a, "guest")) await WriteFileAsync(agent, "/mnt/first.txt", "before the first cycle", a.Ct);
 
         var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
-        await a.Host.Replications.EnableAsync("guest", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, toB, a.Ct);
+        await a.Host.Replications.EnableAsync("guest", "b.test", new ReplicationSettings { PrimaryHostName = "a.test", AppConsistentHours = 1 }, toB, a.Ct);
         var first = await a.Host.Replications.RunCycleAsync("guest", toB, a.Ct);
         Assert.Equal(Consistency.ApplicationConsistent, first.Consistency); // the guest was frozen for the point in time
+        var second = await a.Host.Replications.RunCycleAsync("guest", toB, a.Ct);
+        Assert.Equal(Consistency.CrashConsistent, second.Consistency); // within the hour: not frozen again
 
         // Test failover: "guest - Test" boots from the point and sees the file; the replica is untouched.
         var test = await b.Host.Replicas.TestFailoverAsync("guest", null, start: true, b.Ct);

@@ -132,7 +132,7 @@ public sealed class BackupService(HavenHost host)
     /// the next point still sees every change.
     /// </summary>
     internal async Task<(string PointId, PointInTimeView View)> ReadPointInTimeAsync(VmRecord vm, string trackingKey, string operationKind, bool incremental,
-        int granularity, Func<PointInTimeView, Task<string>> read, CancellationToken ct)
+        int granularity, Func<PointInTimeView, Task<string>> read, CancellationToken ct, bool quiesce = true)
     {
         var qemu = host.Runtimes.Get(vm.Id);
         var disks = Store.ListDisks(vm.Id);
@@ -162,7 +162,7 @@ public sealed class BackupService(HavenHost host)
             var views = new List<PointInTimeDisk>();
             if (qemu is not null)
             {
-                (consistency, frozenMs) = await StartFleecingAsync(vm, qemu, op, plan, granularity, ct);
+                (consistency, frozenMs) = await StartFleecingAsync(vm, qemu, op, plan, granularity, quiesce, ct);
                 await Fleecing.ExportAsync(qemu.Qmp, plan.NbdSocket!, ToFleecing(plan, granularity), ct);
                 foreach (var d in plan.Disks)
                     views.Add(new PointInTimeDisk(d.Disk, new NbdEndpoint.Unix(plan.NbdSocket!), d.ExportName, d.OldBitmap is null ? null : "qemu:dirty-bitmap:" + d.OldBitmap));
@@ -204,12 +204,13 @@ public sealed class BackupService(HavenHost host)
         plan.Disks.ConvertAll(d => new Fleecing.Disk("l" + d.LayerId, d.FleeceNode, d.FleeceFile, d.JobId, d.ExportName, d.OldBitmap, d.NewBitmap, granularity));
 
     /// <summary>Freezes the guest if it can (Production types), takes the point in time of all disks, thaws.</summary>
-    private async Task<(Consistency, double?)> StartFleecingAsync(VmRecord vm, QemuProcess qemu, OperationRecord op, BackupPlan plan, int chunkSize, CancellationToken ct)
+    private async Task<(Consistency, double?)> StartFleecingAsync(VmRecord vm, QemuProcess qemu, OperationRecord op, BackupPlan plan, int chunkSize, bool quiesce, CancellationToken ct)
     {
         var disks = Store.ListDisks(vm.Id);
         foreach (var d in plan.Disks) await QemuImg.CreateAsync(d.FleeceFile, DiskFormat.Qcow2, disks[d.Disk].SizeBytes, ct);
         // Without an agent a Production VM is backed up crash-consistently; ProductionOnly refuses.
-        var agent = GuestQuiescing.Wanted(vm) ? (await GuestQuiescing.ConnectAsync(vm, Paths, "back up application-consistently", ct)).Agent : null;
+        // quiesce false: a replication cycle between its app-consistent points (crash-consistent by choice).
+        var agent = quiesce && GuestQuiescing.Wanted(vm) ? (await GuestQuiescing.ConnectAsync(vm, Paths, "back up application-consistently", ct)).Agent : null;
         await using var agentScope = agent;
         if (agent is not null) { plan.Freezing = true; Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan))); }
         var frozen = Stopwatch.StartNew();

@@ -112,6 +112,9 @@ public sealed class ReplicationService(HavenHost host)
                     $"{settings.ResyncWindowStartHour:00}:00 and {settings.ResyncWindowEndHour:00}:00 UTC, or now with 'haven replication resync'");
             var theirs = !tracked && (baseCycle > 0 || fromExisting) ? await replica.HashBlocksAsync(vm.Id, ct) : null;
             if (theirs is not null && theirs.Length != disks.Count) throw new InvalidDataException("the replica hashed a different number of disks");
+            var stats0 = Statistics(record);
+            var quiesce = settings.AppConsistentHours is not { } every || stats0.LastAppConsistent is not { } lastApp
+                || DateTimeOffset.UtcNow - lastApp >= TimeSpan.FromHours(every);
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
             {
                 var header = new ReplicaCycleHeader(cycle, baseCycle, disks.ConvertAll(d => d.SizeBytes), DateTimeOffset.UtcNow, view.Consistency);
@@ -124,8 +127,9 @@ public sealed class ReplicationService(HavenHost host)
                 if (committed != cycle) throw new InvalidDataException($"the replica acknowledged cycle {committed}, not {cycle}");
                 await StepAsync("replication.after-ack");
                 return cycle.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            }, ct);
+            }, ct, quiesce);
             var stats = Statistics(record).Succeeded(dataBytes, clock.Elapsed, DateTimeOffset.UtcNow);
+            if (view.Consistency == Consistency.ApplicationConsistent) stats = stats with { LastAppConsistent = DateTimeOffset.UtcNow };
             Store.Write(w => w.SetReplicationCycle(vm.Id, cycle, JsonSerializer.Serialize(stats, ApiJson.Options)));
             return new CycleResult(cycle, !tracked, view.Consistency, dataBytes, zeroBytes, extents, clock.Elapsed, Resync: theirs is not null);
         }
@@ -460,6 +464,12 @@ public sealed record ReplicationSettings
     public bool InitialFromExisting { get; init; }
     /// <summary>The initial copy travels on external media: no network cycle until it is there (the scheduler waits).</summary>
     public bool InitialByExport { get; init; }
+    /// <summary>
+    /// Hours between app-consistent points (guest frozen through qemu-ga), 1–12, as Hyper-V offers when additional
+    /// recovery points are kept; cycles in between are crash-consistent and do not disturb the guest. Null: every cycle
+    /// is app-consistent when the guest agent answers.
+    /// </summary>
+    public int? AppConsistentHours { get; init; }
     /// <summary>Automatic resynchronization only between these UTC hours (end exclusive, may wrap); null: any time.</summary>
     public int? ResyncWindowStartHour { get; init; }
     public int? ResyncWindowEndHour { get; init; }
@@ -476,6 +486,7 @@ public sealed record ReplicationSettings
         if (FrequencySeconds is < 5 or > 86400) throw HavenException.Invalid("replication frequency must be 5 s .. 24 h");
         if (AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
         if (StartAt is { } at && at > DateTimeOffset.UtcNow.AddDays(7)) throw HavenException.Invalid("the initial replication can be scheduled up to 7 days ahead");
+        if (AppConsistentHours is < 1 or > 12) throw HavenException.Invalid("app-consistent points are 1..12 hours apart");
         if ((ResyncWindowStartHour is null) != (ResyncWindowEndHour is null) || ResyncWindowStartHour is < 0 or > 23 || ResyncWindowEndHour is < 0 or > 23)
             throw HavenException.Invalid("a resync window needs a start and an end hour, 0..23 UTC");
     }
@@ -494,6 +505,7 @@ public sealed record ReplicationStatistics
     public double MaxSeconds { get; init; }
     public DateTimeOffset? LastSuccess { get; init; }
     public DateTimeOffset? LastFailure { get; init; }
+    public DateTimeOffset? LastAppConsistent { get; init; }
     public string? LastError { get; init; }
 
     public ReplicationStatistics Succeeded(long bytes, TimeSpan took, DateTimeOffset at) => this with

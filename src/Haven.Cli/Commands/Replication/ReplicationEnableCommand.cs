@@ -64,6 +64,12 @@ public sealed class ReplicationEnableCommand : Command
         HelpName = "DIR",
     };
 
+    public Option<int?> AppConsistentEvery { get; } = new("--app-consistent-every")
+    {
+        Description = "Hours between app-consistent points (guest frozen through its agent), 1-12; cycles in between are crash-consistent [default: every cycle]",
+        HelpName = "HOURS",
+    };
+
     public Option<string?> ResyncWindow { get; } = new("--resync-window")
     {
         Description = "Run automatic resynchronizations only between these UTC hours, e.g. 22-6 [default: any time]",
@@ -83,6 +89,7 @@ public sealed class ReplicationEnableCommand : Command
         Add(Compression);
         Add(StartAt);
         Add(ResyncWindow);
+        Add(AppConsistentEvery);
         Add(Initial);
         Add(ExportTo);
         Initial.AcceptOnlyFromAmong("network", "export", "existing");
@@ -116,6 +123,7 @@ public sealed class ReplicationEnableCommand : Command
         Compression = parseResult.GetValue(Compression),
         StartAt = parseResult.GetValue(StartAt),
         Initial = parseResult.GetValue(Initial) ?? "network",
+        AppConsistentHours = parseResult.GetValue(AppConsistentEvery),
         ExportFolder = parseResult.GetValue(ExportTo) is { } dir ? Path.GetFullPath(dir) : null,
         ResyncWindowStartHour = parseResult.GetValue(ResyncWindow) is { } w ? ParseWindow(w)?.Start : null,
         ResyncWindowEndHour = parseResult.GetValue(ResyncWindow) is { } w2 ? ParseWindow(w2)?.End : null,
