@@ -42,20 +42,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         // Primary side.
         v1.MapPost("/vms/{name}/replication", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, ReplicationEnableRequest req, CancellationToken ct) =>
         {
-            var settings = new ReplicationSettings
-            {
-                FrequencySeconds = req.FrequencySeconds,
-                AdditionalPoints = req.AdditionalPoints,
-                Compression = req.Compression,
-                PrimaryHostName = e.Identity.Name,
-                ReplicaName = req.ReplicaName,
-                StartAt = req.StartAt,
-                ResyncWindowStartHour = req.ResyncWindowStartHour,
-                ResyncWindowEndHour = req.ResyncWindowEndHour,
-                InitialFromExisting = req.Initial == "existing",
-                AppConsistentHours = req.AppConsistentHours,
-                InitialByExport = req.Initial == "export",
-            };
+            var settings = SettingsOf(req, e.Identity.Name, extended: false);
             settings.Validate();
             switch (req.Initial)
             {
@@ -97,16 +84,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         // Replica side: extended replication of a replica VM to a third host.
         v1.MapPost("/vms/{name}/replication/extend", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, ReplicationEnableRequest req, CancellationToken ct) =>
         {
-            var settings = new ReplicationSettings
-            {
-                FrequencySeconds = req.FrequencySeconds,
-                AdditionalPoints = req.AdditionalPoints,
-                Compression = req.Compression,
-                PrimaryHostName = e.Identity.Name,
-                ReplicaName = req.ReplicaName,
-                StartAt = req.StartAt,
-                Extended = true,
-            };
+            var settings = SettingsOf(req, e.Identity.Name, extended: true);
             await h.Extended.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
             return await h.Replications.StatusAsync(name, ct);
         });
@@ -144,6 +122,22 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             return Results.NoContent();
         });
     }
+
+    private static ReplicationSettings SettingsOf(ReplicationEnableRequest req, string thisHost, bool extended) => new()
+    {
+        FrequencySeconds = req.FrequencySeconds,
+        AdditionalPoints = req.AdditionalPoints,
+        Compression = req.Compression,
+        PrimaryHostName = thisHost,
+        ReplicaName = req.ReplicaName,
+        StartAt = req.StartAt,
+        ResyncWindowStartHour = req.ResyncWindowStartHour,
+        ResyncWindowEndHour = req.ResyncWindowEndHour,
+        InitialFromExisting = !extended && req.Initial == "existing",
+        InitialByExport = !extended && req.Initial == "export",
+        AppConsistentHours = req.AppConsistentHours,
+        Extended = extended,
+    };
 
     public static ReplicationCycleResult ToApi(CycleResult c) => new()
     {

@@ -34,23 +34,7 @@ public sealed class ExtendedReplication(HavenHost host)
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         var replica = Store.FindReplica(vm.Id) ?? throw HavenException.Conflict($"VM '{vm.Name}' is not a replica: extended replication continues a replica to a third host");
         if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"replica VM '{vm.Name}' is already extended");
-        var info = await host.Vms.DescribeAsync(vm, ct);
-        await third.EnsureReplicaAsync(new ReplicaCreateSpec
-        {
-            VmName = vm.Name,
-            PrimaryHost = settings.PrimaryHostName ?? Environment.MachineName,
-            PrimaryVmId = vm.Id,
-            TrustGroup = "",
-            DiskSizes = Store.ListDisks(vm.Id).ConvertAll(d => d.SizeBytes),
-            Vcpus = info.Vcpus,
-            MemoryMiB = info.MemoryMiB,
-            Kernel = info.Kernel,
-            Initrd = info.Initrd,
-            Append = info.Append,
-            GuestAgent = info.GuestAgent,
-            Accelerator = info.Accelerator,
-            AdditionalPoints = settings.AdditionalPoints,
-        }, ct);
+        await third.EnsureReplicaAsync(await ReplicationService.SpecOfAsync(host, vm, settings, ct), ct);
         var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings with { Extended = true }, ApiJson.Options), 0,
             JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options));
         Store.Write(w => w.InsertReplication(record));

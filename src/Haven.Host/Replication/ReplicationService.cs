@@ -49,14 +49,24 @@ public sealed class ReplicationService(HavenHost host)
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is already replicated");
         if (Store.FindReplica(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is itself a replica; use extended replication from its host");
+        await replica.EnsureReplicaAsync(await SpecOfAsync(host, vm, settings, ct) with { AdoptExisting = settings.InitialFromExisting }, ct);
+        var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings, ApiJson.Options), 0,
+            JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options));
+        Store.Write(w => w.InsertReplication(record));
+        return record;
+    }
+
+    /// <summary>What a replica of <paramref name="vm"/> needs: its name, disks and boot settings, as this host has them.</summary>
+    internal static async Task<ReplicaCreateSpec> SpecOfAsync(HavenHost host, VmRecord vm, ReplicationSettings settings, CancellationToken ct)
+    {
         var info = await host.Vms.DescribeAsync(vm, ct);
-        await replica.EnsureReplicaAsync(new ReplicaCreateSpec
+        return new ReplicaCreateSpec
         {
             VmName = vm.Name,
             PrimaryHost = settings.PrimaryHostName ?? Environment.MachineName,
             PrimaryVmId = vm.Id,
             TrustGroup = "",
-            DiskSizes = Store.ListDisks(vm.Id).ConvertAll(d => d.SizeBytes),
+            DiskSizes = host.Store.ListDisks(vm.Id).ConvertAll(d => d.SizeBytes),
             Vcpus = info.Vcpus,
             MemoryMiB = info.MemoryMiB,
             Kernel = info.Kernel,
@@ -65,12 +75,7 @@ public sealed class ReplicationService(HavenHost host)
             GuestAgent = info.GuestAgent,
             Accelerator = info.Accelerator,
             AdditionalPoints = settings.AdditionalPoints,
-            AdoptExisting = settings.InitialFromExisting,
-        }, ct);
-        var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings, ApiJson.Options), 0,
-            JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options));
-        Store.Write(w => w.InsertReplication(record));
-        return record;
+        };
     }
 
     /// <summary>

@@ -21,7 +21,9 @@ public static class DirtyBitmaps
         foreach (var n in (await qmp.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, ct)).EnumerateArray())
         {
             if (n.GetProperty("node-name").GetString() != node || !n.TryGetProperty("dirty-bitmaps", out var bitmaps)) continue;
-            foreach (var b in bitmaps.EnumerateArray()) list.Add(Parse(b));
+            // A running block job (a backup's fleecing copy-before-write) adds anonymous bitmaps of its own: not ours.
+            foreach (var b in bitmaps.EnumerateArray())
+                if (b.TryGetProperty("name", out var name) && name.GetString() is { Length: > 0 }) list.Add(Parse(b));
         }
         return list;
     }
