@@ -26,13 +26,15 @@ public sealed class Havend : IAsyncDisposable
     public string DataDir { get; }
     public int Pid => _process.Id;
 
-    public static async Task<Havend> StartAsync(string havendDll, string dataDir, string logFile)
+    /// <param name="hostName">havend's --host-name (its certificate's name, for replication); null: the default.</param>
+    public static async Task<Havend> StartAsync(string havendDll, string dataDir, string logFile, string? hostName = null)
     {
         Directory.CreateDirectory(dataDir);
         var socket = Path.Combine(dataDir, "havend.sock");
         // exec keeps the pid: the process we measure is havend itself, its output goes to the log.
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        foreach (var a in new[] { "-c", "exec dotnet \"$0\" --data \"$1\" >>\"$2\" 2>&1", havendDll, dataDir, logFile }) psi.ArgumentList.Add(a);
+        var script = hostName is null ? "exec dotnet \"$0\" --data \"$1\" >>\"$2\" 2>&1" : "exec dotnet \"$0\" --data \"$1\" --host-name \"$3\" >>\"$2\" 2>&1";
+        foreach (var a in new[] { "-c", script, havendDll, dataDir, logFile, hostName ?? "" }) psi.ArgumentList.Add(a);
         var process = Process.Start(psi) ?? throw new InvalidOperationException("cannot start havend");
         var deadline = Stopwatch.StartNew();
         while (true)
@@ -93,6 +95,12 @@ public sealed class Havend : IAsyncDisposable
     {
         using var r = await _http.PostAsync(path, JsonContent.Create(body, body?.GetType() ?? typeof(object), options: ApiJson.Options));
         return await ReadAsync<T>(r, "POST " + path);
+    }
+
+    public async Task DeleteAsync(string path)
+    {
+        using var r = await _http.DeleteAsync(path);
+        if (!r.IsSuccessStatusCode) throw new InvalidOperationException($"DELETE {path}: {(int)r.StatusCode} {await r.Content.ReadAsStringAsync()}");
     }
 
     private static async Task<T> ReadAsync<T>(HttpResponseMessage r, string what)

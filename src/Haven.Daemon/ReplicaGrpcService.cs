@@ -124,6 +124,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                 PrimaryHost = primary,
                 PrimaryVmId = request.VmId,
                 TrustGroup = decision.TrustGroup ?? "",
+                StorageLocation = decision.Storage,
                 DiskSizes = disks,
                 Vcpus = (int)Math.Max(1, request.Vcpus),
                 MemoryMiB = (int)Math.Max(16, request.MemoryMib),

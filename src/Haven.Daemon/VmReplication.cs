@@ -68,7 +68,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             var replica = await h.Replicas.ImportAsync(Path.GetFullPath(req.Folder), primary =>
             {
                 var decision = e.Settings.Decide(primary);
-                return (decision.Allowed, decision.TrustGroup, decision.Reason);
+                return (decision.Allowed, decision.TrustGroup, decision.Storage, decision.Reason);
             }, ct);
             return await h.Replications.StatusAsync(h.Store.FindVm(replica.VmId)!.Name, ct);
         });

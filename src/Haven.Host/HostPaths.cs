@@ -38,4 +38,21 @@ public sealed class HostPaths(string root)
     }
 
     public static string NewId() => Guid.NewGuid().ToString("N")[..12];
+
+    /// <summary>
+    /// Deletes a VM's folder. A replica VM's folder is a link into its replica server storage location
+    /// (docs/replication.md): the folder it points to goes too, then the link.
+    /// </summary>
+    public static void DeleteVmFolder(string path)
+    {
+        var info = new DirectoryInfo(path);
+        if (info.LinkTarget is { } target)
+        {
+            var resolved = Path.GetFullPath(target, Path.GetDirectoryName(path)!);
+            if (Directory.Exists(resolved)) Directory.Delete(resolved, recursive: true);
+            File.Delete(path);
+            return;
+        }
+        if (info.Exists) Directory.Delete(path, recursive: true);
+    }
 }

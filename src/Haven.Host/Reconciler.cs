@@ -164,7 +164,7 @@ public sealed class Reconciler(HavenHost host)
             var vmId = Path.GetFileName(dir);
             if (!vmIds.Contains(vmId))
             {
-                Directory.Delete(dir, recursive: true);
+                HostPaths.DeleteVmFolder(dir);
                 report.OrphanFilesRemoved.Add(dir);
                 continue;
             }

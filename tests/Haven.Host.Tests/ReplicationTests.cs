@@ -358,11 +358,15 @@ public sealed class InitialReplicationTests
         Assert.Equal((1L, 6 * M), (exported.Cycle, exported.DataBytes));
 
         // An unauthorized primary's folder is refused, and nothing is created.
-        var refused = await Assert.ThrowsAsync<HavenException>(() => b.Host.Replicas.ImportAsync(folder, name => (false, null, $"primary server '{name}' is not authorized"), b.Ct));
+        var refused = await Assert.ThrowsAsync<HavenException>(() => b.Host.Replicas.ImportAsync(folder, name => (false, null, null, $"primary server '{name}' is not authorized"), b.Ct));
         Assert.Contains("a.test", refused.Message);
         Assert.Empty(await b.Host.Vms.ListAsync(b.Ct));
 
-        var imported = await b.Host.Replicas.ImportAsync(folder, name => (name == "a.test", "g1", "no"), b.Ct);
+        var storage = b.Dir.File("storage");
+        Directory.CreateDirectory(storage);
+        var imported = await b.Host.Replicas.ImportAsync(folder, name => (name == "a.test", "g1", storage, "no"), b.Ct);
+        // The replica's files live in the authorization entry's storage location; its folder links there.
+        Assert.True(File.Exists(Path.Combine(storage, imported.VmId, "disks", b.Host.Store.ListDisks(imported.VmId)[0].ActiveLayerId + ".qcow2")));
         Assert.Equal((1L, "g1"), (imported.LastCycle, imported.TrustGroup));
         await b.AssertCheckpointAsync("web", ReplicaService.PointName(1), now);
 

@@ -64,7 +64,7 @@ public sealed class RestoreService(HavenHost host)
         }
         catch
         {
-            Directory.Delete(host.Paths.VmDir(vmId), recursive: true);
+            HostPaths.DeleteVmFolder(host.Paths.VmDir(vmId));
             throw;
         }
         host.Store.Write(w =>

@@ -53,7 +53,7 @@ public sealed partial class ReplicaService(HavenHost host)
             Accelerator = spec.Accelerator,
             // Recovery points are checkpoints of the replica; Production: taken while the VM is off they are at rest.
             CheckpointType = CheckpointType.Production,
-        }, ct);
+        }, ct, string.IsNullOrEmpty(spec.StorageLocation) ? null : spec.StorageLocation);
         var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow);
         Store.Write(w => w.InsertReplica(record));
         return record;
@@ -82,18 +82,18 @@ public sealed partial class ReplicaService(HavenHost host)
     /// its cycle. <paramref name="authorize"/> says whether the primary named in the folder may replicate here (and
     /// into which trust group); it is refused otherwise, with nothing written.
     /// </summary>
-    public async Task<ReplicaRecord> ImportAsync(string folder, Func<string, (bool Allowed, string? TrustGroup, string Reason)> authorize, CancellationToken ct)
+    public async Task<ReplicaRecord> ImportAsync(string folder, Func<string, (bool Allowed, string? TrustGroup, string? Storage, string Reason)> authorize, CancellationToken ct)
     {
         var definitionPath = Path.Combine(folder, FolderReplicaTarget.DefinitionFile);
         if (!File.Exists(definitionPath)) throw HavenException.Invalid($"{folder} holds no exported replica ({FolderReplicaTarget.DefinitionFile} is missing)");
         ExportedReplica exported;
         try { exported = System.Text.Json.JsonSerializer.Deserialize<ExportedReplica>(await File.ReadAllBytesAsync(definitionPath, ct), ApiJson.Options)!; }
         catch (System.Text.Json.JsonException e) { throw HavenException.Invalid($"{definitionPath} is not an exported replica: {e.Message.Split('\n')[0]}"); }
-        var (allowed, trustGroup, reason) = authorize(exported.PrimaryHost);
+        var (allowed, trustGroup, storage, reason) = authorize(exported.PrimaryHost);
         if (!allowed) throw HavenException.Conflict(reason);
         if (FindByPrimary(exported.PrimaryHost, exported.Spec.PrimaryVmId) is not null)
             throw HavenException.Conflict($"a replica of {exported.PrimaryHost}'s VM '{exported.Spec.VmName}' exists already");
-        var created = await CreateAsync(exported.Spec with { PrimaryHost = exported.PrimaryHost, TrustGroup = trustGroup ?? "", AdoptExisting = false }, ct);
+        var created = await CreateAsync(exported.Spec with { PrimaryHost = exported.PrimaryHost, TrustGroup = trustGroup ?? "", AdoptExisting = false, StorageLocation = storage }, ct);
         try { await ApplyCycleAsync(created.VmId, exported.Header, FolderReplicaTarget.ReadExtentsAsync(folder, ct), ct); }
         catch
         {
@@ -303,6 +303,8 @@ public sealed record ReplicaCreateSpec
     public int AdditionalPoints { get; init; }
     /// <summary>Use a VM of that name already on the replica host as the initial copy (its blocks are compared, not sent).</summary>
     public bool AdoptExisting { get; init; }
+    /// <summary>The replica server's storage location for this primary (authorization entry); null: the data folder.</summary>
+    public string? StorageLocation { get; init; }
 }
 
 public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency);

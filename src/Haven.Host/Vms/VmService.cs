@@ -19,8 +19,15 @@ public sealed class VmService(HavenHost host)
         return Store.FindVmByName(name) ?? throw HavenException.NotFound($"no VM named '{name}'");
     }
 
-    public async Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct)
+    public Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct) => CreateAsync(req, ct, storageFolder: null);
+
+    /// <param name="storageFolder">
+    /// Where the VM's files go instead of the data folder (a replica server's storage location): the VM's folder
+    /// is then a link to &lt;storageFolder&gt;/&lt;vm id&gt;.
+    /// </param>
+    internal async Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct, string? storageFolder)
     {
+        if (storageFolder is not null && !Directory.Exists(storageFolder)) throw HavenException.Invalid($"storage location does not exist: {storageFolder}");
         var name = Names.Validate(req.Name, "VM");
         if (req.Vcpus is < 1 or > 64) throw HavenException.Invalid("vcpus must be between 1 and 64");
         if (req.MemoryMiB is < 16 or > 1024 * 1024) throw HavenException.Invalid("memory must be between 16 MiB and 1 TiB");
@@ -43,6 +50,12 @@ public sealed class VmService(HavenHost host)
         await using var _ = await host.LockHostAsync(ct);
         if (Store.FindVmByName(name) is not null) throw HavenException.Conflict($"a VM named '{name}' already exists");
         var vmId = HostPaths.NewId();
+        if (storageFolder is not null)
+        {
+            var target = Path.Combine(Path.GetFullPath(storageFolder), vmId);
+            Directory.CreateDirectory(target);
+            Directory.CreateSymbolicLink(Paths.VmDir(vmId), target);
+        }
         Directory.CreateDirectory(Paths.DisksDir(vmId));
         Directory.CreateDirectory(Paths.StatesDir(vmId));
         var disks = new List<(DiskRecord Disk, LayerRecord Layer)>();
@@ -64,7 +77,7 @@ public sealed class VmService(HavenHost host)
         }
         catch
         {
-            Directory.Delete(Paths.VmDir(vmId), recursive: true);
+            HostPaths.DeleteVmFolder(Paths.VmDir(vmId));
             throw;
         }
         var vm = new VmRecord
@@ -189,7 +202,7 @@ public sealed class VmService(HavenHost host)
         if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"VM '{name}' is running; stop it before removing it");
         Store.Write(w => w.DeleteVm(vm.Id));
         // Files go after the rows: a crash in between leaves a folder the start-up sweep deletes.
-        Directory.Delete(Paths.VmDir(vm.Id), recursive: true);
+        HostPaths.DeleteVmFolder(Paths.VmDir(vm.Id));
     }
 
     public async Task<VmInfo> DescribeAsync(VmRecord vm, CancellationToken ct)
