@@ -122,7 +122,7 @@ public sealed record ReplicaAuthorization
 
     static string? ListenProblem(string listen)
     {
-        var problem = $"the listen address must be https:// with a loopback IP address and a port, e.g. https://127.0.0.1:9443 (not '{listen}')";
+        var problem = $"the listen address must be https:// with an IP address and a port, e.g. https://10.0.0.2:9443 (not '{listen}')";
         if (!Uri.TryCreate(listen, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttps || uri.IsDefaultPort && !listen.Contains(":443", StringComparison.Ordinal)
             || uri.AbsolutePath != "/" || uri.Query.Length > 0 || uri.UserInfo.Length > 0)
             return problem;
@@ -130,7 +130,9 @@ public sealed record ReplicaAuthorization
     }
 
     static IPEndPoint? ListenEndPoint(Uri uri) =>
-        IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip) && uri.Port is > 0 and <= 65535
+        // Any address: primaries on other machines must reach it. Only authenticated, authorized primaries get in
+        // (mutual TLS with a trusted client certificate, then the authorization entries), and only gRPC is served.
+        IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) && uri.Port is > 0 and <= 65535
             ? new IPEndPoint(ip, uri.Port) : null;
 
     /// <summary>Why <paramref name="path"/> cannot be a storage location (absolute; an existing folder when <paramref name="mustExist"/>), or null.</summary>

@@ -208,7 +208,7 @@ public sealed class ReplicaServerTests(ReplicaServerFixture f) : IClassFixture<R
     public static TheoryData<string, string[]> BadSettings => new()
     {
         { "a pattern with a path and an empty label", ["replica-server", "allow", "--primary", "a..b/c", "--storage", "{storage}", "--trust-group", "g1"] },
-        { "a listen address that is not loopback", ["replica-server", "enable", "--listen", "https://0.0.0.0:1"] },
+        { "a listen address that is not an IP address", ["replica-server", "enable", "--listen", "https://replica.example:1"] },
         { "a storage folder that does not exist", ["replica-server", "allow", "--primary", "x.test", "--storage", "{missing}", "--trust-group", "g1"] },
         { "a default storage folder that does not exist", ["replica-server", "enable", "--allow-any", "--storage", "{missing}"] },
         { "a bad trust group", ["replica-server", "allow", "--primary", "x.test", "--storage", "{storage}", "--trust-group", "a b"] },

@@ -101,20 +101,22 @@ public sealed class AuthorizationTests : IDisposable
         Assert.False((Settings(allowAny: true) with { Enabled = false }).Decide("db1.dc1.example.com").Allowed);
 
     [Theory]
-    [InlineData("https://0.0.0.0:1")]
+    [InlineData("https://localhost:1")]
     [InlineData("http://127.0.0.1:9443")]
     [InlineData("https://127.0.0.1")]
-    [InlineData("https://10.1.2.3:9443")]
+    [InlineData("https://10.1.2.3")]
     [InlineData("https://example.com:9443")]
     [InlineData("https://127.0.0.1:9443/path")]
     [InlineData("127.0.0.1:9443")]
-    public void Listen_addresses_must_be_loopback_https_with_a_port(string listen) =>
+    public void Listen_addresses_must_be_https_with_an_ip_address_and_a_port(string listen) =>
         Assert.NotNull((new ReplicaAuthorization { Enabled = true, Listen = listen }).Problem(checkFolders: false));
 
     [Theory]
     [InlineData("https://127.0.0.1:9443")]
     [InlineData("https://[::1]:9443")]
-    public void Loopback_listen_addresses_are_accepted(string listen) =>
+    [InlineData("https://10.1.2.3:9443")]
+    [InlineData("https://0.0.0.0:9443")]
+    public void Ip_listen_addresses_are_accepted(string listen) =>
         Assert.Null((new ReplicaAuthorization { Enabled = true, Listen = listen }).Problem(checkFolders: false));
 
     [Fact]
@@ -145,8 +147,8 @@ public sealed class AuthorizationTests : IDisposable
         Assert.DoesNotContain('\n', e.Message);
         File.WriteAllText(path, "not json\n{");
         Assert.DoesNotContain('\n', Assert.Throws<InvalidDataException>(() => ReplicaAuthorization.Load(path)).Message);
-        File.WriteAllText(path, "{\"enabled\": true, \"listen\": \"https://0.0.0.0:1\"}");
-        Assert.Contains("loopback", Assert.Throws<InvalidDataException>(() => ReplicaAuthorization.Load(path)).Message);
+        File.WriteAllText(path, "{\"enabled\": true, \"listen\": \"https://localhost:1\"}");
+        Assert.Contains("IP address", Assert.Throws<InvalidDataException>(() => ReplicaAuthorization.Load(path)).Message);
     }
 
     [Fact]

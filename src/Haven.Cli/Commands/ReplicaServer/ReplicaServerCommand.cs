@@ -23,7 +23,7 @@ public static class ReplicaServerCommand
 
     static Command EnableCommand(CliContext ctx)
     {
-        var listen = new Option<string?>("--listen") { Description = "Address to listen on for primaries: https:// with a loopback IP and a port, e.g. https://127.0.0.1:9443 [default: the one set before]", HelpName = "URL" };
+        var listen = new Option<string?>("--listen") { Description = "Address to listen on for primaries: https:// with an IP address (0.0.0.0 for all) and a port, e.g. https://10.0.0.2:9443 [default: the one set before]", HelpName = "URL" };
         var allowAny = new Option<bool?>("--allow-any") { Description = "Accept any primary server whose certificate this host trusts (into --storage); --allow-any false turns it off [default: unchanged]", Arity = ArgumentArity.ZeroOrOne };
         var storage = new Option<string?>("--storage") { Description = "Default storage folder (must exist) for primaries accepted by --allow-any [default: unchanged]", HelpName = "PATH" };
         var trustGroup = new Option<string?>("--trust-group") { Description = "Default trust group for primaries accepted by --allow-any [default: unchanged]", HelpName = "GROUP" };
