@@ -63,12 +63,14 @@ public sealed class ReplicationTests
     {
         await using var primary = new TestHost();
         await using var replicaHost = new TestHost();
+        await using var thirdHost = new TestHost();
         await primary.CreateVmAsync("web", size: 64 * M);
         await primary.Host.Vms.StartAsync("web", primary.Ct);
         var now = new DiskModel(primary.Dir.File("now.raw"), 64 * M);
         await primary.WriteAsync("web", now, 0x11, 0, 8 * M);
         var target = new LocalReplicaTarget(replicaHost.Host, "primary.test", "g1");
-        await primary.Host.Replications.EnableAsync("web", "local", new ReplicationSettings { FrequencySeconds = 30 }, target, primary.Ct);
+        await primary.Host.Replications.EnableAsync("web", "local", new ReplicationSettings { FrequencySeconds = 30, AdditionalPoints = 2 }, target, primary.Ct);
+        var third = new LocalReplicaTarget(thirdHost.Host, "replica.test", "g1");
 
         var frozen = new List<DiskModel>();
         await using var writer = new Writer(primary, now);
@@ -79,6 +81,10 @@ public sealed class ReplicationTests
         {
             results.Add(await primary.Host.Replications.RunCycleAsync("web", target, primary.Ct));
             await replicaHost.AssertCheckpointAsync("web", ReplicaService.PointName(i + 1), frozen[i]);
+            // The third host (extended replication) gets the replica's latest point: the same frozen point.
+            if (i == 0) await replicaHost.Host.Extended.EnableAsync("web", "third.test", new ReplicationSettings { FrequencySeconds = 300, PrimaryHostName = "replica.test" }, third, primary.Ct);
+            var extended = await replicaHost.Host.Extended.RunCycleAsync("web", third, primary.Ct);
+            await thirdHost.AssertCheckpointAsync("web", ReplicaService.PointName(extended.Cycle), frozen[i]);
             await Task.Delay(300, primary.Ct);
         }
         await writer.DisposeAsync();
