@@ -148,6 +148,9 @@ public sealed class HavenWorld : IAsyncDisposable
 
     public string VmId(string vm) => _vmIds[vm];
 
+    /// <summary>Learns the id of a VM this world did not create itself (e.g. a replica), for the checks that need it.</summary>
+    public async Task LearnVmAsync(string vm) => _vmIds[vm] = (await ShowAsync(vm)).Id;
+
     public Task<VmInfo> ShowAsync(string vm) => JsonAsync<VmInfo>("vm", "show", vm);
 
     public Task<List<CheckpointInfo>> CheckpointsAsync(string vm) => JsonAsync<List<CheckpointInfo>>("checkpoint", "list", vm);

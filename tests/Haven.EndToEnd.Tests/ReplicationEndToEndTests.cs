@@ -71,6 +71,8 @@ public sealed class ReplicationEndToEndTests
         });
         Assert.Contains("repaired 1 operation(s)", report);
         await replica.AssertCheckpointDataAsync("web", "rp-00000002", atCycle2);
+        await replica.LearnVmAsync("web");
+        await replica.AssertCleanAsync("web", atCycle2); // no journal row, no orphan file, a valid chain ending in an empty layer
         var third = await RunAsync(primary);
         Assert.Equal((3L, false, M), (third.Cycle, third.Full, third.DataBytes));
         await replica.AssertCheckpointDataAsync("web", "rp-00000003", now);
@@ -88,6 +90,7 @@ public sealed class ReplicationEndToEndTests
         Assert.Equal(5L, fifth.Cycle); // the replica had committed cycle 4
         Assert.False(fifth.Full);
         await replica.AssertCheckpointDataAsync("web", "rp-00000005", now);
+        await primary.AssertCleanAsync("web", now);
 
         var status = await primary.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
         Assert.Equal(("primary", 5L), (status.Role, status.LastCycle));
