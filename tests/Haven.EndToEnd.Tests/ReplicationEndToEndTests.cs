@@ -246,6 +246,17 @@ public sealed class ReplicationFaultTests
         Assert.Equal(before, await replica.OkAsync("vm", "list", "--json"));
         await replica.AssertCheckpointDataAsync("web", "rp-00000001", now);
         Assert.Empty(Directory.GetFileSystemEntries(storage));
+
+        // One replica server, many primaries: "other.test" replicates a VM of its own, into its own storage location.
+        await other.CreateVmAsync("db");
+        var db = other.NewModel("db");
+        await other.WriteAsync("db", db, new W(0x41, 0, M));
+        await other.OkAsync("replication", "enable", "db", "--replica", url, "--frequency", "15m", "--start-at", DateTimeOffset.UtcNow.AddDays(1).ToString("O"));
+        await other.OkAsync("replication", "run", "db");
+        await replica.AssertCheckpointDataAsync("db", "rp-00000001", db);
+        Assert.Single(Directory.GetDirectories(storage));
+        var overview = await replica.JsonAsync<List<ReplicationStatusInfo>>("replication", "status");
+        Assert.Equal([("db", "other.test"), ("web", "primary.test")], overview.Select(s => (s.Vm, s.Partner)).Order());
     }
 }
 

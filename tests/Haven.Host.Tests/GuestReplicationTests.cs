@@ -9,7 +9,8 @@ namespace Haven.Host.Tests;
 
 /// <summary>
 /// Failover with the booted test guest (Linux + qemu-ga under TCG) between two hosts: the test failover VM boots,
-/// and a planned failover brings a file the guest wrote just before it to the replica, which boots with it.
+/// the replica boots in an unplanned failover (then cancelled), and a planned failover brings a file the guest
+/// wrote just before it to the replica, which boots with it.
 /// </summary>
 public sealed class GuestReplicationTests
 {
@@ -72,6 +73,13 @@ public sealed class GuestReplicationTests
         await using (var agent = await AgentAsync(b, "guest - Test"))
             Assert.Equal("before the first cycle", await ReadFileAsync(agent, "/mnt/first.txt", b.Ct));
         await b.Host.Replicas.StopTestFailoverAsync("guest", b.Ct);
+
+        // Unplanned failover: the replica itself boots from the latest point; cancelled, it goes back to replicating.
+        await b.Host.Replicas.FailoverAsync("guest", null, start: true, b.Ct);
+        await using (var agent = await AgentAsync(b, "guest"))
+            Assert.Equal("before the first cycle", await ReadFileAsync(agent, "/mnt/first.txt", b.Ct));
+        await b.Host.Replicas.CancelFailoverAsync("guest", b.Ct);
+        Assert.False(b.IsRunning("guest"));
 
         // A write the guest makes just before a planned failover reaches the replica.
         await using (var agent = await AgentAsync(a, "guest"))
