@@ -119,7 +119,12 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
     /// <summary>One-line errors: gRPC failures become <see cref="ReplicationException"/>s naming the replica server.</summary>
     private async Task<T> CallAsync<T>(Func<Task<T>> call)
     {
-        try { return await call(); }
+        try
+        {
+            var result = await call();
+            _channel.NoteAnswered();
+            return result;
+        }
         catch (RpcException e) { throw _channel.Map(e); }
     }
 

@@ -25,6 +25,10 @@ public sealed class ReplicaChannel : IDisposable
     readonly TrustStore trust;
     volatile string? tlsError;
     volatile bool serverCertificateAccepted;
+    volatile bool answered;
+
+    /// <summary>Records that a call got an answer: a later broken connection is then not a certificate the replica refused.</summary>
+    public void NoteAnswered() => answered = true;
 
     ReplicaChannel(Uri address, HostIdentity identity, TrustStore trust, string? expectedName)
     {
@@ -89,6 +93,7 @@ public sealed class ReplicaChannel : IDisposable
         if (reply.ProtocolVersion != ProtocolVersion)
             throw new ReplicationException(ReplicationFailure.Protocol,
                 $"the replica server at {Display} speaks replication protocol {reply.ProtocolVersion}, this host {ProtocolVersion}");
+        NoteAnswered();
         return reply;
     }
 
@@ -131,12 +136,17 @@ public sealed class ReplicaChannel : IDisposable
             if (tlsError is { } tls)
                 return new ReplicationException(ReplicationFailure.Tls, $"TLS with the replica server at {where} failed: {tls}", e);
             var inner = Chain(cause).ToList();
-            if (inner.OfType<SocketException>().FirstOrDefault() is { } socket)
+            // We accepted the replica's certificate and it has never answered us: with TLS 1.3 a replica that does not
+            // trust our certificate just closes the connection after the handshake, which reaches us as an I/O error,
+            // a reset, or an HTTP/2 handshake that never completes, whichever comes first.
+            var closedAfterHandshake = serverCertificateAccepted && !answered
+                && !inner.OfType<TaskCanceledException>().Any() && !inner.OfType<TimeoutException>().Any();
+            if (!closedAfterHandshake && inner.OfType<SocketException>().FirstOrDefault() is { } socket)
                 return new ReplicationException(ReplicationFailure.Unreachable, $"cannot reach the replica server at {where}: {SocketReason(socket)}", e);
             if (inner.OfType<TaskCanceledException>().Any() || inner.OfType<TimeoutException>().Any())
                 return new ReplicationException(ReplicationFailure.Unreachable, $"cannot reach the replica server at {where}: timed out connecting", e);
             if (inner.OfType<AuthenticationException>().Any() || inner.OfType<HttpRequestException>().Any(h => h.HttpRequestError == HttpRequestError.SecureConnectionError)
-                || serverCertificateAccepted && inner.OfType<IOException>().Any())
+                || closedAfterHandshake)
                 return new ReplicationException(ReplicationFailure.Tls,
                     $"TLS with the replica server at {where} failed: it closed the connection, most likely because it does not trust this host's certificate "
                     + $"(CN={identity.Name}, thumbprint {identity.Thumbprint}; add it there with 'haven host trust add'): {inner[^1].Message}", e);

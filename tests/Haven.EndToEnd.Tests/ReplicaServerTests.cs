@@ -82,7 +82,7 @@ public sealed class ReplicaServerTests(ReplicaServerFixture f) : IClassFixture<R
         Assert.Equal("", r.Stdout);
         var line = Assert.Single(r.StderrLines);
         Assert.StartsWith("haven: ", line);
-        Assert.Contains(contains, line);
+        Assert.True(line.Contains(contains), line);
     }
 
     Task<CliResult> TestConnection(string primary) =>
