@@ -30,7 +30,7 @@ public sealed class Reconciler(HavenHost host)
         var vms = host.Store.ListVms();
         foreach (var vm in vms)
             if (await host.Runtimes.AttachAsync(vm.Id, ct) is not null) report.VmsReattached++;
-        report.OrphanProcessesStopped = StopUnknownQemus(vms.ConvertAll(v => v.Id));
+        report.OrphanProcessesStopped = StopUnknownQemus(vms.ConvertAll(v => v.Id)) + StopQemuNbds();
 
         // Inner removals before the subtree removals that started them; a replica cycle after the checkpoint
         // create or removal it was in the middle of.
@@ -73,7 +73,51 @@ public sealed class Reconciler(HavenHost host)
 
         SweepFiles(report);
         await SweepNodesAsync(report, ct);
+        await SweepReplicaBitmapsAsync(ct);
         return report;
+    }
+
+    /// <summary>
+    /// Ends every qemu-nbd serving a socket in this host's run folder: havend's qemu-nbd servers live only as long
+    /// as the request that started them (backups of VMs that are off, replica cycles, resync hashing, restores),
+    /// so at start each one is a leftover of a crash, holding its image open.
+    /// </summary>
+    private int StopQemuNbds()
+    {
+        var stopped = 0;
+        var marker = host.Paths.RunDir.TrimEnd('/') + "/";
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            string cmdline;
+            try { cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; }
+            if (!cmdline.StartsWith("qemu-nbd\0", StringComparison.Ordinal) || !cmdline.Contains("\0" + marker, StringComparison.Ordinal)) continue;
+            QemuNbdServer.KillIfQemuNbd(pid);
+            stopped++;
+        }
+        return stopped;
+    }
+
+    /// <summary>
+    /// A failover killed after it put change tracking on a replica's disks but before it recorded it leaves
+    /// bitmaps no reference point names; the replica's next cycle would freeze them into a recovery point.
+    /// </summary>
+    private async Task SweepReplicaBitmapsAsync(CancellationToken ct)
+    {
+        foreach (var replica in host.Store.ListReplicas())
+        {
+            if (replica.State != State.ReplicaState.Replicating || host.Runtimes.Get(replica.VmId) is not null) continue;
+            var known = host.Store.ListReferencePoints(replica.VmId).ConvertAll(r => r.Bitmap).ToHashSet();
+            var tree = new LayerTree(host.Paths, host.Store.ListLayers(replica.VmId));
+            foreach (var d in host.Store.ListDisks(replica.VmId))
+            {
+                var top = tree.PathOf(tree[d.ActiveLayerId]);
+                foreach (var b in await DirtyBitmaps.ListOfflineAsync(top, ct))
+                    if (b.Name.StartsWith("haven-rp-", StringComparison.Ordinal) && !known.Contains(b.Name))
+                        await DirtyBitmaps.EditOfflineAsync(top, b.Name, ["--remove"], ct);
+            }
+        }
     }
 
     private async Task ResumeCreateAsync(State.OperationRecord op, CreatePlan plan, CancellationToken ct)
@@ -149,9 +193,10 @@ public sealed class Reconciler(HavenHost host)
     /// <summary>Deletes VM folders, layer files and state files that no database row refers to.</summary>
     private void SweepFiles(ReconcileReport report)
     {
-        // Point-in-time views and NBD sockets of backups: every journaled backup was abandoned above.
+        // Point-in-time views and NBD sockets of backups (every journaled backup was abandoned above), and the
+        // exported images of a test failover killed before it imported them: no image in run/ outlives a request.
         foreach (var f in Directory.EnumerateFiles(host.Paths.RunDir))
-            if (f.EndsWith(".fleece.qcow2", StringComparison.Ordinal) || (f.EndsWith(".nbd", StringComparison.Ordinal) && !IsLiveSocket(f)))
+            if (f.EndsWith(".qcow2", StringComparison.Ordinal) || (f.EndsWith(".nbd", StringComparison.Ordinal) && !IsLiveSocket(f)))
             {
                 File.Delete(f);
                 report.OrphanFilesRemoved.Add(f);

@@ -51,9 +51,11 @@ public static class BackupCopy
         for (var i = 0; i < all.Length; i++) all[i] = i;
 
         await using var writer = await target.BeginBackupAsync(hostName, ct);
+        target.Step("copy.after-lock");
         var counters = new CopyCounters { Bytes = zeroBytes, Uses = uses };
         if (zeroBytes > 0) progress?.Report(zeroBytes);
         await CopyChunksAsync(source, writer, distinct, all, mapped, counters, progress, ct);
+        target.Step("copy.after-chunks");
 
         var disks = new List<DiskManifest>(manifest.Disks.Count);
         foreach (var disk in manifest.Disks)
@@ -78,6 +80,7 @@ public static class BackupCopy
             try
             {
                 var id = await writer.CommitAsync(copy, ct);
+                target.Step("copy.after-commit");
                 return new CopyResult(id, AlreadyPresent: false, counters.ChunksRead, writer.ChunksStoredNew, writer.StoredBytesNew);
             }
             catch (ChunksMissingException e) when (attempt < 3)

@@ -26,6 +26,7 @@ public sealed partial class Repository
             var removed = new List<BackupSummary>();
             var locked = new List<LockedBackup>();
             var lockStore = Immutability is null ? null : Store as IObjectLockStore;
+            if (exclusive is not null) Step("prune.after-lock");
             if (exclusive is not null && doomed.Count > 0) await exclusive.EnsureHeldAsync(ct);
             foreach (var b in doomed)
             {
@@ -42,6 +43,7 @@ public sealed partial class Repository
                 {
                     await Store.DeleteAsync(RepoKeys.Backup(b.Id), ct);
                     removed.Add(b);
+                    Step("prune.after-delete");
                 }
                 catch (ObjectLockedException e) { locked.Add(new LockedBackup(b, e.RetainUntil)); } // kept: not an error
             }
@@ -61,6 +63,7 @@ public sealed partial class Repository
     public async Task<GcResult> CollectGarbageAsync(CancellationToken ct = default)
     {
         await using var exclusive = await HeldLock.AcquireExclusiveAsync(this, "gc", ct);
+        Step("gc.after-lock");
         var start = Clock.GetUtcNow();
         var (writers, staleRemoved) = await ReadWriterLocksAsync(removeStale: true, ct);
         var oldest = start;
@@ -73,6 +76,7 @@ public sealed partial class Repository
         // Announce deletions, then mark again: a manifest committed during the first pass is seen now, and
         // any later commit sees the announcement and re-checks its chunks (BackupWriter.CommitAsync).
         await BeginDeletingChunksAsync(exclusive, ct);
+        Step("gc.after-announce");
         await MarkAsync(referenced, marked, ct);
 
         var candidates = new List<ObjectInfo>();
@@ -91,6 +95,7 @@ public sealed partial class Repository
             try
             {
                 if (await Store.DeleteAsync(c.Key, ct)) { deleted++; deletedBytes += c.Size; }
+                Step("gc.after-delete");
             }
             catch (ObjectLockedException) { locked++; lockedBytes += c.Size; } // retention not over yet: a later GC takes it
         }

@@ -48,6 +48,14 @@ public sealed partial class Repository : IAsyncDisposable
     /// <summary>The host-local chunk index cache writers use instead of listing <c>chunks/</c>, if one was given.</summary>
     public ChunkIndexCache? Cache { get; }
 
+    /// <summary>
+    /// Called with the name of each step of prune, GC and copy as it is reached (the host's crash points:
+    /// tests kill the process there). Null: nothing is called.
+    /// </summary>
+    public Action<string>? AtStep { get; set; }
+
+    internal void Step(string name) => AtStep?.Invoke(name);
+
     internal IObjectStore Store { get; }
     internal TimeProvider Clock { get; }
     internal KeySet Keys => _keys;
@@ -242,10 +250,19 @@ public sealed partial class Repository : IAsyncDisposable
     }
 
     /// <summary>A lock is stale when its last refresh (or, if unreadable, its object's write time) is older than LockStaleAfter.</summary>
+    /// <summary>
+    /// A lock taken on this machine by a process that no longer exists (killed, crashed) is stale at once:
+    /// waiting out LockStaleAfter would block the next prune, GC or verify for half an hour after a crash.
+    /// A live pid (even a reused one) keeps the lock: only a certainly dead holder is judged.
+    /// </summary>
+    private static bool HolderIsGone(LockRecord record)
+        => OperatingSystem.IsLinux() && record.Host == Environment.MachineName && record.Pid > 0
+           && record.Pid != Environment.ProcessId && !Directory.Exists("/proc/" + record.Pid);
+
     internal async Task<bool> IsStaleAsync(string key, LockRecord? record, CancellationToken ct)
     {
         var now = Clock.GetUtcNow();
-        if (record is not null) return now - record.RefreshedAt > LockStaleAfter;
+        if (record is not null) return now - record.RefreshedAt > LockStaleAfter || HolderIsGone(record);
         var info = await Store.StatAsync(key, ct);
         return info is null || now - info.LastModified > LockStaleAfter;
     }

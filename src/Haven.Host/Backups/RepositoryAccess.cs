@@ -53,7 +53,12 @@ public sealed class RepositoryAccess(HavenHost host) : IDisposable
 
     public async Task<Repository.Repository> OpenAsync(string location, string passphrase, S3Options? s3, CancellationToken ct)
     {
-        try { return await Repository.Repository.OpenAsync(OpenStore(location, s3), passphrase, ChunkCache, ct); }
+        try
+        {
+            var repo = await Repository.Repository.OpenAsync(OpenStore(location, s3), passphrase, ChunkCache, ct);
+            repo.AtStep = CrashPoints.Hit; // prune, GC and copy steps are crash points too
+            return repo;
+        }
         catch (NotARepositoryException e) { throw HavenException.Invalid(e.Message); }
         catch (WrongPassphraseException e) { throw HavenException.Invalid(e.Message); }
     }

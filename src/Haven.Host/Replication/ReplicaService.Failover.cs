@@ -27,6 +27,7 @@ public sealed partial class ReplicaService
         var files = (await host.Checkpoints.ExportAsync(vm.Name, checkpoint.Name, new CheckpointExportRequest { Path = exportBase }, ct)).Files;
         try
         {
+            await StepAsync("test-failover.after-export");
             var info = await host.Vms.DescribeAsync(vm, ct);
             var test = await host.Vms.CreateAsync(new VmCreateRequest
             {
@@ -42,6 +43,7 @@ public sealed partial class ReplicaService
                 Accelerator = info.Accelerator,
                 CheckpointType = info.CheckpointType,
             }, ct);
+            await StepAsync("test-failover.after-create");
             Store.Write(w => w.SetReplicaTestFailover(vm.Id, DateTimeOffset.UtcNow));
             return start ? await host.Vms.StartAsync(test.Name, ct) : test;
         }
@@ -75,11 +77,13 @@ public sealed partial class ReplicaService
         var point = Point(replica, cycle);
         var checkpoint = Store.ListCheckpoints(vm.Id).Find(c => c.Id == point.CheckpointId)!;
         await host.Checkpoints.ApplyAsync(vm.Name, checkpoint.Name, new CheckpointApplyRequest(), ct);
+        await StepAsync("failover.after-apply");
         await using (await host.LockVmAsync(vm.Id, ct))
         {
             await TrackFromHereAsync(vm.Id, point, ct);
             Store.Write(w => w.SetReplicaState(vm.Id, ReplicaState.FailedOver));
         }
+        await StepAsync("failover.after-state");
         return start ? await host.Vms.StartAsync(vm.Name, ct) : await host.Vms.DescribeAsync(vm, ct);
     }
 
@@ -133,6 +137,7 @@ public sealed partial class ReplicaService
             var top = tree.PathOf(tree[d.ActiveLayerId]);
             var bitmap = "haven-rp-" + HostPaths.NewId();
             await DirtyBitmaps.EditOfflineAsync(top, bitmap, ["--add", "--granularity", ReplicationService.BlockSize.ToString()], ct);
+            await StepAsync("failover.after-tracking");
             records.Add(new ReferencePointRecord
             {
                 VmId = vmId,

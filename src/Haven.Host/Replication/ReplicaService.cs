@@ -159,6 +159,7 @@ public sealed partial class ReplicaService(HavenHost host)
                 w.DeleteOperation(op.Id);
             });
             committed = true;
+            await StepAsync("replica.after-commit");
             await PruneLockedAsync(vmId, replica.AdditionalPoints, ct);
             return point;
         }
@@ -276,6 +277,7 @@ public sealed partial class ReplicaService(HavenHost host)
             await using var server = await QemuNbdServer.StartAsync(tree.PathOf(layer), DiskFormat.Qcow2, socket, "point", writable: false, connections: 1, ct: ct);
             try
             {
+                await StepAsync("replica.while-hashing");
                 await using var nbd = await NbdClient.ConnectAsync(new NbdEndpoint.Unix(socket), "point", ["base:allocation"], ct);
                 result[i] = await BlockHashes.OfAsync(nbd, ct);
             }

@@ -117,6 +117,7 @@ public sealed class ReplicationService(HavenHost host)
                     $"{settings.ResyncWindowStartHour:00}:00 and {settings.ResyncWindowEndHour:00}:00 UTC, or now with 'haven replication resync'");
             var theirs = !tracked && (baseCycle > 0 || fromExisting) ? await replica.HashBlocksAsync(vm.Id, ct) : null;
             if (theirs is not null && theirs.Length != disks.Count) throw new InvalidDataException("the replica hashed a different number of disks");
+            if (theirs is not null) await StepAsync("resync.after-hashes");
             var stats0 = Statistics(record);
             var quiesce = settings.AppConsistentHours is not { } every || stats0.LastAppConsistent is not { } lastApp
                 || DateTimeOffset.UtcNow - lastApp >= TimeSpan.FromHours(every);
