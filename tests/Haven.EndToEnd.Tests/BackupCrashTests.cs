@@ -35,7 +35,7 @@ public sealed class BackupCrashTests
     private static async Task AssertNoLeftoversAsync(HavenWorld w, bool live)
     {
         Assert.Empty(Directory.GetFiles(w.Paths.RunDir, "*.fleece.qcow2"));
-        Assert.Empty(QemuNbdProcesses(w));
+        Assert.Empty(HavenWorld.QemuNbdProcesses(w.Data));
         if (live)
         {
             Assert.True(w.IsRunning("vm"));
@@ -52,23 +52,8 @@ public sealed class BackupCrashTests
         await w.StartDaemonAsync();
     }
 
-    private static List<string> QemuNbdProcesses(HavenWorld w)
-    {
-        var found = new List<string>();
-        foreach (var dir in Directory.GetDirectories("/proc"))
-        {
-            try
-            {
-                var cmd = File.ReadAllText(Path.Combine(dir, "cmdline"));
-                if (cmd.StartsWith("qemu-nbd", StringComparison.Ordinal) && cmd.Contains(w.Data, StringComparison.Ordinal)) found.Add(cmd);
-            }
-            catch (IOException) { }
-            catch (UnauthorizedAccessException) { }
-        }
-        return found;
-    }
-
     [Theory]
+    [InlineData("backup.before-point-in-time", true)]
     [InlineData("backup.after-point-in-time", true)]
     [InlineData("backup.after-disk", true)]
     [InlineData("backup.after-manifest", true)]

@@ -400,6 +400,23 @@ public sealed class HavenWorld : IAsyncDisposable
         Dir.Dispose();
     }
 
+    /// <summary>The command lines of qemu-nbd processes serving something of this data folder.</summary>
+    public static List<string> QemuNbdProcesses(string data)
+    {
+        var found = new List<string>();
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            try
+            {
+                var cmd = File.ReadAllText(Path.Combine(dir, "cmdline"));
+                if (cmd.StartsWith("qemu-nbd", StringComparison.Ordinal) && cmd.Contains(data, StringComparison.Ordinal)) found.Add(cmd);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        return found;
+    }
+
     /// <summary>Kills every QEMU started for this data folder (they outlive havend by design) and waits until they are gone.</summary>
     public static void KillQemus(string dataDir)
     {

@@ -174,6 +174,36 @@ public sealed class MaintenanceTests
         Assert.False(File.Exists(Path.Combine(f.StorePath, "locks", "exclusive")));
     }
 
+    /// <summary>A havend killed -9 in a GC leaves its lock; restarted, the same machine must not wait 30 minutes.</summary>
+    [Fact]
+    public async Task A_lock_of_a_dead_process_on_this_machine_is_stale_at_once_and_a_live_ones_is_not()
+    {
+        await using var f = await CreateAsync(Grace);
+        using var gone = System.Diagnostics.Process.Start("true")!;
+        await gone.WaitForExitAsync(Ct);
+        var now = f.Clock.GetUtcNow();
+        byte[] Lock(int pid, string owner) => JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            kind = "exclusive", ownerId = owner, operation = "gc", host = Environment.MachineName, pid, startedAt = now, refreshedAt = now, deleting = true,
+        });
+
+        // A live holder here (this test process stands in for another havend) is respected.
+        Assert.True(await f.Store.TryCreateAsync("locks/exclusive", Lock(Environment.ProcessId == 1 ? 2 : 1, "live"), Ct));
+        await Assert.ThrowsAsync<RepositoryLockedException>(() => f.Repo.CollectGarbageAsync(Ct));
+        await f.Store.DeleteAsync("locks/exclusive", Ct);
+
+        // A dead one is not: GC and prune take the lock over, and a backup's commit does not wait for its "deleting".
+        Assert.True(await f.Store.TryCreateAsync("locks/exclusive", Lock(gone.Id, "dead"), Ct));
+        Assert.True(await f.Store.TryCreateAsync("locks/writer-dead", JsonSerializer.SerializeToUtf8Bytes(new
+        {
+            kind = "shared", ownerId = "dead", operation = "backup", host = Environment.MachineName, pid = gone.Id, startedAt = now, refreshedAt = now,
+        }), Ct));
+        await f.BackupAsync("vm", RandomChunk()).WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        var gc = await f.Repo.CollectGarbageAsync(Ct);
+        Assert.Equal((0, 1), (gc.LiveWriters, gc.StaleLocksRemoved));
+        Assert.False(File.Exists(Path.Combine(f.StorePath, "locks", "exclusive")));
+    }
+
     [Fact]
     public async Task Prune_removes_manifests_per_vm_and_gc_then_frees_their_chunks()
     {
