@@ -111,6 +111,9 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                     case CycleMessage.BodyOneofCase.End:
                         if (m.End.ExtentCount != count || m.End.ByteCount != bytes)
                             throw new RpcException(new Status(StatusCode.InvalidArgument, $"CycleEnd counts {m.End.ExtentCount} extents / {m.End.ByteCount} bytes, {count} / {bytes} arrived"));
+                        // The stream must end here: a cycle commits only once the primary has said all it will say.
+                        if (await stream.MoveNext(ct))
+                            throw new RpcException(new Status(StatusCode.InvalidArgument, "nothing may follow CycleEnd; the cycle is discarded"));
                         yield break;
                     default:
                         throw new RpcException(new Status(StatusCode.InvalidArgument, "a cycle has one CycleBegin, then extents, then CycleEnd"));

@@ -5,6 +5,7 @@ using Haven.Api;
 using Haven.Replication;
 using Haven.Replication.V1;
 using Haven.TestSupport;
+using DiskInfo = Haven.Replication.V1.DiskInfo;
 
 namespace Haven.EndToEnd.Tests;
 
@@ -262,12 +263,6 @@ public sealed class HostilePrimaryTests(HostilePrimaryFixture f) : IClassFixture
         var state = await f.StateAsync();
         var result = await f.Attacker.SendCycleAsync(messages, Ct);
         Assert.True(result.Code != StatusCode.OK, $"{what}: the replica committed cycle {result.Ack?.CommittedCycleNumber}");
-        if (what == "a message after CycleEnd")
-        {
-            // The cycle itself was complete and committed; what follows it is never read. Nothing else changed.
-            Assert.Equal(last + 1, await LastCycleAsync(f.Attacker, AttackerVm));
-            return;
-        }
         Assert.Equal(last, await LastCycleAsync(f.Attacker, AttackerVm));
         Assert.Equal(state, await f.StateAsync());
         Assert.Equal(files, f.Files());
