@@ -354,16 +354,8 @@ public sealed class InitialReplicationTests
     {
         await using var a = new TestHost();
         await using var b = new TestHost();
-        await a.CreateVmAsync("web", size: 64 * M);
-        await a.Host.Vms.StartAsync("web", a.Ct);
-        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
-        await a.WriteAsync("web", now, 0xE1, 0, 6 * M);
-        var folder = a.Dir.File("media");
-        Directory.CreateDirectory(folder);
-        using var signer = ExportSigner("a.test");
-        var media = new FolderReplicaTarget(folder, signer);
-        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, media, a.Ct);
-        var exported = await a.Host.Replications.RunCycleAsync("web", media, a.Ct);
+        var (folder, signer, now, exported) = await ExportAsync(a, 64 * M, 0xE1, 6 * M);
+        using var _ = signer;
         Assert.Equal((1L, 6 * M), (exported.Cycle, exported.DataBytes));
         // Owner-only media: the folder 0700, every file 0600.
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(folder));
@@ -392,6 +384,21 @@ public sealed class InitialReplicationTests
         await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
     }
 
+    /// <summary>Writes <paramref name="written"/> bytes into a new running VM "web" on <paramref name="a"/>, exports its initial copy to a folder signed as a.test.</summary>
+    private static async Task<(string Folder, X509Certificate2 Signer, DiskModel Model, CycleResult Result)> ExportAsync(TestHost a, long size, byte fill, long written)
+    {
+        await a.CreateVmAsync("web", size: size);
+        await a.Host.Vms.StartAsync("web", a.Ct);
+        var now = new DiskModel(a.Dir.File("now.raw"), size);
+        await a.WriteAsync("web", now, fill, 0, written);
+        var folder = a.Dir.File("media");
+        Directory.CreateDirectory(folder);
+        var signer = ExportSigner("a.test");
+        var media = new FolderReplicaTarget(folder, signer);
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, media, a.Ct);
+        return (folder, signer, now, await a.Host.Replications.RunCycleAsync("web", media, a.Ct));
+    }
+
     /// <summary>A primary's host certificate with its key, as havend's identity is (self-signed ECDSA P-256).</summary>
     internal static X509Certificate2 ExportSigner(string name)
     {
@@ -408,16 +415,8 @@ public sealed class InitialReplicationTests
     {
         await using var a = new TestHost();
         await using var b = new TestHost();
-        await a.CreateVmAsync("web", size: 16 * M);
-        await a.Host.Vms.StartAsync("web", a.Ct);
-        var now = new DiskModel(a.Dir.File("now.raw"), 16 * M);
-        await a.WriteAsync("web", now, 0xE5, 0, 2 * M);
-        var folder = a.Dir.File("media");
-        Directory.CreateDirectory(folder);
-        using var signer = ExportSigner("a.test");
-        var media = new FolderReplicaTarget(folder, signer);
-        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, media, a.Ct);
-        await a.Host.Replications.RunCycleAsync("web", media, a.Ct);
+        var (folder, signer, _, _) = await ExportAsync(a, 16 * M, 0xE5, 2 * M);
+        using var __ = signer;
 
         switch (tamper)
         {
