@@ -178,7 +178,7 @@ namespace Haven.Bench.Replication
             await _replica.PostAsync<ReplicaServerInfo>("/v1/replica-server/enable", new ReplicaServerEnableRequest { Listen = $"https://127.0.0.1:{port}" });
             var storage = Path.Combine(ReplicaData, "replicas");
             Directory.CreateDirectory(storage);
-            await _replica.PostAsync<ReplicaServerInfo>("/v1/replica-server/authorizations", new ReplicaAuthorizationRequest { Primary = "*", Storage = storage, TrustGroup = "g1" });
+            await _replica.PostAsync<ReplicaServerInfo>("/v1/replica-server/authorizations", new ReplicaAuthorizationRequest { Primary = "*", Storage = storage, TrustGroup = "g1", Thumbprint = pc.Thumbprint });
             var server = await _replica.GetAsync<ReplicaServerInfo>("/v1/replica-server");
             if (!server.Listening) throw new InvalidOperationException("the replica server does not listen: " + server.ListenError);
             _relay = new Relay(new IPEndPoint(IPAddress.Loopback, port));

@@ -39,6 +39,8 @@ public sealed record TrustedCertificateInfo
 public sealed record TrustAddRequest
 {
     public required string Pem { get; init; }
+    /// <summary>The certificate is a CA, trusted for everything it issues; without it a CA certificate is refused.</summary>
+    public bool CertificateAuthority { get; init; }
 }
 
 /// <summary>One authorization entry of the replica server.</summary>
@@ -48,6 +50,10 @@ public sealed record ReplicaAuthorizationInfo
     public required string Primary { get; init; }
     public required string Storage { get; init; }
     public string? TrustGroup { get; init; }
+    /// <summary>The pinned certificate (SHA-256 thumbprint), or null for a CA entry.</summary>
+    public string? Thumbprint { get; init; }
+    /// <summary>The pinned issuing CA's thumbprint (CA entry), or null.</summary>
+    public string? Ca { get; init; }
 }
 
 /// <summary>GET /v1/replica-server.</summary>
@@ -83,6 +89,10 @@ public sealed record ReplicaAuthorizationRequest
     public required string Primary { get; init; }
     public required string Storage { get; init; }
     public string? TrustGroup { get; init; }
+    /// <summary>Pin this certificate (SHA-256 thumbprint). Without it and <see cref="Ca"/>, the one trusted certificate named <see cref="Primary"/> is pinned.</summary>
+    public string? Thumbprint { get; init; }
+    /// <summary>Pin an issuing CA (its thumbprint; a CA in the trust store): primaries with certificates from it whose name matches.</summary>
+    public string? Ca { get; init; }
 }
 
 /// <summary>POST /v1/replication/test-connection: this host, as a primary, says Hello to a replica server.</summary>

@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Grpc.Core;
 using Haven.Api;
+using Haven.Host;
 using Haven.Host.Replication;
 using Haven.Replication;
 using Haven.Replication.V1;
@@ -28,13 +29,38 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
             Accelerator = spec.Accelerator,
             AdditionalPoints = (uint)spec.AdditionalPoints,
         };
-        if (spec.Kernel is not null) request.Kernel = spec.Kernel;
-        if (spec.Initrd is not null) request.Initrd = spec.Initrd;
         if (spec.Append is not null) request.Append = spec.Append;
         for (var i = 0; i < spec.DiskSizes.Count; i++) request.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = (uint)i, SizeBytes = (ulong)spec.DiskSizes[i] });
         var state = await CallAsync(() => _channel.Client.EnsureReplicaAsync(request, cancellationToken: ct).ResponseAsync);
+        // Boot files travel as bytes: the replica never takes a path on its host from a primary.
+        if (spec.Kernel is not null) await SendBootFileAsync(spec.PrimaryVmId, BootFileKind.BootFileKernel, spec.Kernel, ct);
+        if (spec.Initrd is not null) await SendBootFileAsync(spec.PrimaryVmId, BootFileKind.BootFileInitrd, spec.Initrd, ct);
         return (long)state.LastCycle;
     }
+
+    private async Task SendBootFileAsync(string primaryVmId, BootFileKind kind, string path, CancellationToken ct)
+    {
+        await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, useAsync: true);
+        if (file.Length > ReplicaService.MaxBootFileBytes) throw HavenException.Invalid($"{path} is larger than the {ReplicaService.MaxBootFileBytes} bytes a replica accepts as a boot file");
+        await CallAsync(async () =>
+        {
+            using var call = _channel.Client.SendBootFile(cancellationToken: ct);
+            var buffer = new byte[1 << 20];
+            var first = new BootFileChunk { VmId = primaryVmId, Kind = kind, Size = (ulong)file.Length };
+            int n;
+            while ((n = await file.ReadAsync(buffer, ct)) > 0)
+            {
+                first.Data = ByteString.CopyFrom(buffer, 0, n);
+                await call.RequestStream.WriteAsync(first, ct);
+                first = new BootFileChunk();
+            }
+            await call.RequestStream.CompleteAsync();
+            return await call.ResponseAsync;
+        });
+    }
+
+    /// <summary>The replica server's certificate thumbprint, once a call has been answered (null before).</summary>
+    public string? ReplicaThumbprint => _channel.ServerCertificate is { } c ? HostIdentity.ThumbprintOf(c) : null;
 
     public async Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct)
     {

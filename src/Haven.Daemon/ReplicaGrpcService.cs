@@ -10,8 +10,11 @@ namespace Haven.Daemon;
 /// <summary>
 /// The replica server's gRPC service (Protos/replication.proto). Every call first authorizes the primary: its client
 /// certificate (already checked against the trust store by the TLS handshake, checked again here in case it was
-/// removed since) names it by its CN, and <see cref="ReplicaAuthorization.Decide"/> must allow that name; otherwise
-/// the call ends with PERMISSION_DENIED and a one-line reason, before anything else happens.
+/// removed since) gives its credential (CN, thumbprint, issuing CAs), and <see cref="ReplicaAuthorization.Decide"/>
+/// must find an entry that pins it; otherwise the call ends with PERMISSION_DENIED and a one-line reason, before
+/// anything else happens. A replica is bound to the identity of the primary that created it: no other primary (same
+/// name, same trust group, or not) may write it, read its hashes, fail it over or reverse it. Every field a primary
+/// sends is checked before use; none names a path on this host.
 /// </summary>
 public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.ReplicaBase
 {
@@ -37,16 +40,23 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
     /// </summary>
     public override async Task<CycleAck> SendCycle(IAsyncStreamReader<CycleMessage> requestStream, ServerCallContext context)
     {
-        var (primary, decision) = Authorize(context);
+        var (peer, _) = Authorize(context);
         var ct = context.CancellationToken;
         if (!await requestStream.MoveNext(ct) || requestStream.Current.BodyCase != CycleMessage.BodyOneofCase.Begin)
             throw new RpcException(new Status(StatusCode.InvalidArgument, "a cycle starts with CycleBegin"));
         var begin = requestStream.Current.Begin;
-        var replica = FindOwned(primary, decision, begin.VmId);
-        var consistency = begin.Consistency == "application" ? Consistency.ApplicationConsistent : Consistency.CrashConsistent;
-        var disks = new List<long>(begin.Disks.Count);
-        foreach (var d in begin.Disks) disks.Add((long)d.SizeBytes);
-        var header = new ReplicaCycleHeader((long)begin.CycleNumber, (long)begin.BaseCycleNumber, disks,
+        var replica = FindOwned(peer, begin.VmId);
+        var consistency = begin.Consistency switch
+        {
+            "application" => Consistency.ApplicationConsistent,
+            "crash" => Consistency.CrashConsistent,
+            _ => throw Invalid($"consistency is 'application' or 'crash', not '{Clip(begin.Consistency)}'"),
+        };
+        if (begin.Compression is not (Compression.None or Compression.Zstd)) throw Invalid($"unknown compression {(int)begin.Compression}");
+        if (begin.CycleNumber is 0 or > long.MaxValue || begin.BaseCycleNumber >= begin.CycleNumber)
+            throw Invalid($"cycle {begin.CycleNumber} on base {begin.BaseCycleNumber}: a cycle number is positive and after its base");
+        if (begin.PointInTimeUnixMs is < 0 or > 253402300799999) throw Invalid($"point in time {begin.PointInTimeUnixMs} ms is out of range");
+        var header = new ReplicaCycleHeader((long)begin.CycleNumber, (long)begin.BaseCycleNumber, DiskSizes(begin.Disks),
             DateTimeOffset.FromUnixTimeMilliseconds(begin.PointInTimeUnixMs), consistency);
         try
         {
@@ -78,6 +88,8 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                         var e = m.Extent;
                         if (e.Length == 0 || e.Length > ReplicaService.MaxExtentBytes)
                             throw new RpcException(new Status(StatusCode.InvalidArgument, $"an extent covers 1..{ReplicaService.MaxExtentBytes} bytes, not {e.Length}"));
+                        if (e.Disk > int.MaxValue || e.Offset > long.MaxValue || e.Zero && !e.Data.IsEmpty)
+                            throw new RpcException(new Status(StatusCode.InvalidArgument, $"extent for disk {e.Disk} at {e.Offset} is malformed"));
                         count++;
                         bytes += e.Length;
                         if (e.Zero)
@@ -99,6 +111,9 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                     case CycleMessage.BodyOneofCase.End:
                         if (m.End.ExtentCount != count || m.End.ByteCount != bytes)
                             throw new RpcException(new Status(StatusCode.InvalidArgument, $"CycleEnd counts {m.End.ExtentCount} extents / {m.End.ByteCount} bytes, {count} / {bytes} arrived"));
+                        // The stream must end here: a cycle commits only once the primary has said all it will say.
+                        if (await stream.MoveNext(ct))
+                            throw new RpcException(new Status(StatusCode.InvalidArgument, "nothing may follow CycleEnd; the cycle is discarded"));
                         yield break;
                     default:
                         throw new RpcException(new Status(StatusCode.InvalidArgument, "a cycle has one CycleBegin, then extents, then CycleEnd"));
@@ -111,25 +126,28 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
 
     public override async Task<ReplicaState> EnsureReplica(EnsureReplicaRequest request, ServerCallContext context)
     {
-        var (primary, decision) = Authorize(context);
-        var existing = FindOwnedOrNull(primary, decision, request.VmId);
+        var (peer, decision) = Authorize(context);
+        CheckVmId(request.VmId);
+        var existing = FindOwnedOrNull(peer, request.VmId);
         if (existing is not null) return State(existing);
-        var disks = new List<long>(request.Disks.Count);
-        foreach (var d in request.Disks) disks.Add((long)d.SizeBytes);
+        if (request.HasAppend && (request.Append.Length > MaxAppendChars || request.Append.Any(char.IsControl)))
+            throw Invalid($"the kernel command line is at most {MaxAppendChars} characters without control characters");
+        if (request.Vcpus > int.MaxValue || request.MemoryMib > int.MaxValue || request.AdditionalPoints > 24)
+            throw Invalid("vcpus, memory or additional recovery points out of range");
         try
         {
             var created = await Host.Replicas.CreateAsync(new ReplicaCreateSpec
             {
                 VmName = request.VmName,
-                PrimaryHost = primary,
+                PrimaryHost = peer.Name,
+                PrimaryIdentity = decision.Owner,
                 PrimaryVmId = request.VmId,
                 TrustGroup = decision.TrustGroup ?? "",
                 StorageLocation = decision.Storage,
-                DiskSizes = disks,
-                Vcpus = (int)Math.Max(1, request.Vcpus),
-                MemoryMiB = (int)Math.Max(16, request.MemoryMib),
-                Kernel = request.HasKernel ? request.Kernel : null,
-                Initrd = request.HasInitrd ? request.Initrd : null,
+                DiskSizes = DiskSizes(request.Disks),
+                Vcpus = (int)request.Vcpus,
+                MemoryMiB = (int)request.MemoryMib,
+                // Boot files arrive as bytes afterwards (SendBootFile), never as paths on this host.
                 Append = request.HasAppend ? request.Append : null,
                 GuestAgent = request.GuestAgent,
                 Accelerator = request.Accelerator.Length == 0 ? "auto" : request.Accelerator,
@@ -140,17 +158,82 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         catch (HavenException e) { throw ToRpc(e); }
     }
 
+    public override async Task<ReplicaState> SendBootFile(IAsyncStreamReader<BootFileChunk> requestStream, ServerCallContext context)
+    {
+        var (peer, _) = Authorize(context);
+        var ct = context.CancellationToken;
+        if (!await requestStream.MoveNext(ct)) throw Invalid("a boot file starts with a chunk naming the VM, the file and its size");
+        var first = requestStream.Current;
+        var replica = FindOwned(peer, first.VmId);
+        var kind = first.Kind switch
+        {
+            BootFileKind.BootFileKernel => BootFile.Kernel,
+            BootFileKind.BootFileInitrd => BootFile.Initrd,
+            _ => throw Invalid($"unknown boot file kind {(int)first.Kind}"),
+        };
+        if (first.Size is 0 or > (ulong)ReplicaService.MaxBootFileBytes)
+            throw Invalid($"a boot file is 1..{ReplicaService.MaxBootFileBytes} bytes, not {first.Size}");
+        try
+        {
+            await Host.Replicas.SetBootFileAsync(replica.VmId, kind, (long)first.Size, ChunksAsync(first, requestStream, ct), ct);
+            return State(Host.Store.FindReplica(replica.VmId)!);
+        }
+        catch (HavenException e) { throw ToRpc(e); }
+    }
+
+    static async IAsyncEnumerable<ReadOnlyMemory<byte>> ChunksAsync(BootFileChunk first, IAsyncStreamReader<BootFileChunk> stream,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        var chunk = first;
+        while (true)
+        {
+            if (chunk.Data.Length > ReplicaService.MaxExtentBytes) throw Invalid($"a boot file chunk carries at most {ReplicaService.MaxExtentBytes} bytes");
+            if (!chunk.Data.IsEmpty) yield return chunk.Data.Memory;
+            if (!await stream.MoveNext(ct)) yield break;
+            chunk = stream.Current;
+        }
+    }
+
+    const int MaxAppendChars = 4096;
+
+    static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
+
+    static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "…";
+
+    /// <summary>A primary's VM id: 1-64 letters, digits, '-' or '_' (it is stored and shown, never used as a path).</summary>
+    static void CheckVmId(string vmId)
+    {
+        if (vmId.Length is 0 or > 64 || !vmId.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+            throw Invalid($"'{Clip(vmId)}' is not a VM id (1-64 letters, digits, '-' or '_')");
+    }
+
+    /// <summary>Disk sizes in order: indexes 0..n-1, each size at most 64 TiB (the VM code checks the rest).</summary>
+    static List<long> DiskSizes(IList<Haven.Replication.V1.DiskInfo> disks)
+    {
+        if (disks.Count > 16) throw Invalid($"a VM has at most 16 disks, not {disks.Count}");
+        var sizes = new List<long>(disks.Count);
+        for (var i = 0; i < disks.Count; i++)
+        {
+            if (disks[i].Index != i) throw Invalid($"disk {i} is listed with index {disks[i].Index}");
+            if (disks[i].SizeBytes > MaxDiskBytes) throw Invalid($"disk {i} is {disks[i].SizeBytes} bytes; at most {MaxDiskBytes}");
+            sizes.Add((long)disks[i].SizeBytes);
+        }
+        return sizes;
+    }
+
+    const ulong MaxDiskBytes = 64UL << 40;
+
     public override Task<ReplicaState> GetReplica(ReplicaRef request, ServerCallContext context)
     {
-        var (primary, decision) = Authorize(context);
-        var existing = FindOwnedOrNull(primary, decision, request.VmId);
+        var (peer, _) = Authorize(context);
+        var existing = FindOwnedOrNull(peer, request.VmId);
         return Task.FromResult(existing is null ? new ReplicaState { Exists = false } : State(existing));
     }
 
     public override async Task<ReplicaState> Failover(FailoverRequest request, ServerCallContext context)
     {
-        var (primary, decision) = Authorize(context);
-        var replica = FindOwned(primary, decision, request.VmId);
+        var (peer, _) = Authorize(context);
+        var replica = FindOwned(peer, request.VmId);
         try
         {
             await Host.Replicas.FailoverAsync(Host.Store.FindVm(replica.VmId)!.Name, null, request.Start, context.CancellationToken);
@@ -161,8 +244,8 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
 
     public override async Task<ReverseReply> Reverse(ReverseRequest request, ServerCallContext context)
     {
-        var (primary, decision) = Authorize(context);
-        var replica = FindOwned(primary, decision, request.VmId);
+        var (peer, _) = Authorize(context);
+        var replica = FindOwned(peer, request.VmId);
         try
         {
             var settings = new ReplicationSettings
@@ -171,6 +254,10 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                 AdditionalPoints = (int)request.AdditionalPoints,
                 Compression = request.Compression,
             };
+            if (request.FrequencySeconds > int.MaxValue || request.AdditionalPoints > int.MaxValue) throw Invalid("frequency or additional recovery points out of range");
+            settings.Validate();
+            if (!Uri.TryCreate(request.ReplicaAddress, UriKind.Absolute, out var back) || back.Scheme != Uri.UriSchemeHttps || back.AbsolutePath != "/" || back.UserInfo.Length > 0)
+                throw Invalid($"'{Clip(request.ReplicaAddress)}' is not a replica server address (https://HOST:PORT)");
             var id = await Host.Replications.AdoptReverseAsync(Host.Store.FindVm(replica.VmId)!.Name, request.ReplicaAddress, settings, context.CancellationToken);
             return new ReverseReply { NewPrimaryVmId = id };
         }
@@ -179,8 +266,8 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
 
     public override async Task HashBlocks(ReplicaRef request, IServerStreamWriter<Haven.Replication.V1.BlockHashes> responseStream, ServerCallContext context)
     {
-        var (primary, decision) = Authorize(context);
-        var replica = FindOwned(primary, decision, request.VmId);
+        var (peer, _) = Authorize(context);
+        var replica = FindOwned(peer, request.VmId);
         byte[][] hashes;
         try { hashes = await Host.Replicas.HashLatestAsync(replica.VmId, context.CancellationToken); }
         catch (HavenException e) { throw ToRpc(e); }
@@ -200,26 +287,25 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
     static ReplicaState State(Haven.Host.State.ReplicaRecord r) => new() { Exists = true, LastCycle = (ulong)r.LastCycle, ReplicaVmId = r.VmId };
 
     /// <summary>
-    /// The replica of the primary's VM <paramref name="vmId"/>, if this primary may touch it: it replicated it,
-    /// or it is in the same (non-empty) trust group as the primary that did. Another primary gets PERMISSION_DENIED.
+    /// The replica of the primary's VM <paramref name="vmId"/>, if <paramref name="peer"/> may touch it: only the
+    /// identity it is bound to (<see cref="ReplicaAuthorization.Owns"/>) may. Trust groups grant nothing here, and a
+    /// primary with the owner's name but another certificate (from a CA, say) is refused: PERMISSION_DENIED.
     /// </summary>
-    Haven.Host.State.ReplicaRecord? FindOwnedOrNull(string primary, ReplicaDecision decision, string vmId)
+    Haven.Host.State.ReplicaRecord? FindOwnedOrNull(PeerCredential peer, string vmId)
     {
         var existing = Host.Store.ListReplicas().Find(r => r.PrimaryVmId == vmId);
         if (existing is null) return null;
-        var sameGroup = existing.TrustGroup.Length > 0 && existing.TrustGroup == (decision.TrustGroup ?? "");
-        if (!string.Equals(existing.PrimaryHost, primary, StringComparison.OrdinalIgnoreCase) && !sameGroup)
+        if (!ReplicaAuthorization.Owns(existing.PrimaryIdentity, peer))
         {
-            var reason = $"the replica of VM {vmId} belongs to primary '{existing.PrimaryHost}'" +
-                (existing.TrustGroup.Length > 0 ? $" in trust group '{existing.TrustGroup}'" : "") + $"; '{primary}' is not in that trust group";
+            var reason = $"the replica of VM {Clip(vmId)} belongs to another primary server identity; '{peer.Name}' (thumbprint {peer.Thumbprint}) may not touch it";
             Console.Error.WriteLine("havend: replica server refused: " + reason);
             throw new RpcException(new Status(StatusCode.PermissionDenied, reason));
         }
         return existing;
     }
 
-    Haven.Host.State.ReplicaRecord FindOwned(string primary, ReplicaDecision decision, string vmId)
-        => FindOwnedOrNull(primary, decision, vmId) ?? throw new RpcException(new Status(StatusCode.NotFound, $"no replica of VM {vmId} on this replica server"));
+    Haven.Host.State.ReplicaRecord FindOwned(PeerCredential peer, string vmId)
+        => FindOwnedOrNull(peer, vmId) ?? throw new RpcException(new Status(StatusCode.NotFound, $"no replica of VM {Clip(vmId)} on this replica server"));
 
     static RpcException ToRpc(HavenException e) => new(new Status(e.Code switch
     {
@@ -229,19 +315,18 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         _ => StatusCode.Internal,
     }, e.Message.ReplaceLineEndings(" ")));
 
-    (string Primary, ReplicaDecision Decision) Authorize(ServerCallContext context)
+    (PeerCredential Peer, ReplicaDecision Decision) Authorize(ServerCallContext context)
     {
         var certificate = context.GetHttpContext().Connection.ClientCertificate
             ?? throw new RpcException(new Status(StatusCode.Unauthenticated, "no client certificate: a primary server authenticates with its host certificate"));
-        if (!endpoint.Trust.Validate(certificate, out var error))
-            throw new RpcException(new Status(StatusCode.Unauthenticated, error));
-        var primary = HostIdentity.CommonName(certificate);
-        var decision = endpoint.Settings.Decide(primary);
+        var peer = endpoint.Trust.Identify(certificate, out var error)
+            ?? throw new RpcException(new Status(StatusCode.Unauthenticated, error));
+        var decision = endpoint.Settings.Decide(peer);
         if (!decision.Allowed)
         {
-            Console.Error.WriteLine($"havend: replica server refused primary '{primary}': {decision.Reason}");
+            Console.Error.WriteLine($"havend: replica server refused primary '{peer.Name}' (thumbprint {peer.Thumbprint}): {decision.Reason}");
             throw new RpcException(new Status(StatusCode.PermissionDenied, decision.Reason));
         }
-        return (primary, decision);
+        return (peer, decision);
     }
 }

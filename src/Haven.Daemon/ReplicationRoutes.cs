@@ -19,7 +19,7 @@ public static class ReplicationRoutes
         });
 
         v1.MapGet("/host/trusted", (ReplicaEndpoint r) => r.Trust.List().Select(Trusted).ToList());
-        v1.MapPost("/host/trusted", (ReplicaEndpoint r, TrustAddRequest req) => Trusted(Checked(() => r.Trust.Add(req.Pem ?? ""))));
+        v1.MapPost("/host/trusted", (ReplicaEndpoint r, TrustAddRequest req) => Trusted(Checked(() => r.Trust.Add(req.Pem ?? "", req.CertificateAuthority))));
         v1.MapDelete("/host/trusted/{thumbprint}", (ReplicaEndpoint r, string thumbprint) =>
         {
             if (!Checked(() => r.Trust.Remove(thumbprint)))
@@ -51,7 +51,8 @@ public static class ReplicationRoutes
         {
             if (HostNames.PatternProblem(req.Primary) is { } problem) throw new HavenException(ErrorCode.InvalidArgument, problem);
             Storage(req.Storage ?? "");
-            await r.UpdateAsync(s => s.WithEntry(new ReplicaAuthorizationEntry(req.Primary, req.Storage!, req.TrustGroup)), ct);
+            var (thumbprint, ca) = Pin(r.Trust, req);
+            await r.UpdateAsync(s => s.WithEntry(new ReplicaAuthorizationEntry(req.Primary, req.Storage!, req.TrustGroup, thumbprint, ca)), ct);
             return ServerInfo(r);
         });
         v1.MapDelete("/replica-server/authorizations/{primary}", async (ReplicaEndpoint r, string primary, CancellationToken ct) =>
@@ -86,6 +87,36 @@ public static class ReplicationRoutes
                 throw new HavenException(ErrorCode.Failed, e.Message, e);
             }
         });
+    }
+
+    /// <summary>
+    /// What an authorization entry pins: the given certificate thumbprint; or a CA of the trust store; or, with
+    /// neither, the one trusted (non-CA) certificate whose name is exactly the primary's. A pattern without a pin, or
+    /// a name with no or several trusted certificates, is refused: an entry never trusts a bare name.
+    /// </summary>
+    static (string? Thumbprint, string? Ca) Pin(TrustStore trust, ReplicaAuthorizationRequest req)
+    {
+        static HavenException Bad(string m) => new(ErrorCode.InvalidArgument, m);
+        if (req.Thumbprint is not null && req.Ca is not null) throw Bad("an authorization entry pins a certificate (--thumbprint) or a CA (--ca), not both");
+        foreach (var t in new[] { req.Thumbprint, req.Ca })
+            if (t is not null && ReplicaAuthorization.ThumbprintProblem(t) is { } problem) throw Bad(problem);
+        if (req.Thumbprint is { } thumbprint) return (thumbprint.ToUpperInvariant(), null);
+        var trusted = trust.List();
+        if (req.Ca is { } ca)
+        {
+            if (!trusted.Any(c => c.IsCertificateAuthority && string.Equals(c.Thumbprint, ca, StringComparison.OrdinalIgnoreCase)))
+                throw Bad($"no trusted CA has the thumbprint {ca}; add it first with 'haven host trust add --ca FILE'");
+            return (null, ca.ToUpperInvariant());
+        }
+        if (req.Primary.Contains('*'))
+            throw Bad($"the pattern '{req.Primary}' pins nothing: give --ca THUMBPRINT (primaries with certificates from that CA) or --thumbprint");
+        var named = trusted.Where(c => !c.IsCertificateAuthority && string.Equals(c.Name, req.Primary, StringComparison.OrdinalIgnoreCase)).ToList();
+        return named.Count switch
+        {
+            1 => (named[0].Thumbprint, null),
+            0 => throw Bad($"no trusted certificate is named '{req.Primary}'; add it first with 'haven host trust add FILE', or give --thumbprint or --ca"),
+            _ => throw Bad($"{named.Count} trusted certificates are named '{req.Primary}'; choose one with --thumbprint"),
+        };
     }
 
     static void Storage(string path)
@@ -140,7 +171,10 @@ public static class ReplicationRoutes
             AllowAnyAuthenticated = s.AllowAnyAuthenticated,
             DefaultStorage = s.DefaultStorage,
             DefaultTrustGroup = s.DefaultTrustGroup,
-            Authorizations = [.. s.Entries.Select(e => new ReplicaAuthorizationInfo { Primary = e.PrimaryPattern, Storage = e.StorageLocation, TrustGroup = e.TrustGroup })],
+            Authorizations = [.. s.Entries.Select(e => new ReplicaAuthorizationInfo
+            {
+                Primary = e.PrimaryPattern, Storage = e.StorageLocation, TrustGroup = e.TrustGroup, Thumbprint = e.Thumbprint, Ca = e.CaThumbprint,
+            })],
             HostName = r.Identity.Name,
             Thumbprint = r.Identity.Thumbprint,
         };

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Haven.Api;
 using Haven.Host;
 using Haven.Host.Replication;
+using Haven.Replication;
 
 namespace Haven.Daemon;
 
@@ -52,7 +53,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
                 case "export":
                     if (string.IsNullOrWhiteSpace(req.ExportFolder)) throw HavenException.Invalid("an exported initial copy needs a folder");
                     // The first cycle goes to the folder now; later cycles go to the replica server once it has imported it.
-                    var media = new FolderReplicaTarget(Path.GetFullPath(req.ExportFolder), e.Identity.Name);
+                    var media = new FolderReplicaTarget(Path.GetFullPath(req.ExportFolder), e.Identity.Certificate);
                     await h.Replications.EnableAsync(name, req.Replica, settings, media, ct);
                     await h.Replications.RunCycleAsync(name, media, ct);
                     break;
@@ -65,10 +66,14 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         v1.MapGet("/replication", (HavenHost h, CancellationToken ct) => h.Replications.StatusOfAllAsync(ct));
         v1.MapPost("/replication/import", async (HavenHost h, ReplicaEndpoint e, ReplicationImportRequest req, CancellationToken ct) =>
         {
-            var replica = await h.Replicas.ImportAsync(Path.GetFullPath(req.Folder), primary =>
+            // The folder is signed by the primary's host key: its certificate must be trusted here and pass the
+            // authorization entries exactly as over the network, and the replica is bound to that identity.
+            var replica = await h.Replicas.ImportAsync(Path.GetFullPath(req.Folder), signer =>
             {
-                var decision = e.Settings.Decide(primary);
-                return (decision.Allowed, decision.TrustGroup, decision.Storage, decision.Reason);
+                if (e.Trust.Identify(signer, out var error) is not { } peer)
+                    return new ImportDecision(false, "the export folder's signer is refused: " + error);
+                var decision = e.Settings.Decide(peer);
+                return new ImportDecision(decision.Allowed, decision.Reason, peer.Name, decision.Owner, decision.TrustGroup, decision.Storage);
             }, ct);
             return await h.Replications.StatusAsync(h.Store.FindVm(replica.VmId)!.Name, ct);
         });
@@ -98,6 +103,9 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             var replicaHost = await target.ReplicaHostNameAsync(ct);
             var last = await h.Replications.PlannedFailoverAsync(name, target, replicaHost, req.Reverse, ct,
                 shutdownTimeoutSeconds: req.ShutdownTimeoutSeconds, reverseAddress: e.Settings.Listen);
+            // This VM is now the replica of the host it failed over to: only that host's certificate may send it cycles.
+            if (req.Reverse && target.ReplicaThumbprint is { } replicaThumbprint)
+                h.Store.Write(w => w.SetReplicaIdentity(vm.Id, ReplicaAuthorization.OwnerOf(new PeerCredential(replicaHost, replicaThumbprint, []), null)));
             return ToApi(last);
         });
 

@@ -109,6 +109,8 @@ public sealed class HostIdentity
             throw new ArgumentException($"the certificate CN={loaded.Name} is not valid before {cert.NotBefore.ToUniversalTime():yyyy-MM-dd HH:mm} UTC");
         if (loaded.Name.Length == 0)
             throw new ArgumentException("the certificate has no common name (CN): peers know a host by it");
+        if (IsCertificateAuthority(cert))
+            throw new ArgumentException($"the certificate CN={loaded.Name} is a CA certificate (basic constraints CA=true): a host certificate must not be able to issue others");
         if (cert.Extensions.OfType<X509EnhancedKeyUsageExtension>().FirstOrDefault() is { } eku)
         {
             var oids = eku.EnhancedKeyUsages.Cast<Oid>().Select(o => o.Value).ToHashSet();
@@ -150,6 +152,10 @@ public sealed class HostIdentity
             throw new ArgumentException("no PEM private key found");
         return keyPem[fields.Location] + "\n";
     }
+
+    /// <summary>Whether the certificate may issue others (basic constraints CA=true).</summary>
+    public static bool IsCertificateAuthority(X509Certificate2 cert) =>
+        cert.Extensions.OfType<X509BasicConstraintsExtension>().Any(b => b.CertificateAuthority);
 
     /// <summary>The CN of a certificate's subject ("" when there is none).</summary>
     public static string CommonName(X509Certificate2 cert) =>

@@ -4,11 +4,27 @@ using System.Text.Json.Serialization;
 
 namespace Haven.Replication;
 
-/// <summary>One authorization entry: primaries whose name matches <see cref="PrimaryPattern"/> replicate into <see cref="StorageLocation"/>.</summary>
-public sealed record ReplicaAuthorizationEntry(string PrimaryPattern, string StorageLocation, string? TrustGroup);
+/// <summary>
+/// One authorization entry: primaries whose name matches <see cref="PrimaryPattern"/> replicate into
+/// <see cref="StorageLocation"/>, provided their certificate is the one pinned by <see cref="Thumbprint"/>, or was
+/// issued (directly or through intermediates) by the trusted CA pinned by <see cref="CaThumbprint"/>. An entry that
+/// pins neither (written before pinning existed) matches nobody.
+/// </summary>
+public sealed record ReplicaAuthorizationEntry(string PrimaryPattern, string StorageLocation, string? TrustGroup,
+    string? Thumbprint = null, string? CaThumbprint = null)
+{
+    /// <summary>Whether this entry lets <paramref name="peer"/> in: its name matches and its certificate is the pinned one or comes from the pinned CA.</summary>
+    public bool Admits(PeerCredential peer) =>
+        ReplicaAuthorization.Matches(PrimaryPattern, peer.Name)
+        && (Thumbprint is { } t && string.Equals(t, peer.Thumbprint, StringComparison.OrdinalIgnoreCase)
+            || CaThumbprint is { } ca && peer.CaThumbprints.Contains(ca, StringComparer.OrdinalIgnoreCase));
+}
 
-/// <summary>The replica server's answer to a primary: allowed (with where its replicas go) or refused, and why.</summary>
-public sealed record ReplicaDecision(bool Allowed, string? Storage, string? TrustGroup, string Reason);
+/// <summary>
+/// The replica server's answer to a primary: allowed (with where its replicas go) or refused, and why.
+/// <see cref="Owner"/> is the identity a replica it creates is bound to (<see cref="ReplicaAuthorization.OwnerOf"/>).
+/// </summary>
+public sealed record ReplicaDecision(bool Allowed, string? Storage, string? TrustGroup, string Reason, string Owner = "");
 
 /// <summary>
 /// The replica server's settings (Hyper-V Replica's "Replication Configuration"): whether it is enabled, where it
@@ -30,25 +46,48 @@ public sealed record ReplicaAuthorization
     public IReadOnlyList<ReplicaAuthorizationEntry> Entries { get; init; } = [];
 
     /// <summary>
-    /// Whether the primary named <paramref name="primaryName"/> (its certificate's CN) may replicate here. The most
-    /// specific matching entry wins: a name without '*' beats any pattern, then the longer literal part (characters
-    /// other than '*'), then fewer '*', then the pattern's ordinal order. With no match, allow-any gives the defaults.
+    /// Whether the primary <paramref name="peer"/> (its validated certificate) may replicate here. Only entries whose
+    /// pin the certificate satisfies count; of those the most specific wins: a name without '*' beats any pattern,
+    /// then the longer literal part (characters other than '*'), then fewer '*', then the pattern's ordinal order.
+    /// With no match, allow-any gives the defaults.
     /// </summary>
-    public ReplicaDecision Decide(string primaryName)
+    public ReplicaDecision Decide(PeerCredential peer)
     {
+        var primaryName = peer.Name;
         if (!Enabled)
             return new(false, null, null, "the replica server is not enabled on this host");
-        if (MostSpecificMatch(primaryName) is { } entry)
+        if (MostSpecificMatch(peer) is { } entry)
             return new(true, entry.StorageLocation, entry.TrustGroup,
-                $"primary server '{primaryName}' matches the authorization entry '{entry.PrimaryPattern}'");
+                $"primary server '{primaryName}' matches the authorization entry '{entry.PrimaryPattern}'",
+                OwnerOf(peer, entry.Thumbprint is null ? entry.CaThumbprint : null));
         if (AllowAnyAuthenticated && DefaultStorage is not null)
-            return new(true, DefaultStorage, DefaultTrustGroup, $"any authenticated primary server is allowed ('{primaryName}')");
+            return new(true, DefaultStorage, DefaultTrustGroup, $"any authenticated primary server is allowed ('{primaryName}')", OwnerOf(peer, null));
         return new(false, null, null, $"primary server '{primaryName}' is not authorized on this replica server");
     }
 
-    /// <summary>The entry that decides for <paramref name="primaryName"/>, or null when none matches.</summary>
-    public ReplicaAuthorizationEntry? MostSpecificMatch(string primaryName) =>
-        Entries.Where(e => Matches(e.PrimaryPattern, primaryName))
+    /// <summary>
+    /// The identity a replica is bound to: <c>cert:THUMBPRINT</c> (exactly this certificate), or, for a primary let in
+    /// by a CA entry, <c>ca:CA-THUMBPRINT:name</c> (any certificate of that name from that CA, so a renewed
+    /// certificate keeps its replicas).
+    /// </summary>
+    public static string OwnerOf(PeerCredential peer, string? caThumbprint) => caThumbprint is null
+        ? "cert:" + peer.Thumbprint.ToUpperInvariant()
+        : $"ca:{caThumbprint.ToUpperInvariant()}:{peer.Name.ToLowerInvariant()}";
+
+    /// <summary>Whether <paramref name="peer"/> is the identity <paramref name="owner"/> (<see cref="OwnerOf"/>); an empty owner is nobody.</summary>
+    public static bool Owns(string owner, PeerCredential peer)
+    {
+        if (owner.StartsWith("cert:", StringComparison.Ordinal))
+            return string.Equals(owner[5..], peer.Thumbprint, StringComparison.OrdinalIgnoreCase);
+        if (owner.StartsWith("ca:", StringComparison.Ordinal) && owner.IndexOf(':', 3) is var colon and > 3)
+            return peer.CaThumbprints.Contains(owner[3..colon], StringComparer.OrdinalIgnoreCase)
+                && string.Equals(owner[(colon + 1)..], peer.Name, StringComparison.OrdinalIgnoreCase);
+        return false;
+    }
+
+    /// <summary>The entry that decides for <paramref name="peer"/>, or null when none admits it.</summary>
+    public ReplicaAuthorizationEntry? MostSpecificMatch(PeerCredential peer) =>
+        Entries.Where(e => e.Admits(peer))
             .OrderByDescending(e => !e.PrimaryPattern.Contains('*'))
             .ThenByDescending(e => e.PrimaryPattern.Count(c => c != '*'))
             .ThenBy(e => e.PrimaryPattern.Count(c => c == '*'))
@@ -109,6 +148,10 @@ public sealed record ReplicaAuthorization
         foreach (var e in Entries)
         {
             if (HostNames.PatternProblem(e.PrimaryPattern) is { } pattern) return pattern;
+            if (e.Thumbprint is not null && e.CaThumbprint is not null)
+                return $"the authorization entry '{e.PrimaryPattern}' pins both a certificate and a CA; it pins one";
+            foreach (var t in new[] { e.Thumbprint, e.CaThumbprint })
+                if (t is not null && ThumbprintProblem(t) is { } bad) return bad;
             if (StorageProblem(e.StorageLocation, checkFolders) is { } s) return s;
             if (e.TrustGroup is not null && TrustGroupProblem(e.TrustGroup) is { } g) return g;
         }
@@ -143,6 +186,12 @@ public sealed record ReplicaAuthorization
         if (mustExist && !Directory.Exists(path)) return $"the storage location '{path}' is not an existing folder";
         return null;
     }
+
+    /// <summary>A thumbprint is the SHA-256 of a certificate: 64 hexadecimal digits.</summary>
+    public static string? ThumbprintProblem(string thumbprint) =>
+        thumbprint.Length == 64 && thumbprint.All(char.IsAsciiHexDigit)
+            ? null
+            : $"'{thumbprint}' is not a certificate thumbprint (SHA-256: 64 hexadecimal digits, as 'haven host trust list' shows)";
 
     /// <summary>Trust groups are labels: 1–64 letters, digits, '-', '_' or '.'.</summary>
     public static string? TrustGroupProblem(string group) =>

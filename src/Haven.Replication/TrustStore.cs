@@ -7,6 +7,13 @@ namespace Haven.Replication;
 public sealed record TrustedCertificate(string Thumbprint, string Name, string Subject, string Issuer, DateTimeOffset NotAfter, bool IsCertificateAuthority);
 
 /// <summary>
+/// A peer as its validated certificate names it: its CN, its own thumbprint, and the thumbprints of the trusted CAs
+/// its chain runs through (empty for a trusted self-signed certificate). Authorization entries and replica
+/// ownership pin one of these (docs/replication.md, "Authorization").
+/// </summary>
+public sealed record PeerCredential(string Name, string Thumbprint, IReadOnlyList<string> CaThumbprints);
+
+/// <summary>
 /// The certificates this host trusts for host-to-host TLS: <c>&lt;tlsDir&gt;/trusted/&lt;thumbprint&gt;.crt</c>. A peer is
 /// trusted when its certificate chains (no revocation check) to one of them, which also holds for a trusted
 /// self-signed certificate itself. The operating system's CA store plays no part.
@@ -24,8 +31,12 @@ public sealed class TrustStore
         Reload();
     }
 
-    /// <summary>Adds the (first) certificate of <paramref name="pem"/>; adding one already trusted changes nothing.</summary>
-    public TrustedCertificate Add(string pem)
+    /// <summary>
+    /// Adds the (first) certificate of <paramref name="pem"/>; adding one already trusted changes nothing. A CA
+    /// certificate (which trusts everything it issues) is refused unless <paramref name="certificateAuthority"/>;
+    /// with it, only a CA is accepted.
+    /// </summary>
+    public TrustedCertificate Add(string pem, bool certificateAuthority = false)
     {
         X509Certificate2 cert;
         try
@@ -41,6 +52,10 @@ public sealed class TrustStore
         using (cert)
         {
             var info = Describe(cert);
+            if (info.IsCertificateAuthority && !certificateAuthority)
+                throw new ArgumentException($"CN={info.Name} (thumbprint {info.Thumbprint}) is a CA certificate: trusting it trusts every certificate it issues; add it with --ca if that is what you want");
+            if (!info.IsCertificateAuthority && certificateAuthority)
+                throw new ArgumentException($"CN={info.Name} (thumbprint {info.Thumbprint}) is not a CA certificate (no basic constraints CA=true); add it without --ca");
             lock (gate)
             {
                 HostIdentity.WriteAtomically(Path.Combine(dir, info.Thumbprint + ".crt"), cert.ExportCertificatePem() + "\n", secret: false);
@@ -69,8 +84,19 @@ public sealed class TrustStore
         snapshot.Select(Describe).OrderBy(c => c.Name, StringComparer.OrdinalIgnoreCase).ThenBy(c => c.Thumbprint, StringComparer.Ordinal).ToList();
 
     /// <summary>Whether <paramref name="peer"/> chains to a trusted certificate now; else a one-line reason.</summary>
-    public bool Validate(X509Certificate2 peer, out string error)
+    public bool Validate(X509Certificate2 peer, out string error) => Identify(peer, out error) is not null;
+
+    /// <summary>
+    /// The peer's credential when its certificate chains to a trusted certificate now and is not itself a CA (a host
+    /// certificate must not issue others); else null and a one-line reason.
+    /// </summary>
+    public PeerCredential? Identify(X509Certificate2 peer, out string error)
     {
+        if (HostIdentity.IsCertificateAuthority(peer))
+        {
+            error = $"certificate CN={HostIdentity.CommonName(peer)} (thumbprint {HostIdentity.ThumbprintOf(peer)}) is a CA certificate; a host certificate must not be one";
+            return null;
+        }
         var trusted = snapshot;
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
@@ -82,7 +108,9 @@ public sealed class TrustStore
         if (chain.Build(peer))
         {
             error = "";
-            return true;
+            // Above the peer's own certificate a chain holds only CAs (X509Chain checks basic constraints).
+            var cas = chain.ChainElements.Skip(1).Select(e => HostIdentity.ThumbprintOf(e.Certificate)).ToList();
+            return new PeerCredential(HostIdentity.CommonName(peer), HostIdentity.ThumbprintOf(peer), cas);
         }
         var statuses = chain.ChainElements.SelectMany(e => e.ChainElementStatus).Concat(chain.ChainStatus)
             .Select(s => s.Status).Where(s => s != X509ChainStatusFlags.NoError).Distinct().ToList();
@@ -99,7 +127,7 @@ public sealed class TrustStore
             reason = string.Join("; ", chain.ChainStatus.Select(s => s.StatusInformation.Trim()).Where(s => s.Length > 0).Distinct()) is { Length: > 0 } text
                 ? text : string.Join(", ", statuses);
         error = $"certificate CN={HostIdentity.CommonName(peer)} (thumbprint {HostIdentity.ThumbprintOf(peer)}) is not trusted by this host: {reason}".ReplaceLineEndings(" ");
-        return false;
+        return null;
     }
 
     public static TrustedCertificate Describe(X509Certificate2 cert) => new(
@@ -108,7 +136,7 @@ public sealed class TrustStore
         cert.Subject,
         cert.Issuer,
         new DateTimeOffset(cert.NotAfter.ToUniversalTime(), TimeSpan.Zero),
-        cert.Extensions.OfType<X509BasicConstraintsExtension>().Any(b => b.CertificateAuthority));
+        HostIdentity.IsCertificateAuthority(cert));
 
     void Reload()
     {

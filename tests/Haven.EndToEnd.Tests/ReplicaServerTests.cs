@@ -10,7 +10,8 @@ namespace Haven.EndToEnd.Tests;
 /// <summary>
 /// Four havend hosts on loopback: primaries "primary-a.test" and "primary-b.other", the replica server
 /// "replica.test", and "rogue.test" whose certificate the replica does not trust. Certificates travel with the CLI
-/// (host certificate --out, host trust add). The replica server allows "*.test" into a temp folder, trust group g1.
+/// (host certificate --out, host trust add). The replica server allows "primary-a.test" (its certificate pinned) into a
+/// temp folder, trust group g1.
 /// </summary>
 public sealed class ReplicaServerFixture : IAsyncLifetime
 {
@@ -41,7 +42,7 @@ public sealed class ReplicaServerFixture : IAsyncLifetime
 
         ReplicaPort = FreePort();
         await OkAsync("replica.test", "replica-server", "enable", "--listen", ReplicaUrl);
-        await OkAsync("replica.test", "replica-server", "allow", "--primary", "*.test", "--storage", Storage, "--trust-group", "g1");
+        await OkAsync("replica.test", "replica-server", "allow", "--primary", "primary-a.test", "--storage", Storage, "--trust-group", "g1");
     }
 
     public static int FreePort()
@@ -255,9 +256,13 @@ public sealed class ReplicaServerTests(ReplicaServerFixture f) : IClassFixture<R
         Assert.Equal(f.ReplicaUrl, info.Listen);
         Assert.Equal(Replica, info.HostName);
         var entry = Assert.Single(info.Authorizations);
-        Assert.Equal(("*.test", f.Storage, "g1"), (entry.Primary, entry.Storage, entry.TrustGroup));
+        Assert.Equal(("primary-a.test", f.Storage, "g1"), (entry.Primary, entry.Storage, entry.TrustGroup));
         var human = await f.OkAsync(Replica, "replica-server", "show");
-        Assert.Contains("*.test", human);
+        Assert.Contains("primary-a.test", human);
+        // "allow --primary NAME" pinned the one trusted certificate of that name.
+        var pinned = (await f.JsonAsync<List<TrustedCertificateInfo>>(Replica, "host", "trust", "list")).Single(t => t.Name == "primary-a.test").Thumbprint;
+        Assert.Equal(pinned, entry.Thumbprint);
+        Assert.Contains("certificate " + pinned, human);
         Assert.Contains("TRUST GROUP", human);
 
         var tls = Path.Combine(f.Data(Replica), "tls");

@@ -30,7 +30,7 @@ public sealed class ReplicationEndToEndTests
         var storage = replica.Dir.File("replicas");
         Directory.CreateDirectory(storage);
         await replica.OkAsync("replica-server", "enable", "--listen", url);
-        await replica.OkAsync("replica-server", "allow", "--primary", "*.test", "--storage", storage, "--trust-group", "g1");
+        await replica.OkAsync("replica-server", "allow", "--primary", "primary.test", "--storage", storage, "--trust-group", "g1");
         return (primary, replica, url);
     }
 
@@ -221,7 +221,7 @@ public sealed class ReplicationFaultTests
         var vmId = primary.VmId("web");
         var denied = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => channel.Client.GetReplicaAsync(new Haven.Replication.V1.ReplicaRef { VmId = vmId }, cancellationToken: ct).ResponseAsync);
         Assert.Equal(Grpc.Core.StatusCode.PermissionDenied, denied.StatusCode);
-        Assert.Contains("trust group", denied.Status.Detail);
+        Assert.Contains("belongs to another primary", denied.Status.Detail);
         using (var call = channel.Client.SendCycle(cancellationToken: ct))
         {
             var begin = new Haven.Replication.V1.CycleBegin { VmId = vmId, CycleNumber = 2, BaseCycleNumber = 1 };
@@ -277,7 +277,7 @@ internal static class ReplicationSetup
         var storage = replica.Dir.File("replicas");
         Directory.CreateDirectory(storage);
         await replica.OkAsync("replica-server", "enable", "--listen", url);
-        await replica.OkAsync("replica-server", "allow", "--primary", "*.test", "--storage", storage, "--trust-group", "g1");
+        await replica.OkAsync("replica-server", "allow", "--primary", "primary.test", "--storage", storage, "--trust-group", "g1");
         return url;
     }
 }

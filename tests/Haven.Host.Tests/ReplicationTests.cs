@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using Haven.Api;
 using Haven.Host.Replication;
 using Haven.Host.State;
@@ -343,6 +344,7 @@ public sealed class ResyncTests
 }
 
 /// <summary>Initial replication by external media (export folder + import) and from an existing copy on the replica.</summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class InitialReplicationTests
 {
     private const long M = 1 << 20;
@@ -352,25 +354,24 @@ public sealed class InitialReplicationTests
     {
         await using var a = new TestHost();
         await using var b = new TestHost();
-        await a.CreateVmAsync("web", size: 64 * M);
-        await a.Host.Vms.StartAsync("web", a.Ct);
-        var now = new DiskModel(a.Dir.File("now.raw"), 64 * M);
-        await a.WriteAsync("web", now, 0xE1, 0, 6 * M);
-        var folder = a.Dir.File("media");
-        Directory.CreateDirectory(folder);
-        var media = new FolderReplicaTarget(folder, "a.test");
-        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, media, a.Ct);
-        var exported = await a.Host.Replications.RunCycleAsync("web", media, a.Ct);
+        var (folder, signer, now, exported) = await ExportAsync(a, 64 * M, 0xE1, 6 * M);
+        using var _ = signer;
         Assert.Equal((1L, 6 * M), (exported.Cycle, exported.DataBytes));
+        // Owner-only media: the folder 0700, every file 0600.
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(folder));
+        Assert.All(Directory.GetFiles(folder), f => Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(f)));
+        Assert.Equal(["cycle.bin", "replica.json", "replica.sig"], Directory.GetFiles(folder).Select(Path.GetFileName).Order());
 
         // An unauthorized primary's folder is refused, and nothing is created.
-        var refused = await Assert.ThrowsAsync<HavenException>(() => b.Host.Replicas.ImportAsync(folder, name => (false, null, null, $"primary server '{name}' is not authorized"), b.Ct));
+        var refused = await Assert.ThrowsAsync<HavenException>(() => b.Host.Replicas.ImportAsync(folder,
+            cert => new ImportDecision(false, $"primary server '{cert.GetNameInfo(X509NameType.SimpleName, false)}' is not authorized"), b.Ct));
         Assert.Contains("a.test", refused.Message);
         Assert.Empty(await b.Host.Vms.ListAsync(b.Ct));
 
         var storage = b.Dir.File("storage");
         Directory.CreateDirectory(storage);
-        var imported = await b.Host.Replicas.ImportAsync(folder, name => (name == "a.test", "g1", storage, "no"), b.Ct);
+        var imported = await b.Host.Replicas.ImportAsync(folder, cert => cert.Thumbprint == signer.Thumbprint
+            ? new ImportDecision(true, "", "a.test", "cert:x", "g1", storage) : new ImportDecision(false, "another signer"), b.Ct);
         // The replica's files live in the authorization entry's storage location; its folder links there.
         Assert.True(File.Exists(Path.Combine(storage, imported.VmId, "disks", b.Host.Store.ListDisks(imported.VmId)[0].ActiveLayerId + ".qcow2")));
         Assert.Equal((1L, "g1"), (imported.LastCycle, imported.TrustGroup));
@@ -381,6 +382,79 @@ public sealed class InitialReplicationTests
         var next = await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
         Assert.Equal((2L, false, M), (next.Cycle, next.Full, next.DataBytes));
         await b.AssertCheckpointAsync("web", ReplicaService.PointName(2), now);
+    }
+
+    /// <summary>Writes <paramref name="written"/> bytes into a new running VM "web" on <paramref name="a"/>, exports its initial copy to a folder signed as a.test.</summary>
+    private static async Task<(string Folder, X509Certificate2 Signer, DiskModel Model, CycleResult Result)> ExportAsync(TestHost a, long size, byte fill, long written)
+    {
+        await a.CreateVmAsync("web", size: size);
+        await a.Host.Vms.StartAsync("web", a.Ct);
+        var now = new DiskModel(a.Dir.File("now.raw"), size);
+        await a.WriteAsync("web", now, fill, 0, written);
+        var folder = a.Dir.File("media");
+        Directory.CreateDirectory(folder);
+        var signer = ExportSigner("a.test");
+        var media = new FolderReplicaTarget(folder, signer);
+        await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, media, a.Ct);
+        return (folder, signer, now, await a.Host.Replications.RunCycleAsync("web", media, a.Ct));
+    }
+
+    /// <summary>A primary's host certificate with its key, as havend's identity is (self-signed ECDSA P-256).</summary>
+    internal static X509Certificate2 ExportSigner(string name)
+    {
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=" + name, key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddYears(1));
+    }
+
+    [Theory]
+    [InlineData("cycle.bin")]
+    [InlineData("replica.json")]
+    [InlineData("re-signed")]
+    public async Task A_tampered_export_folder_is_refused_on_import_with_nothing_created(string tamper)
+    {
+        await using var a = new TestHost();
+        await using var b = new TestHost();
+        var (folder, signer, _, _) = await ExportAsync(a, 16 * M, 0xE5, 2 * M);
+        using var __ = signer;
+
+        switch (tamper)
+        {
+            case "re-signed":
+            {
+                // Someone else's key signs a definition naming a.test: the signature checks out, but the signer is not
+                // the trusted primary, which the authorization (here: by thumbprint) refuses.
+                using var mallory = ExportSigner("a.test");
+                var json = System.Text.Json.Nodes.JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(folder, "replica.json"), a.Ct))!;
+                json["certificate"] = mallory.ExportCertificatePem();
+                var bytes = System.Text.Encoding.UTF8.GetBytes(json.ToJsonString());
+                await File.WriteAllBytesAsync(Path.Combine(folder, "replica.json"), bytes, a.Ct);
+                await File.WriteAllBytesAsync(Path.Combine(folder, "replica.sig"), mallory.GetECDsaPrivateKey()!.SignData(bytes, System.Security.Cryptography.HashAlgorithmName.SHA256), a.Ct);
+                break;
+            }
+            default:
+            {
+                var path = Path.Combine(folder, tamper);
+                var bytes = await File.ReadAllBytesAsync(path, a.Ct);
+                bytes[tamper == "replica.json" ? bytes.Length / 2 : 100] ^= 0x01;
+                await File.WriteAllBytesAsync(path, bytes, a.Ct);
+                break;
+            }
+        }
+        var storage = b.Dir.File("storage");
+        Directory.CreateDirectory(storage);
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => b.Host.Replicas.ImportAsync(folder, cert => cert.Thumbprint == signer.Thumbprint
+            ? new ImportDecision(true, "", "a.test", "cert:x", "g1", storage) : new ImportDecision(false, "the folder's signer is not trusted"), b.Ct));
+        Assert.Matches(tamper switch
+        {
+            "cycle.bin" => "is not the file the primary signed",
+            "replica.json" => "signature .* does not match|is not an exported replica",
+            _ => "not trusted",
+        }, e.Message);
+        Assert.Empty(await b.Host.Vms.ListAsync(b.Ct));
+        Assert.Empty(b.Host.Store.ListReplicas());
+        Assert.Empty(Directory.GetFileSystemEntries(storage));
+        Assert.Empty(Directory.GetFileSystemEntries(b.Host.Paths.VmsDir));
     }
 
     [Fact]

@@ -41,6 +41,15 @@ public sealed class AuthorizationTests : IDisposable
     [InlineData("host-1.example.com")]
     public void Good_patterns_are_accepted(string pattern) => Assert.Null(HostNames.PatternProblem(pattern));
 
+    const string Pinned = "AA00000000000000000000000000000000000000000000000000000000000000";
+    const string Other = "BB00000000000000000000000000000000000000000000000000000000000000";
+    const string Ca = "CC00000000000000000000000000000000000000000000000000000000000000";
+
+    /// <summary>A primary whose certificate has the pinned thumbprint (and no CA), or <paramref name="thumbprint"/>.</summary>
+    static PeerCredential P(string name, string thumbprint = Pinned, params string[] cas) => new(name, thumbprint, cas);
+
+    static ReplicaAuthorizationEntry E(string pattern, string storage, string group) => new(pattern, storage, group, Thumbprint: Pinned);
+
     static ReplicaAuthorization Settings(bool allowAny = false) => new()
     {
         Enabled = true,
@@ -50,11 +59,11 @@ public sealed class AuthorizationTests : IDisposable
         DefaultTrustGroup = allowAny ? "any" : null,
         Entries =
         [
-            new("*", "/srv/all", "g-all"),
-            new("*.example.com", "/srv/example", "g-example"),
-            new("*.dc1.example.com", "/srv/dc1", "g-dc1"),
-            new("db1.dc1.example.com", "/srv/db1", "g-db1"),
-            new("web*", "/srv/web", "g-web"),
+            E("*", "/srv/all", "g-all"),
+            E("*.example.com", "/srv/example", "g-example"),
+            E("*.dc1.example.com", "/srv/dc1", "g-dc1"),
+            E("db1.dc1.example.com", "/srv/db1", "g-db1"),
+            E("web*", "/srv/web", "g-web"),
         ],
     };
 
@@ -67,7 +76,7 @@ public sealed class AuthorizationTests : IDisposable
     [InlineData("other.org", "/srv/all")]
     public void The_most_specific_entry_wins(string primary, string storage)
     {
-        var d = Settings().Decide(primary);
+        var d = Settings().Decide(P(primary));
         Assert.True(d.Allowed, d.Reason);
         Assert.Equal(storage, d.Storage);
     }
@@ -75,13 +84,13 @@ public sealed class AuthorizationTests : IDisposable
     [Fact]
     public void Without_a_matching_entry_and_without_allow_any_a_primary_is_refused()
     {
-        var s = Settings() with { Entries = [new("*.test", "/srv/t", "g1")] };
-        var d = s.Decide("primary-b.other");
+        var s = Settings() with { Entries = [E("*.test", "/srv/t", "g1")] };
+        var d = s.Decide(P("primary-b.other"));
         Assert.False(d.Allowed);
         Assert.Null(d.Storage);
         Assert.Equal("primary server 'primary-b.other' is not authorized on this replica server", d.Reason);
-        Assert.True(s.Decide("primary-a.test").Allowed);
-        Assert.Equal("g1", s.Decide("primary-a.test").TrustGroup);
+        Assert.True(s.Decide(P("primary-a.test")).Allowed);
+        Assert.Equal("g1", s.Decide(P("primary-a.test")).TrustGroup);
     }
 
     [Fact]
@@ -90,15 +99,55 @@ public sealed class AuthorizationTests : IDisposable
         var s = new ReplicaAuthorization
         {
             Enabled = true, Listen = "https://127.0.0.1:1", AllowAnyAuthenticated = true, DefaultStorage = "/srv/any", DefaultTrustGroup = "d",
-            Entries = [new("*.test", "/srv/t", "g1")],
+            Entries = [E("*.test", "/srv/t", "g1")],
         };
-        Assert.Equal(("/srv/any", "d"), (s.Decide("x.other").Storage, s.Decide("x.other").TrustGroup));
-        Assert.Equal("/srv/t", s.Decide("x.test").Storage);
+        Assert.Equal(("/srv/any", "d"), (s.Decide(P("x.other")).Storage, s.Decide(P("x.other")).TrustGroup));
+        Assert.Equal("/srv/t", s.Decide(P("x.test")).Storage);
     }
 
     [Fact]
     public void A_disabled_replica_server_refuses_everyone() =>
-        Assert.False((Settings(allowAny: true) with { Enabled = false }).Decide("db1.dc1.example.com").Allowed);
+        Assert.False((Settings(allowAny: true) with { Enabled = false }).Decide(P("db1.dc1.example.com")).Allowed);
+
+    [Fact]
+    public void An_entry_admits_only_the_certificate_or_ca_it_pins_never_a_bare_name()
+    {
+        var s = Settings() with
+        {
+            Entries =
+            [
+                new("db1.test", "/srv/db1", "g1", Thumbprint: Pinned),
+                new("*.ca.test", "/srv/ca", "g1", CaThumbprint: Ca),
+                new("legacy.test", "/srv/legacy", "g1"), // written before pinning: admits nobody
+            ],
+        };
+        Assert.True(s.Decide(P("db1.test")).Allowed);
+        Assert.False(s.Decide(P("db1.test", Other)).Allowed);                 // same name, another certificate
+        Assert.False(s.Decide(P("db1.test", Other, Ca)).Allowed);             // same name from the CA: not that entry's pin
+        Assert.True(s.Decide(P("web.ca.test", Other, Ca)).Allowed);
+        Assert.False(s.Decide(P("web.ca.test", Other, "DD" + Ca[2..])).Allowed); // another CA
+        Assert.False(s.Decide(P("web.other.test", Other, Ca)).Allowed);       // the CA, but not a name the entry allows
+        Assert.False(s.Decide(P("legacy.test")).Allowed);
+
+        // What a replica is bound to: the certificate, or the CA plus the name (a renewed certificate keeps it).
+        var byCert = s.Decide(P("db1.test")).Owner;
+        Assert.Equal("cert:" + Pinned, byCert);
+        Assert.True(ReplicaAuthorization.Owns(byCert, P("db1.test")));
+        Assert.False(ReplicaAuthorization.Owns(byCert, P("db1.test", Other, Ca)));
+        var byCa = s.Decide(P("web.ca.test", Other, Ca)).Owner;
+        Assert.True(ReplicaAuthorization.Owns(byCa, P("WEB.ca.test", "EE" + Other[2..], Ca)));
+        Assert.False(ReplicaAuthorization.Owns(byCa, P("api.ca.test", Other, Ca)));
+        Assert.False(ReplicaAuthorization.Owns(byCa, P("web.ca.test", Other)));
+        Assert.False(ReplicaAuthorization.Owns("", P("db1.test")));
+    }
+
+    [Fact]
+    public void Entries_pin_one_well_formed_thumbprint()
+    {
+        Assert.NotNull((Settings() with { Entries = [new("a.test", "/srv/a", "g", Thumbprint: Pinned, CaThumbprint: Ca)] }).Problem(false));
+        Assert.NotNull((Settings() with { Entries = [new("a.test", "/srv/a", "g", Thumbprint: "abc")] }).Problem(false));
+        Assert.Null((Settings() with { Entries = [new("a.test", "/srv/a", "g", Thumbprint: Pinned)] }).Problem(false));
+    }
 
     [Theory]
     [InlineData("https://localhost:1")]

@@ -133,14 +133,40 @@ public sealed class IdentityAndTrustTests : IDisposable
 
         var trust = new TrustStore(Tls("ca"));
         Assert.False(trust.Validate(leaf, out _));
-        Assert.True(trust.Add(ca.ExportCertificatePem()).IsCertificateAuthority);
+        // A CA trusts everything it issues: refused unless asked for explicitly, and then only a CA.
+        var refused = Assert.Throws<ArgumentException>(() => trust.Add(ca.ExportCertificatePem()));
+        Assert.Contains("is a CA certificate", refused.Message);
+        Assert.Empty(trust.List());
+        Assert.Throws<ArgumentException>(() => trust.Add(leaf.ExportCertificatePem(), certificateAuthority: true));
+        Assert.Empty(trust.List());
+        Assert.True(trust.Add(ca.ExportCertificatePem(), certificateAuthority: true).IsCertificateAuthority);
         Assert.True(trust.Validate(leaf, out var error), error);
+        var peer = trust.Identify(leaf, out _)!;
+        Assert.Equal(("host9.example.com", HostIdentity.ThumbprintOf(leaf)), (peer.Name, peer.Thumbprint));
+        Assert.Equal([HostIdentity.ThumbprintOf(ca)], peer.CaThumbprints);
+        // The CA itself, presented as a peer's certificate, is not a host.
+        Assert.Null(trust.Identify(ca, out var caError));
+        Assert.Contains("is a CA certificate", caError);
 
         // And a host can use such a certificate as its identity.
         var identity = HostIdentity.LoadOrCreate(Tls("host9"), "host9.example.com");
         identity.Replace(leaf.ExportCertificatePem(), leafKey.ExportPkcs8PrivateKeyPem());
         Assert.Equal("host9.example.com", identity.Name);
         Assert.True(trust.Validate(identity.Certificate, out _));
+    }
+
+    [Fact]
+    public void A_ca_certificate_is_refused_as_a_host_certificate()
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=sneaky.test", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        using var cert = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddYears(1));
+        var identity = HostIdentity.LoadOrCreate(Tls("sneaky"), "sneaky.test");
+        var before = identity.Thumbprint;
+        var e = Assert.Throws<ArgumentException>(() => identity.Replace(cert.ExportCertificatePem(), key.ExportPkcs8PrivateKeyPem()));
+        Assert.Contains("is a CA certificate", e.Message);
+        Assert.Equal(before, HostIdentity.LoadOrCreate(Tls("sneaky"), "sneaky.test").Thumbprint);
     }
 
     [Fact]

@@ -54,9 +54,54 @@ public sealed partial class ReplicaService(HavenHost host)
             // Recovery points are checkpoints of the replica; Production: taken while the VM is off they are at rest.
             CheckpointType = CheckpointType.Production,
         }, ct, string.IsNullOrEmpty(spec.StorageLocation) ? null : spec.StorageLocation);
-        var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow);
+        var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow,
+            PrimaryIdentity: spec.PrimaryIdentity);
         Store.Write(w => w.InsertReplica(record));
         return record;
+    }
+
+    /// <summary>Largest kernel or initrd a primary may send.</summary>
+    public const long MaxBootFileBytes = 256L << 20;
+
+    /// <summary>
+    /// A boot file (kernel or initrd) of a replica VM, received as bytes (never as a path on this host: a primary
+    /// must not make a replica load this host's files). Written owner-only into the VM's own folder (temporary file,
+    /// fsync, rename), exactly <paramref name="size"/> bytes or nothing, then the VM boots from it.
+    /// </summary>
+    public async Task SetBootFileAsync(string vmId, BootFile kind, long size, IAsyncEnumerable<ReadOnlyMemory<byte>> chunks, CancellationToken ct)
+    {
+        if (size is <= 0 or > MaxBootFileBytes) throw HavenException.Invalid($"a boot file is 1..{MaxBootFileBytes} bytes, not {size}");
+        await using var _ = await host.LockVmAsync(vmId, ct);
+        var vm = Store.FindVm(vmId) ?? throw HavenException.NotFound($"no VM with id {vmId}");
+        var replica = Store.FindReplica(vmId) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
+        if (replica.State != ReplicaState.Replicating || host.Runtimes.Get(vmId) is not null)
+            throw HavenException.Conflict($"replica VM '{vm.Name}' is failed over; its boot files cannot change");
+        if (kind == BootFile.Initrd && vm.Kernel is null) throw HavenException.Invalid("an initrd needs a kernel: send the kernel first");
+        var path = Path.Combine(Paths.VmDir(vmId), kind == BootFile.Kernel ? "kernel" : "initrd");
+        var partial = path + ".partial";
+        try
+        {
+            await using (var file = ExportMedia.CreateOwnerOnly(partial))
+            {
+                long written = 0;
+                await foreach (var chunk in chunks.WithCancellation(ct))
+                {
+                    written += chunk.Length;
+                    if (written > size) throw HavenException.Invalid($"the {kind.ToString().ToLowerInvariant()} is longer than the {size} bytes announced");
+                    await file.WriteAsync(chunk, ct);
+                }
+                if (written != size) throw HavenException.Invalid($"the {kind.ToString().ToLowerInvariant()} ended after {written} of {size} bytes");
+                await file.FlushAsync(ct);
+                file.Flush(flushToDisk: true);
+            }
+            File.Move(partial, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(partial);
+            throw;
+        }
+        Store.Write(w => w.SetVmBootFiles(vmId, kind == BootFile.Kernel ? path : vm.Kernel, kind == BootFile.Initrd ? path : vm.Initrd));
     }
 
     /// <summary>
@@ -72,32 +117,46 @@ public sealed partial class ReplicaService(HavenHost host)
         var disks = Store.ListDisks(copy.Id);
         if (disks.Count != spec.DiskSizes.Count || disks.Exists(d => d.SizeBytes != spec.DiskSizes[d.Index]))
             throw HavenException.Invalid($"VM '{copy.Name}' on the replica server has other disks than the primary's VM; it cannot be the initial copy");
-        var record = new ReplicaRecord(copy.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow);
+        var record = new ReplicaRecord(copy.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow,
+            PrimaryIdentity: spec.PrimaryIdentity);
         Store.Write(w => w.InsertReplica(record));
         return record;
     }
 
     /// <summary>
     /// Initial replication by external media, replica side: creates the replica from an export folder and applies
-    /// its cycle. <paramref name="authorize"/> says whether the primary named in the folder may replicate here (and
-    /// into which trust group); it is refused otherwise, with nothing written.
+    /// its cycle. The folder must be signed by the primary's host key (<see cref="FolderReplicaTarget"/>);
+    /// <paramref name="authorize"/> checks the signer's certificate (trusted here, allowed by an authorization entry)
+    /// and says into which storage and trust group, and to which identity the replica is bound. Every file's hash must
+    /// match the signed definition. Refused, with nothing written, otherwise.
     /// </summary>
-    public async Task<ReplicaRecord> ImportAsync(string folder, Func<string, (bool Allowed, string? TrustGroup, string? Storage, string Reason)> authorize, CancellationToken ct)
+    public async Task<ReplicaRecord> ImportAsync(string folder, Func<System.Security.Cryptography.X509Certificates.X509Certificate2, ImportDecision> authorize, CancellationToken ct)
     {
-        var definitionPath = Path.Combine(folder, FolderReplicaTarget.DefinitionFile);
-        if (!File.Exists(definitionPath)) throw HavenException.Invalid($"{folder} holds no exported replica ({FolderReplicaTarget.DefinitionFile} is missing)");
-        ExportedReplica exported;
-        try { exported = System.Text.Json.JsonSerializer.Deserialize<ExportedReplica>(await File.ReadAllBytesAsync(definitionPath, ct), ApiJson.Options)!; }
-        catch (System.Text.Json.JsonException e) { throw HavenException.Invalid($"{definitionPath} is not an exported replica: {e.Message.Split('\n')[0]}"); }
-        var (allowed, trustGroup, storage, reason) = authorize(exported.PrimaryHost);
-        if (!allowed) throw HavenException.Conflict(reason);
-        if (FindByPrimary(exported.PrimaryHost, exported.Spec.PrimaryVmId) is not null)
-            throw HavenException.Conflict($"a replica of {exported.PrimaryHost}'s VM '{exported.Spec.VmName}' exists already");
-        var created = await CreateAsync(exported.Spec with { PrimaryHost = exported.PrimaryHost, TrustGroup = trustGroup ?? "", AdoptExisting = false, StorageLocation = storage }, ct);
-        try { await ApplyCycleAsync(created.VmId, exported.Header, FolderReplicaTarget.ReadExtentsAsync(folder, ct), ct); }
+        var media = await ExportMedia.OpenAsync(folder, ct);
+        using var signer = media.Signer;
+        var decision = authorize(signer);
+        if (!decision.Allowed) throw HavenException.Conflict(decision.Reason);
+        var exported = media.Definition;
+        var primaryHost = decision.PrimaryHost;
+        var spec = exported.Spec;
+        if (Store.ListReplicas().Exists(r => r.PrimaryVmId == spec.PrimaryVmId))
+            throw HavenException.Conflict($"a replica of {primaryHost}'s VM '{spec.VmName}' exists already");
+        await media.VerifyFilesAsync(ct); // before anything is created: a tampered folder leaves no trace
+        var created = await CreateAsync(spec with
+        {
+            PrimaryHost = primaryHost, PrimaryIdentity = decision.Owner, TrustGroup = decision.TrustGroup ?? "",
+            AdoptExisting = false, StorageLocation = decision.Storage, Kernel = null, Initrd = null,
+        }, ct);
+        try
+        {
+            foreach (var (kind, file) in new[] { (BootFile.Kernel, ExportMedia.KernelFile), (BootFile.Initrd, ExportMedia.InitrdFile) })
+                if (media.Has(file))
+                    await SetBootFileAsync(created.VmId, kind, media.Length(file), ExportMedia.Chunks(media.Open(file), ct), ct);
+            await ApplyCycleAsync(created.VmId, exported.Header, FolderReplicaTarget.ReadExtentsAsync(media.Open(ExportMedia.ExtentsFile), ct), ct);
+        }
         catch
         {
-            // A folder that does not apply leaves no half replica behind.
+            // A folder that does not apply (or changed since it was checked) leaves no half replica behind.
             await host.Vms.RemoveAsync(Store.FindVm(created.VmId)!.Name, CancellationToken.None);
             throw;
         }
@@ -123,6 +182,7 @@ public sealed partial class ReplicaService(HavenHost host)
         await using var _ = await host.LockVmAsync(vmId, ct);
         var vm = Store.FindVm(vmId) ?? throw HavenException.NotFound($"no VM with id {vmId}");
         var replica = Store.FindReplica(vmId) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
+        if (header.Cycle <= 0 || header.BaseCycle < 0) throw HavenException.Invalid($"cycle numbers are positive (cycle {header.Cycle}, base {header.BaseCycle})");
         if (header.BaseCycle != replica.LastCycle) throw new ReplicaOutOfSyncException(vm.Name, replica.LastCycle, header.BaseCycle);
         if (header.Cycle <= replica.LastCycle) throw HavenException.Invalid($"cycle {header.Cycle} is not after the last committed cycle {replica.LastCycle}");
         if (replica.State != ReplicaState.Replicating || host.Runtimes.Get(vmId) is not null)
@@ -189,7 +249,8 @@ public sealed partial class ReplicaService(HavenHost host)
             await foreach (var e in extents.WithCancellation(ct))
             {
                 if (e.Disk < 0 || e.Disk >= disks.Count) throw HavenException.Invalid($"extent for disk {e.Disk}, which the replica does not have");
-                if (e.Offset < 0 || e.Length <= 0 || e.Length > MaxExtentBytes || e.Offset + e.Length > disks[e.Disk].SizeBytes)
+                // Written so that it cannot overflow: a hostile offset near long.MaxValue must not wrap around.
+                if (e.Offset < 0 || e.Length <= 0 || e.Length > MaxExtentBytes || e.Offset > disks[e.Disk].SizeBytes - e.Length)
                     throw HavenException.Invalid($"extent {e.Offset}+{e.Length} does not fit disk {e.Disk} ({disks[e.Disk].SizeBytes} bytes)");
                 ranges.Add((e.Disk, e.Offset, e.Length));
                 if (e.Data is null) await clients[e.Disk].WriteZeroesAsync(e.Offset, e.Length, ct);
@@ -307,7 +368,16 @@ public sealed record ReplicaCreateSpec
     public bool AdoptExisting { get; init; }
     /// <summary>The replica server's storage location for this primary (authorization entry); null: the data folder.</summary>
     public string? StorageLocation { get; init; }
+    /// <summary>The only primary that may touch the replica (<see cref="ReplicaRecord.PrimaryIdentity"/>); not exported.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string PrimaryIdentity { get; init; } = "";
 }
+
+/// <summary>A replica VM's boot file, received as bytes.</summary>
+public enum BootFile { Kernel, Initrd }
+
+/// <summary>The replica server's answer to an export folder's signer: refused (why), or where the replica goes and whose it is.</summary>
+public sealed record ImportDecision(bool Allowed, string Reason, string PrimaryHost = "", string Owner = "", string? TrustGroup = null, string? Storage = null);
 
 public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency);
 

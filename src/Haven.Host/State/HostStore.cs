@@ -9,7 +9,7 @@ namespace Haven.Host.State;
 /// </summary>
 public sealed class HostStore : IDisposable
 {
-    private const int SchemaVersion = 4;
+    private const int SchemaVersion = 5;
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
@@ -53,6 +53,9 @@ public sealed class HostStore : IDisposable
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
                   last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
                 """);
+        if (version < 5)
+            // The primary a replica is bound to, by certificate identity (docs/replication.md, "Authorization").
+            Exec("ALTER TABLE replicas ADD COLUMN primary_identity TEXT NOT NULL DEFAULT ''");
         Exec($"PRAGMA user_version = {SchemaVersion}");
     }
 
@@ -125,6 +128,7 @@ public sealed class HostStore : IDisposable
             INSERT INTO vms VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k,$l,$m)
             """, v.Id, v.Name, v.Vcpus, v.MemoryMiB, v.Kernel, v.Initrd, v.Append, v.GuestAgent ? 1 : 0, v.Network, v.Accelerator,
             v.CheckpointType.ToString(), v.CurrentCheckpointId, v.CreatedAt.ToString("O"));
+        public void SetVmBootFiles(string vmId, string? kernel, string? initrd) => X("UPDATE vms SET kernel=$a, initrd=$b WHERE id=$c", kernel, initrd, vmId);
         public void SetCheckpointType(string vmId, CheckpointType t) => X("UPDATE vms SET checkpoint_type=$a WHERE id=$b", t.ToString(), vmId);
         public void SetCurrentCheckpoint(string vmId, string? cpId) => X("UPDATE vms SET current_checkpoint_id=$a WHERE id=$b", cpId, vmId);
         public void DeleteVm(string vmId)
@@ -146,8 +150,10 @@ public sealed class HostStore : IDisposable
         public void InsertOperation(OperationRecord o) => X("INSERT INTO operations VALUES ($a,$b,$c,$d,$e)", o.Id, o.VmId, o.Kind, o.Payload, o.StartedAt.ToString("O"));
         public void UpdateOperation(string id, string payload) => X("UPDATE operations SET payload=$a WHERE id=$b", payload, id);
         public void DeleteOperation(string id) => X("DELETE FROM operations WHERE id=$a", id);
-        public void InsertReplica(ReplicaRecord r) => X("INSERT INTO replicas VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i)",
-            r.VmId, r.PrimaryHost, r.PrimaryVmId, r.TrustGroup, r.LastCycle, r.AdditionalPoints, r.CreatedAt.ToString("O"), r.State.ToString(), r.LastTestFailover?.ToString("O"));
+        public void InsertReplica(ReplicaRecord r) => X("INSERT INTO replicas VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j)",
+            r.VmId, r.PrimaryHost, r.PrimaryVmId, r.TrustGroup, r.LastCycle, r.AdditionalPoints, r.CreatedAt.ToString("O"), r.State.ToString(), r.LastTestFailover?.ToString("O"),
+            r.PrimaryIdentity);
+        public void SetReplicaIdentity(string vmId, string identity) => X("UPDATE replicas SET primary_identity=$a WHERE vm_id=$b", identity, vmId);
         public void SetReplicaState(string vmId, ReplicaState state) => X("UPDATE replicas SET state=$a WHERE vm_id=$b", state.ToString(), vmId);
         public void SetReplicaTestFailover(string vmId, DateTimeOffset at) => X("UPDATE replicas SET last_test_failover=$a WHERE vm_id=$b", at.ToString("O"), vmId);
         public void DeleteReplica(string vmId)
@@ -281,7 +287,7 @@ public sealed class HostStore : IDisposable
 
     private static ReplicaRecord ReadReplica(SqliteDataReader r) => new(S(r, "vm_id")!, S(r, "primary_host")!, S(r, "primary_vm_id")!,
         S(r, "trust_group")!, Convert.ToInt64(r["last_cycle"]), Convert.ToInt32(r["additional_points"]), DateTimeOffset.Parse(S(r, "created_at")!),
-        Enum.Parse<ReplicaState>(S(r, "state")!), S(r, "last_test_failover") is { } t ? DateTimeOffset.Parse(t) : null);
+        Enum.Parse<ReplicaState>(S(r, "state")!), S(r, "last_test_failover") is { } t ? DateTimeOffset.Parse(t) : null, S(r, "primary_identity") ?? "");
 
     private static ReplicaPointRecord ReadReplicaPoint(SqliteDataReader r) => new(S(r, "vm_id")!, Convert.ToInt64(r["cycle"]),
         S(r, "checkpoint_id")!, DateTimeOffset.Parse(S(r, "point_time")!), Enum.Parse<Consistency>(S(r, "consistency")!));

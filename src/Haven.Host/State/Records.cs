@@ -76,9 +76,12 @@ public sealed record JobRecord(string Name, string Definition, DateTimeOffset? L
 /// <summary>
 /// A VM this host keeps as a replica of a primary's VM: cycles applied so far (<see cref="LastCycle"/>, 0 before
 /// the initial replication) and how many hourly recovery points to keep besides the latest.
+/// <see cref="PrimaryIdentity"/> is the only primary that may touch it (cert:THUMBPRINT or ca:CA-THUMBPRINT:name,
+/// Haven.Replication.ReplicaAuthorization.OwnerOf); empty: no primary over the network.
 /// </summary>
 public sealed record ReplicaRecord(string VmId, string PrimaryHost, string PrimaryVmId, string TrustGroup, long LastCycle,
-    int AdditionalPoints, DateTimeOffset CreatedAt, ReplicaState State = ReplicaState.Replicating, DateTimeOffset? LastTestFailover = null);
+    int AdditionalPoints, DateTimeOffset CreatedAt, ReplicaState State = ReplicaState.Replicating, DateTimeOffset? LastTestFailover = null,
+    string PrimaryIdentity = "");
 
 /// <summary>Replicating: takes cycles. FailedOver: runs from a recovery point (cancel or complete the failover); takes no cycles.</summary>
 public enum ReplicaState

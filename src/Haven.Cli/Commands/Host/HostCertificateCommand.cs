@@ -95,11 +95,12 @@ public static class HostTrustCommand
     static Command AddCommand(CliContext ctx)
     {
         var file = new Argument<string>("FILE") { Description = "PEM certificate of the other host (haven host certificate --out FILE there) or of a CA" };
-        var cmd = new Command("add", "Trust a certificate") { file };
+        var ca = new Option<bool>("--ca") { Description = "The certificate is a CA: trust every certificate it issues (a CA certificate is refused without it)" };
+        var cmd = new Command("add", "Trust a certificate") { file, ca };
         ctx.SetAction(cmd, async (parseResult, client, output, ct) =>
         {
             var pem = await HostCertificateCommand.ReadFileAsync("FILE", parseResult.GetRequiredValue(file), ct);
-            var added = await client.AddTrustedAsync(new TrustAddRequest { Pem = pem }, ct);
+            var added = await client.AddTrustedAsync(new TrustAddRequest { Pem = pem, CertificateAuthority = parseResult.GetValue(ca) }, ct);
             output.Result(added, console => console.Line($"Trusted {(added.IsCertificateAuthority ? "CA" : "certificate")} CN={added.Name} (thumbprint {added.Thumbprint})."));
         });
         return cmd;

@@ -79,8 +79,10 @@ public static class ReplicaServerCommand
     {
         var primary = PrimaryOption();
         var storage = new Option<string>("--storage") { Description = "Storage folder (must exist) for these primaries' replicas", Required = true, HelpName = "PATH" };
-        var trustGroup = new Option<string>("--trust-group") { Description = "Trust group of these primaries (a label: VMs may move between primaries of one group)", Required = true, HelpName = "GROUP" };
-        var cmd = new Command("allow", "Accept primary servers matching a pattern (replaces the entry with the same pattern)") { primary, storage, trustGroup };
+        var trustGroup = new Option<string>("--trust-group") { Description = "Trust group of these primaries (a label; it grants no rights over other primaries' replicas)", Required = true, HelpName = "GROUP" };
+        var thumbprint = new Option<string?>("--thumbprint") { Description = "Pin this certificate (SHA-256 thumbprint) [default: the one trusted certificate named --primary]", HelpName = "THUMBPRINT" };
+        var ca = new Option<string?>("--ca") { Description = "Pin an issuing CA of the trust store (its thumbprint): primaries with a certificate from it whose name matches --primary", HelpName = "THUMBPRINT" };
+        var cmd = new Command("allow", "Accept primary servers by pinned certificate or CA (replaces the entry with the same pattern)") { primary, storage, trustGroup, thumbprint, ca };
         ctx.SetAction(cmd, async (parseResult, client, output, ct) =>
         {
             var info = await client.AllowPrimaryAsync(new ReplicaAuthorizationRequest
@@ -88,6 +90,8 @@ public static class ReplicaServerCommand
                 Primary = parseResult.GetRequiredValue(primary),
                 Storage = Path.GetFullPath(parseResult.GetRequiredValue(storage)),
                 TrustGroup = parseResult.GetRequiredValue(trustGroup),
+                Thumbprint = parseResult.GetValue(thumbprint),
+                Ca = parseResult.GetValue(ca),
             }, ct);
             output.Result(info, console =>
             {
@@ -125,9 +129,9 @@ public static class ReplicaServerCommand
             console.Line("No authorization entries.");
             return;
         }
-        var table = Human.Table("PRIMARY", "STORAGE", "TRUST GROUP");
+        var table = Human.Table("PRIMARY", "PINS", "STORAGE", "TRUST GROUP");
         foreach (var a in info.Authorizations)
-            table.AddTextRow(a.Primary, a.Storage, a.TrustGroup ?? "-");
+            table.AddTextRow(a.Primary, a.Thumbprint is { } t ? "certificate " + t : a.Ca is { } c ? "CA " + c : "nothing (inactive: re-add it)", a.Storage, a.TrustGroup ?? "-");
         console.Write(table);
     }
 }
