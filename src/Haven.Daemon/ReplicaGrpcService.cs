@@ -50,7 +50,8 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
             DateTimeOffset.FromUnixTimeMilliseconds(begin.PointInTimeUnixMs), consistency);
         try
         {
-            var point = await Host.Replicas.ApplyCycleAsync(replica.VmId, header, ExtentsAsync(requestStream, begin.Compression, ct), ct);
+            var point = await Host.RunOperationAsync("replica cycle " + header.Cycle, Host.Store.FindVm(replica.VmId)?.Name,
+                () => Host.Replicas.ApplyCycleAsync(replica.VmId, header, ExtentsAsync(requestStream, begin.Compression, ct), ct));
             return new CycleAck { CommittedCycleNumber = (ulong)point.Cycle, RecoveryPointId = point.CheckpointId };
         }
         catch (ReplicaOutOfSyncException e)
@@ -212,7 +213,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         {
             var reason = $"the replica of VM {vmId} belongs to primary '{existing.PrimaryHost}'" +
                 (existing.TrustGroup.Length > 0 ? $" in trust group '{existing.TrustGroup}'" : "") + $"; '{primary}' is not in that trust group";
-            Console.Error.WriteLine("havend: replica server refused: " + reason);
+            endpoint.Log.LogWarning("replica server refused primary '{Primary}': {Reason}", primary, reason);
             throw new RpcException(new Status(StatusCode.PermissionDenied, reason));
         }
         return existing;
@@ -239,7 +240,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         var decision = endpoint.Settings.Decide(primary);
         if (!decision.Allowed)
         {
-            Console.Error.WriteLine($"havend: replica server refused primary '{primary}': {decision.Reason}");
+            endpoint.Log.LogWarning("replica server refused primary '{Primary}': {Reason}", primary, decision.Reason);
             throw new RpcException(new Status(StatusCode.PermissionDenied, decision.Reason));
         }
         return (primary, decision);
