@@ -10,7 +10,8 @@ public sealed class DaemonLogTests
     public async Task Havend_logs_each_operations_start_and_end_with_VM_id_and_duration_and_log_level_Warning_hides_them()
     {
         using var dir = new TempDir();
-        await using (var d = await DaemonProcess.StartAsync(dir.File("info")))
+        // Not under systemd, whatever runs the tests: the simple formatter.
+        await using (var d = await DaemonProcess.StartAsync(dir.File("info"), env: new Dictionary<string, string> { ["JOURNAL_STREAM"] = "" }))
         {
             var created = await d.Haven("vm", "create", "logged", "--disk-size", "16M");
             Assert.True(created.ExitCode == 0, created.ToString());
@@ -33,6 +34,19 @@ public sealed class DaemonLogTests
             Assert.True(int.Parse(end.Groups["ms"].Value) > 0, end.Value);
             // Each entry is one line: the line of an operation's end carries its level and category too.
             Assert.Contains(stdout.Split('\n'), l => l.Contains("info: Haven.Host[0]") && l.EndsWith(end.Value.TrimEnd('\n'), StringComparison.Ordinal));
+        }
+
+        // Under systemd (stdout is the journal): each line starts with its syslog priority, which journald keeps.
+        await using (var d = await DaemonProcess.StartAsync(dir.File("journal"), env: new Dictionary<string, string> { ["JOURNAL_STREAM"] = "8:4242" }))
+        {
+            var created = await d.Haven("vm", "create", "journaled", "--disk-size", "16M");
+            Assert.True(created.ExitCode == 0, created.ToString());
+            var refused = await d.Haven("vm", "create", "journaled", "--disk-size", "16M");
+            Assert.Equal(4, refused.ExitCode);
+            await d.StopAsync();
+            var lines = d.Stdout.Split('\n');
+            Assert.Contains(lines, l => l.StartsWith("<6>Haven.Host[0] ", StringComparison.Ordinal) && l.EndsWith("POST /v1/vms on VM journaled (-) started", StringComparison.Ordinal));
+            Assert.Contains(lines, l => l.StartsWith("<4>Haven.Host[0] ", StringComparison.Ordinal) && l.Contains("POST /v1/vms on VM journaled") && l.Contains(" failed after "));
         }
 
         await using (var d = await DaemonProcess.StartAsync(dir.File("warn"), args: ["--log-level", "Warning"]))
