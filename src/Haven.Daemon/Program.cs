@@ -43,6 +43,7 @@ try
     replica = ReplicaEndpoint.Open(host.Paths.Root, hostName);
     replica.Host = host;
     replica.Log = logs.CreateLogger("Haven.Daemon.ReplicaServer");
+    replica.Trust.Log = replica.Log;
 }
 catch (Exception e) when (e is InvalidDataException or ArgumentException or IOException or UnauthorizedAccessException)
 {
