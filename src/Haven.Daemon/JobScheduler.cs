@@ -7,11 +7,11 @@ public sealed class JobScheduler(HavenHost host, ILogger<JobScheduler> log) : Ba
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var started = DateTimeOffset.UtcNow;
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(15));
+        var started = host.Time.GetUtcNow();
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(15), host.Time);
         while (await timer.WaitForNextTickAsync(stoppingToken))
         {
-            try { await host.Jobs.RunDueAsync(DateTimeOffset.UtcNow, started, stoppingToken); }
+            try { await host.Jobs.RunDueAsync(host.Time.GetUtcNow(), started, stoppingToken); }
             catch (Exception e) when (e is not OperationCanceledException) { log.LogError(e, "scheduled job run failed"); }
         }
     }

@@ -11,15 +11,25 @@ var dataDir = Arg("--data") ?? Environment.GetEnvironmentVariable("HAVEN_HOME")
     ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local", "share", "haven");
 var listen = Arg("--listen");
 var hostName = Arg("--host-name");
+var levelArg = Arg("--log-level") ?? "Information";
+if (DaemonLogging.ParseLevel(levelArg) is not { } level)
+{
+    Console.Error.WriteLine($"havend: --log-level takes {string.Join(", ", DaemonLogging.LevelNames)}, not '{levelArg}'");
+    return 2;
+}
+DaemonLogging.MinimumLevel = level;
+// Disposed last: flushes what is still queued for stdout.
+using var logs = LoggerFactory.Create(DaemonLogging.Configure);
+var log = logs.CreateLogger("Haven.Daemon");
 
 HavenHost host;
 try
 {
-    host = new HavenHost(dataDir);
+    host = new HavenHost(dataDir, new HavenHostOptions { LoggerFactory = logs });
 }
 catch (Exception e)
 {
-    Console.Error.WriteLine($"havend: cannot open data folder {dataDir}: {e.Message}");
+    log.LogCritical("cannot open data folder {DataDir}: {Error}", dataDir, e.Message.ReplaceLineEndings(" "));
     return 1;
 }
 var report = await host.StartAsync();
@@ -32,10 +42,12 @@ try
 {
     replica = ReplicaEndpoint.Open(host.Paths.Root, hostName);
     replica.Host = host;
+    replica.Log = logs.CreateLogger("Haven.Daemon.ReplicaServer");
+    replica.Trust.Log = replica.Log;
 }
 catch (Exception e) when (e is InvalidDataException or ArgumentException or IOException or UnauthorizedAccessException)
 {
-    Console.Error.WriteLine("havend: " + e.Message.ReplaceLineEndings(" "));
+    log.LogCritical("{Error}", e.Message.ReplaceLineEndings(" "));
     await host.DisposeAsync();
     return 1;
 }
@@ -44,7 +56,7 @@ var token = ApiToken.LoadOrCreate(host.Paths.TokenFile);
 File.Delete(host.Paths.ApiSocket);
 
 var builder = WebApplication.CreateSlimBuilder();
-builder.Logging.SetMinimumLevel(LogLevel.Warning);
+DaemonLogging.Configure(builder.Logging);
 builder.WebHost.ConfigureKestrel(k =>
 {
     k.ListenUnixSocket(host.Paths.ApiSocket);

@@ -33,6 +33,7 @@ public sealed class ReplicaEndpoint : IAsyncDisposable
     /// <summary>The host whose replica VMs this server keeps (set once havend has opened it).</summary>
     public Haven.Host.HavenHost? Host { get; set; }
     public TrustStore Trust { get; }
+    public ILogger Log { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
     public ReplicaAuthorization Settings => settings;
     public bool Listening => listener is not null;
     /// <summary>Why the persisted listen address could not be bound at start-up (null otherwise).</summary>
@@ -64,12 +65,12 @@ public sealed class ReplicaEndpoint : IAsyncDisposable
             var endpoint = ReplicaAuthorization.ParseListen(s.Listen);
             listener = await StartListenerAsync(endpoint);
             listening = endpoint;
-            Console.WriteLine($"havend: replica server listening on {s.Listen} as {Identity.Name}");
+            Log.LogInformation("replica server listening on {Listen} as {HostName}", s.Listen, Identity.Name);
         }
         catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
         {
             ListenError = $"cannot listen on {s.Listen}: {e.Message}".ReplaceLineEndings(" ");
-            Console.Error.WriteLine("havend: replica server not started: " + ListenError);
+            Log.LogError("replica server not started: {Error}", ListenError);
         }
     }
 
@@ -137,7 +138,7 @@ public sealed class ReplicaEndpoint : IAsyncDisposable
     async Task<WebApplication> StartListenerAsync(IPEndPoint endpoint)
     {
         var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        DaemonLogging.Configure(builder.Logging);
         builder.WebHost.UseKestrelHttpsConfiguration();
         builder.WebHost.ConfigureKestrel(k => k.Listen(endpoint, listen =>
         {
@@ -151,7 +152,7 @@ public sealed class ReplicaEndpoint : IAsyncDisposable
                 ClientCertificateValidation = (certificate, _, _) =>
                 {
                     if (Trust.Validate(certificate, out var error)) return true;
-                    Console.Error.WriteLine("havend: replica server refused a TLS connection: " + error);
+                    Log.LogWarning("replica server refused a TLS connection: {Error}", error);
                     return false;
                 },
             });

@@ -60,7 +60,8 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
             DateTimeOffset.FromUnixTimeMilliseconds(begin.PointInTimeUnixMs), consistency);
         try
         {
-            var point = await Host.Replicas.ApplyCycleAsync(replica.VmId, header, ExtentsAsync(requestStream, begin.Compression, ct), ct);
+            var point = await Host.RunOperationAsync("replica cycle " + header.Cycle, Host.Store.FindVm(replica.VmId)?.Name,
+                () => Host.Replicas.ApplyCycleAsync(replica.VmId, header, ExtentsAsync(requestStream, begin.Compression, ct), ct));
             return new CycleAck { CommittedCycleNumber = (ulong)point.Cycle, RecoveryPointId = point.CheckpointId };
         }
         catch (ReplicaOutOfSyncException e)
@@ -298,7 +299,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         if (!ReplicaAuthorization.Owns(existing.PrimaryIdentity, peer))
         {
             var reason = $"the replica of VM {Clip(vmId)} belongs to another primary server identity; '{peer.Name}' (thumbprint {peer.Thumbprint}) may not touch it";
-            Console.Error.WriteLine("havend: replica server refused: " + reason);
+            endpoint.Log.LogWarning("replica server refused: {Reason}", reason);
             throw new RpcException(new Status(StatusCode.PermissionDenied, reason));
         }
         return existing;
@@ -324,7 +325,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         var decision = endpoint.Settings.Decide(peer);
         if (!decision.Allowed)
         {
-            Console.Error.WriteLine($"havend: replica server refused primary '{peer.Name}' (thumbprint {peer.Thumbprint}): {decision.Reason}");
+            endpoint.Log.LogWarning("replica server refused primary '{Primary}' (thumbprint {Thumbprint}): {Reason}", peer.Name, peer.Thumbprint, decision.Reason);
             throw new RpcException(new Status(StatusCode.PermissionDenied, decision.Reason));
         }
         return (peer, decision);

@@ -10,6 +10,7 @@ public static class Routes
     public static void Map(WebApplication app)
     {
         var v1 = app.MapGroup("/v1");
+        DaemonLogging.LogOperations(v1);
         v1.MapGet("/host", (HavenHost h, CancellationToken ct) => HostInfoAsync(h, ct));
 
         v1.MapGet("/vms", (HavenHost h, CancellationToken ct) => h.Vms.ListAsync(ct));

@@ -167,46 +167,21 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
 }
 
 /// <summary>
-/// Starts every replicated VM's cycles at its frequency (and the initial replication at its start time). A
-/// cycle still running when the next is due counts as a missed cycle, as in Hyper-V's statistics.
+/// Starts every replicated VM's cycles when <see cref="CycleSchedule"/> says they are due (and counts the missed
+/// ones, as in Hyper-V's statistics); each cycle is one logged operation.
 /// </summary>
-public sealed class ReplicationScheduler(HavenHost host, VmReplication replication, ILogger<ReplicationScheduler> log) : BackgroundService
+public sealed class ReplicationScheduler(HavenHost host, VmReplication replication) : BackgroundService
 {
-    private readonly Dictionary<string, (DateTimeOffset Due, Task? Running)> _state = [];
-
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1), host.Time);
         while (await timer.WaitForNextTickAsync(stoppingToken))
-        {
-            var now = DateTimeOffset.UtcNow;
-            foreach (var record in host.Store.ListReplications())
+            host.Schedule.Tick(vm => Task.Run(async () =>
             {
-                var settings = VmReplication.Settings(record);
-                // First sight of a replication (havend just started, or it was just enabled): the initial copy is due
-                // at its start time; later cycles one frequency after the last success, not at every restart.
-                if (!_state.TryGetValue(record.VmId, out var s))
-                    s = (record.LastCycle == 0 ? settings.StartAt ?? now
-                        : JsonSerializer.Deserialize<ReplicationStatistics>(record.Statistics, ApiJson.Options)?.LastSuccess?.AddSeconds(settings.FrequencySeconds) ?? now, null);
-                if (now < s.Due || (record.LastCycle == 0 && settings.InitialByExport)) { _state[record.VmId] = s; continue; }
-                var next = s.Due.AddSeconds(settings.FrequencySeconds);
-                if (next < now) next = now.AddSeconds(settings.FrequencySeconds);
-                if (s.Running is { IsCompleted: false })
-                {
-                    host.Replications.CountMissed(record.VmId);
-                    _state[record.VmId] = (next, s.Running);
-                    continue;
-                }
-                var vm = host.Store.FindVm(record.VmId);
-                if (vm is null) continue;
-                var task = Task.Run(async () =>
-                {
-                    try { await replication.RunCycleAsync(vm.Name, stoppingToken); }
-                    catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { }
-                    catch (Exception e) { log.LogWarning("replication cycle of {Vm} failed: {Error}", vm.Name, e.Message.ReplaceLineEndings(" ")); }
-                }, CancellationToken.None);
-                _state[record.VmId] = (next, task);
-            }
-        }
+                // RunOperationAsync has logged the failure, with the VM, operation id and duration.
+                try { await host.RunOperationAsync("replication cycle", vm.Name, () => replication.RunCycleAsync(vm.Name, stoppingToken)); }
+                catch (Exception) when (stoppingToken.IsCancellationRequested) { }
+                catch (Exception) { }
+            }, CancellationToken.None));
     }
 }

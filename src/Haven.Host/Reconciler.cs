@@ -123,7 +123,7 @@ public sealed class Reconciler(HavenHost host)
     private async Task ResumeCreateAsync(State.OperationRecord op, CreatePlan plan, CancellationToken ct)
     {
         var qemu = host.Runtimes.Get(op.VmId);
-        if (plan.Freezing && qemu is not null) await GuestQuiescing.ThawQuietlyAsync(op.VmId, host.Paths, ct);
+        if (plan.Freezing && qemu is not null) await GuestQuiescing.ThawQuietlyAsync(op.VmId, host.Paths, ct, host.Log);
         bool snapshotted;
         if (plan.Live && qemu is not null)
         {
@@ -256,7 +256,7 @@ public sealed class Reconciler(HavenHost host)
                 {
                     var name = n.GetProperty("node-name").GetString() ?? "";
                     if (name.Length < 2 || name[0] != 'l' || wanted.Contains(name)) continue;
-                    await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, name, ct);
+                    await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, name, ct, host.Log);
                     report.OrphanNodesRemoved.Add($"{vm.Name}:{name}");
                 }
             }

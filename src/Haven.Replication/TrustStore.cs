@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Replication;
 
@@ -138,6 +139,9 @@ public sealed class TrustStore
         new DateTimeOffset(cert.NotAfter.ToUniversalTime(), TimeSpan.Zero),
         HostIdentity.IsCertificateAuthority(cert));
 
+    /// <summary>Where unreadable trusted-certificate files are reported; nothing by default.</summary>
+    public Microsoft.Extensions.Logging.ILogger Log { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
     void Reload()
     {
         var certs = new X509Certificate2Collection();
@@ -150,6 +154,7 @@ public sealed class TrustStore
             catch (Exception e) when (e is CryptographicException or ArgumentException or IOException)
             {
                 // An unreadable file trusts nothing; List() does not show it. (Only havend writes this folder.)
+                Log.LogWarning(e, "trusted certificate {File} is unreadable and trusts nothing: {Error}", file, e.Message.ReplaceLineEndings(" "));
             }
         }
         snapshot = certs;

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using Haven.Storage;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Repository;
 
@@ -424,7 +425,10 @@ public sealed class BackupWriter : IAsyncDisposable
     private async Task DeleteQuietlyAsync(string key)
     {
         try { await _repo.Store.DeleteAsync(key, CancellationToken.None); }
-        catch (Exception e) when (e is Haven.Storage.StoreException or IOException) { }
+        catch (Exception e) when (e is Haven.Storage.StoreException or IOException)
+        {
+            _repo.Log.LogWarning(e, "cleanup failed: delete {Key}: {Error}", key, e.Message);
+        }
     }
 
     private void Forget(List<ChunkId> missing)

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Repository;
 
@@ -26,6 +27,9 @@ public sealed class ChunkIndexCache
 
     /// <param name="directory">Where the files live, e.g. the host's data directory + "/cache"; created on first save.</param>
     /// <param name="maxAge">A file whose listing is older than this is not used (default 7 days): bounds how long objects removed behind Haven's back can stay "known".</param>
+    /// <summary>Where clean-up failures are reported; nothing by default.</summary>
+    public ILogger Log { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
     public ChunkIndexCache(string directory, TimeSpan? maxAge = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
@@ -47,7 +51,10 @@ public sealed class ChunkIndexCache
     public void Invalidate(string repositoryId)
     {
         try { File.Delete(PathFor(repositoryId)); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log.LogWarning(e, "cleanup failed: drop the chunk-index cache {Path}: {Error}", PathFor(repositoryId), e.Message);
+        }
     }
 
     internal void CountListingAvoided() => Interlocked.Increment(ref _listingsAvoided);
@@ -167,7 +174,11 @@ public sealed class ChunkIndexCache
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            try { File.Delete(temp); } catch (Exception e2) when (e2 is IOException or UnauthorizedAccessException) { }
+            try { File.Delete(temp); }
+            catch (Exception e2) when (e2 is IOException or UnauthorizedAccessException)
+            {
+                Log.LogWarning(e2, "cleanup failed: delete {Path}: {Error}", temp, e2.Message);
+            }
             return false;
         }
     }

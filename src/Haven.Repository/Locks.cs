@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Repository;
 
@@ -205,6 +206,7 @@ internal sealed class HeldLock : IAsyncDisposable
         catch (Exception e) when (e is Haven.Storage.StoreException or IOException)
         {
             // Release is best effort: a lock left behind goes stale and is then ignored and cleaned up.
+            _repo.Log.LogWarning(e, "cleanup failed: release repository lock {Key}: {Error}", Key, e.Message);
         }
         finally { _gate.Release(); }
     }

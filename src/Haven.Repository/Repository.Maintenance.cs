@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Collections.Concurrent;
 using Haven.Storage;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Repository;
 
@@ -296,7 +297,9 @@ public sealed partial class Repository
             try { await Store.DeleteAsync(key, ct); }
             catch (ObjectLockedException e)
             {
-                try { await Store.DeleteAsync(target, ct); } catch (StoreException) { } // the copy is pointless now
+                // The copy is pointless now; one left behind is only a stray object.
+                try { await Store.DeleteAsync(target, ct); }
+                catch (StoreException x) { Log.LogWarning(x, "cleanup failed: delete the quarantine copy {Key}: {Error}", target, x.Message); }
                 return (null, e.RetainUntil ?? DateTimeOffset.MaxValue);
             }
             return (target, null);

@@ -22,6 +22,9 @@ public sealed partial class Repository : IAsyncDisposable
     private readonly RepositoryConfig _config;
     private readonly KeySet _keys;
 
+    /// <summary>Where clean-up failures (a lock not released, a copy not deleted) are reported; nothing by default.</summary>
+    public Microsoft.Extensions.Logging.ILogger Log { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
     private Repository(IObjectStore store, RepositoryConfig config, byte[] masterKey, TimeProvider clock, ChunkIndexCache? cache = null)
     {
         Store = store;

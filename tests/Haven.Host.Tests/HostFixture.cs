@@ -15,9 +15,10 @@ public sealed class TestHost : IAsyncDisposable
     public CancellationToken Ct => TestContext.Current.CancellationToken;
 
     /// <param name="dataDirectory">Where havend's data lives (e.g. on a small tmpfs); default: a temp folder.</param>
-    public TestHost(string? dataDirectory = null)
+    /// <param name="options">Clock and logs of the host (tests of time and logging); default: system clock, no logs.</param>
+    public TestHost(string? dataDirectory = null, HavenHostOptions? options = null)
     {
-        Host = new HavenHost(dataDirectory ?? Dir.File("data"));
+        Host = new HavenHost(dataDirectory ?? Dir.File("data"), options ?? new HavenHostOptions());
     }
 
     public Task<VmInfo> CreateVmAsync(string name, long size = 32 << 20, CheckpointType type = CheckpointType.Production) =>

@@ -187,17 +187,19 @@ public sealed class ReplicationHealthTests
     [Fact]
     public void Health_follows_the_age_of_the_last_success_and_the_last_outcome()
     {
-        var ok = new ReplicationStatistics { SuccessfulCycles = 10, LastSuccess = Now.AddSeconds(-40) };
-        Assert.Equal("Normal", ReplicationHealth.OfPrimary(ok, 30, 10, Now).Health);
-        Assert.Equal("Warning", ReplicationHealth.OfPrimary(ok with { LastSuccess = Now.AddMinutes(-2) }, 30, 10, Now).Health);
-        Assert.Equal("Critical", ReplicationHealth.OfPrimary(ok with { LastSuccess = Now.AddHours(-2) }, 30, 10, Now).Health);
-        var failed = ok.Failed("connection refused", Now.AddSeconds(-5));
+        var ok = new ReplicationStatistics { SuccessfulCycles = 10, LastSuccess = Now.AddSeconds(-40), LastOutcome = CycleOutcome.Succeeded };
+        Assert.Equal(HealthState.Normal, ReplicationHealth.OfPrimary(ok, 30, 10, Now).Health);
+        Assert.Equal(HealthState.Warning, ReplicationHealth.OfPrimary(ok with { LastSuccess = Now.AddMinutes(-2) }, 30, 10, Now).Health);
+        Assert.Equal(HealthState.Critical, ReplicationHealth.OfPrimary(ok with { LastSuccess = Now.AddHours(-2) }, 30, 10, Now).Health);
+        var failed = ok with { FailedCycles = 1, LastFailure = Now.AddSeconds(-5), LastError = "connection refused", LastOutcome = CycleOutcome.Failed };
         var (health, why) = ReplicationHealth.OfPrimary(failed, 30, 10, Now);
-        Assert.Equal("Warning", health);
+        Assert.Equal(HealthState.Warning, health);
         Assert.Contains("connection refused", why);
-        Assert.Equal("Warning", ReplicationHealth.OfPrimary(ok with { MissedCycles = 4 }, 30, 10, Now).Health);
-        Assert.Equal("Warning", ReplicationHealth.OfPrimary(new ReplicationStatistics(), 300, 0, Now).Health);
-        Assert.Equal("Critical", ReplicationHealth.OfPrimary(new ReplicationStatistics().Failed("x", Now), 300, 0, Now).Health);
+        // More than a fifth missed: 2 of 12 is not (2 × 5 = 10 ≤ 12), 4 of 14 is (20 > 14).
+        Assert.Equal(HealthState.Normal, ReplicationHealth.OfPrimary(ok with { MissedCycles = 2 }, 30, 10, Now).Health);
+        Assert.Equal((HealthState.Warning, "4 of 14 cycles were missed"), ReplicationHealth.OfPrimary(ok with { MissedCycles = 4 }, 30, 10, Now));
+        Assert.Equal(HealthState.Warning, ReplicationHealth.OfPrimary(new ReplicationStatistics(), 300, 0, Now).Health);
+        Assert.Equal(HealthState.Critical, ReplicationHealth.OfPrimary(new ReplicationStatistics { FailedCycles = 1, LastOutcome = CycleOutcome.Failed }, 300, 0, Now).Health);
     }
 }
 

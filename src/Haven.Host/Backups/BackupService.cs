@@ -281,8 +281,8 @@ public sealed class BackupService(HavenHost host)
         var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
         if (qemu is not null)
         {
-            await Fleecing.TearDownAsync(qemu.Qmp, ToFleecing(plan, 0), ct);
-            await Fleecing.StopServerAsync(qemu.Qmp, ct);
+            await Fleecing.TearDownAsync(qemu.Qmp, ToFleecing(plan, 0), ct, host.Log);
+            await Fleecing.StopServerAsync(qemu.Qmp, ct, host.Log);
             foreach (var d in plan.Disks)
                 if (d.OldBitmap is not null) await DirtyBitmaps.RemoveAsync(qemu.Qmp, "l" + d.LayerId, d.OldBitmap, ct);
         }
@@ -317,9 +317,9 @@ public sealed class BackupService(HavenHost host)
         var tree = new LayerTree(Paths, Store.ListLayers(vmId));
         if (qemu is not null)
         {
-            if (plan.Freezing) await GuestQuiescing.ThawQuietlyAsync(vmId, Paths, ct);
-            await Fleecing.TearDownAsync(qemu.Qmp, ToFleecing(plan, 0), ct);
-            await Fleecing.StopServerAsync(qemu.Qmp, ct);
+            if (plan.Freezing) await GuestQuiescing.ThawQuietlyAsync(vmId, Paths, ct, host.Log);
+            await Fleecing.TearDownAsync(qemu.Qmp, ToFleecing(plan, 0), ct, host.Log);
+            await Fleecing.StopServerAsync(qemu.Qmp, ct, host.Log);
             foreach (var d in plan.Disks)
             {
                 var node = "l" + d.LayerId;

@@ -74,7 +74,11 @@ public sealed class JobService(HavenHost host)
             {
                 foreach (var vm in def.Vms)
                 {
-                    try { backups.Add(await host.Backups.BackupAsync(vm, new BackupRequest { Repository = def.Repository, Passphrase = passphrase, S3 = def.S3 }, ct)); }
+                    try
+                    {
+                        backups.Add(await host.RunOperationAsync($"backup (job {name})", vm,
+                            () => host.Backups.BackupAsync(vm, new BackupRequest { Repository = def.Repository, Passphrase = passphrase, S3 = def.S3 }, ct)));
+                    }
                     catch (Exception e) when (e is not OperationCanceledException) { errors.Add($"{vm}: {e.Message}"); }
                 }
                 var prune = new RepositoryPruneRequest

@@ -18,7 +18,7 @@ public sealed class RepositoryAccess(HavenHost host) : IDisposable
     private readonly ConcurrentDictionary<(S3Location, S3Settings), S3ObjectStore> _s3Stores = new();
 
     /// <summary>This host's cache of which chunks each repository holds (docs/repository-format.md, "Chunk-index cache").</summary>
-    public ChunkIndexCache ChunkCache { get; } = new(Path.Combine(host.Paths.Root, "cache"));
+    public ChunkIndexCache ChunkCache { get; } = new(Path.Combine(host.Paths.Root, "cache")) { Log = host.Log };
 
     public IObjectStore OpenStore(string location, S3Options? s3)
     {
@@ -57,6 +57,7 @@ public sealed class RepositoryAccess(HavenHost host) : IDisposable
         {
             var repo = await Repository.Repository.OpenAsync(OpenStore(location, s3), passphrase, ChunkCache, ct);
             repo.AtStep = CrashPoints.Hit; // prune, GC and copy steps are crash points too
+            repo.Log = host.Log;
             return repo;
         }
         catch (NotARepositoryException e) { throw HavenException.Invalid(e.Message); }

@@ -64,7 +64,7 @@ public sealed class RestoreService(HavenHost host)
         }
         catch
         {
-            HostPaths.DeleteVmFolder(host.Paths.VmDir(vmId));
+            host.Cleanup("delete the folder of the VM being restored", () => HostPaths.DeleteVmFolder(host.Paths.VmDir(vmId)));
             throw;
         }
         host.Store.Write(w =>
@@ -96,7 +96,7 @@ public sealed class RestoreService(HavenHost host)
         }
         catch
         {
-            foreach (var l in newLayers) File.Delete(host.Paths.LayerFile(vm.Id, l.Id));
+            foreach (var l in newLayers) host.Cleanup("delete the restored layer " + l.Id, () => File.Delete(host.Paths.LayerFile(vm.Id, l.Id)));
             throw;
         }
         var oldLayers = host.Store.ListLayers(vm.Id);
@@ -159,7 +159,7 @@ public sealed class RestoreService(HavenHost host)
         }
         catch
         {
-            File.Delete(path);
+            host.Cleanup("delete the partial restore " + path, () => File.Delete(path));
             throw;
         }
     }

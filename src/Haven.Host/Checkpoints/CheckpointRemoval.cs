@@ -168,7 +168,7 @@ public sealed class CheckpointRemoval(HavenHost host)
                         // A backing layer goes back to read-only; after an active commit the layer is the top and stays writable.
                         if (!childIsTop) await BlockOperations.ReopenAsync(qemu.Qmp, layerRef, parentNode, readOnly: true, ct);
                     }
-                    await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, child.NodeName, ct);
+                    await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, child.NodeName, ct, host.Log);
                 }
                 else if (File.Exists(tree.PathOf(child)))
                 {
@@ -207,7 +207,7 @@ public sealed class CheckpointRemoval(HavenHost host)
                             await QemuImg.RebaseAsync(tree.PathOf(child), parentPath, safe: true, ct);
                     }
                 }
-                if (qemu is not null) await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, layer.NodeName, ct);
+                if (qemu is not null) await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, layer.NodeName, ct, host.Log);
                 return;
             }
         }

@@ -221,9 +221,9 @@ public sealed class CheckpointService(HavenHost host)
         var qemu = host.Runtimes.Get(vmId);
         if (qemu is not null)
         {
-            if (plan.Freezing) await GuestQuiescing.ThawQuietlyAsync(vmId, Paths, ct);
+            if (plan.Freezing) await GuestQuiescing.ThawQuietlyAsync(vmId, Paths, ct, host.Log);
             if (plan.PausedByUs) await qemu.Qmp.ExecuteAsync("cont", null, ct);
-            foreach (var l in plan.NewLayers) await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, "l" + l.LayerId, ct);
+            foreach (var l in plan.NewLayers) await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, "l" + l.LayerId, ct, host.Log);
         }
         foreach (var l in plan.NewLayers) File.Delete(NewLayerPath(vmId, l));
         File.Delete(Paths.StateFile(vmId, plan.CheckpointId) + ".partial");
@@ -331,7 +331,7 @@ public sealed class CheckpointService(HavenHost host)
         }
         catch
         {
-            await qemu.QuitAsync(CancellationToken.None);
+            await host.CleanupAsync("stop the QEMU that could not load the memory state", () => qemu.QuitAsync(CancellationToken.None));
             host.Runtimes.Forget(vm.Id);
             throw;
         }
@@ -382,7 +382,7 @@ public sealed class CheckpointService(HavenHost host)
         }
         catch
         {
-            foreach (var f in written) File.Delete(f);
+            foreach (var f in written) host.Cleanup("delete the partial export " + f, () => File.Delete(f));
             throw;
         }
         return new CheckpointExportResult { Files = targets };

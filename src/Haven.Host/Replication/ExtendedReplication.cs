@@ -35,8 +35,7 @@ public sealed class ExtendedReplication(HavenHost host)
         var replica = Store.FindReplica(vm.Id) ?? throw HavenException.Conflict($"VM '{vm.Name}' is not a replica: extended replication continues a replica to a third host");
         if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"replica VM '{vm.Name}' is already extended");
         await third.EnsureReplicaAsync(await ReplicationService.SpecOfAsync(host, vm, settings, ct), ct);
-        var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings with { Extended = true }, ApiJson.Options), 0,
-            JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options));
+        var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings with { Extended = true }, ApiJson.Options), 0);
         Store.Write(w => w.InsertReplication(record));
         return record;
     }
@@ -94,24 +93,20 @@ public sealed class ExtendedReplication(HavenHost host)
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            var failed = Statistics(record).Failed(e.Message.ReplaceLineEndings(" "), DateTimeOffset.UtcNow);
-            Store.Write(w => w.SetReplicationStatistics(vm.Id, JsonSerializer.Serialize(failed, ApiJson.Options)));
+            Store.Write(w => w.RecordCycleFailed(vm.Id, e.Message.ReplaceLineEndings(" "), host.Time.GetUtcNow()));
             throw;
         }
         finally
         {
-            foreach (var s in servers) await s.DisposeAsync();
-            foreach (var d in disks) File.Delete(Path.Combine(host.Paths.RunDir, $"{vm.Id}-extended{d.Index}.nbd"));
+            foreach (var s in servers) await host.CleanupAsync("stop qemu-nbd of the extended cycle", () => s.DisposeAsync().AsTask());
+            foreach (var d in disks)
+                host.Cleanup("delete the extended cycle's NBD socket", () => File.Delete(Path.Combine(host.Paths.RunDir, $"{vm.Id}-extended{d.Index}.nbd")));
         }
         // Sent and committed there: nothing is marked any more (no cycle could land meanwhile: we hold the lock).
         File.Delete(ChangesFile(vm.Id));
-        var stats = Statistics(record).Succeeded(dataBytes, clock.Elapsed, DateTimeOffset.UtcNow);
-        Store.Write(w => w.SetReplicationCycle(vm.Id, cycle, JsonSerializer.Serialize(stats, ApiJson.Options)));
+        Store.Write(w => w.RecordCycleSucceeded(vm.Id, cycle, dataBytes, clock.Elapsed, host.Time.GetUtcNow(), appConsistent: false));
         return new CycleResult(cycle, full, latest.Consistency, dataBytes, zeroBytes, extents, clock.Elapsed);
     }
-
-    private static ReplicationStatistics Statistics(ReplicationRecord r) =>
-        JsonSerializer.Deserialize<ReplicationStatistics>(r.Statistics, ApiJson.Options) ?? new ReplicationStatistics();
 
     /// <summary>The blocks to send: marked ones (<paramref name="bits"/>), or, when null, every allocated block.</summary>
     private static async IAsyncEnumerable<ReplicaExtent> ReadAsync(List<(NbdEndpoint Endpoint, string Export)> sources, byte[][]? bits, bool skipZeroes,

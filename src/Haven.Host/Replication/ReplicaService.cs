@@ -157,7 +157,7 @@ public sealed partial class ReplicaService(HavenHost host)
         catch
         {
             // A folder that does not apply (or changed since it was checked) leaves no half replica behind.
-            await host.Vms.RemoveAsync(Store.FindVm(created.VmId)!.Name, CancellationToken.None);
+            await host.CleanupAsync("remove the replica whose import failed", () => host.Vms.RemoveAsync(Store.FindVm(created.VmId)!.Name, CancellationToken.None));
             throw;
         }
         return Store.FindReplica(created.VmId)!;

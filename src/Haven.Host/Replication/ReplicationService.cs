@@ -50,8 +50,7 @@ public sealed class ReplicationService(HavenHost host)
         if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is already replicated");
         if (Store.FindReplica(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is itself a replica; use extended replication from its host");
         await replica.EnsureReplicaAsync(await SpecOfAsync(host, vm, settings, ct) with { AdoptExisting = settings.InitialFromExisting }, ct);
-        var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings, ApiJson.Options), 0,
-            JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options));
+        var record = new ReplicationRecord(vm.Id, target, JsonSerializer.Serialize(settings, ApiJson.Options), 0);
         Store.Write(w => w.InsertReplication(record));
         return record;
     }
@@ -94,6 +93,7 @@ public sealed class ReplicationService(HavenHost host)
         var tracked = !forceResync && record.LastCycle > 0 && TrackingIntact(vm.Id, key, disks);
         var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
         long dataBytes = 0, zeroBytes = 0, extents = 0;
+        var waitsForWindow = false;
         try
         {
             // Where the replica really is decides the base. One cycle ahead of us: it committed a cycle whose
@@ -112,15 +112,20 @@ public sealed class ReplicationService(HavenHost host)
             var fromExisting = baseCycle == 0 && settings.InitialFromExisting;
             var skipZeroes = !tracked && baseCycle == 0 && !fromExisting; // a new replica's disks read as zeroes already
             // Tracking lost but the replica has a point: resynchronize, sending only the blocks whose hashes differ.
-            if (!tracked && baseCycle > 0 && !forceResync && !settings.InResyncWindow(DateTimeOffset.UtcNow))
-                throw HavenException.Conflict($"VM '{vm.Name}' needs resynchronization (change tracking was lost); it runs automatically between " +
-                    $"{settings.ResyncWindowStartHour:00}:00 and {settings.ResyncWindowEndHour:00}:00 UTC, or now with 'haven replication resync'");
+            if (!tracked && baseCycle > 0 && !forceResync && !settings.InResyncWindow(host.Time.GetUtcNow()))
+            {
+                // Not a failure: the scheduler waits for the window (ReplicationScheduler), the health says why.
+                var why = $"VM '{vm.Name}' needs resynchronization (change tracking was lost); it runs automatically between " +
+                    $"{settings.ResyncWindowStartHour:00}:00 and {settings.ResyncWindowEndHour:00}:00 UTC, or now with 'haven replication resync'";
+                waitsForWindow = true;
+                Store.Write(w => w.RecordResyncWaiting(vm.Id, why));
+                throw HavenException.Conflict(why);
+            }
             var theirs = !tracked && (baseCycle > 0 || fromExisting) ? await replica.HashBlocksAsync(vm.Id, ct) : null;
             if (theirs is not null && theirs.Length != disks.Count) throw new InvalidDataException("the replica hashed a different number of disks");
             if (theirs is not null) await StepAsync("resync.after-hashes");
-            var stats0 = Statistics(record);
-            var quiesce = settings.AppConsistentHours is not { } every || stats0.LastAppConsistent is not { } lastApp
-                || DateTimeOffset.UtcNow - lastApp >= TimeSpan.FromHours(every);
+            var quiesce = settings.AppConsistentHours is not { } every || record.Statistics.LastAppConsistent is not { } lastApp
+                || host.Time.GetUtcNow() - lastApp >= TimeSpan.FromHours(every);
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
             {
                 var header = new ReplicaCycleHeader(cycle, baseCycle, disks.ConvertAll(d => d.SizeBytes), DateTimeOffset.UtcNow, view.Consistency);
@@ -134,15 +139,12 @@ public sealed class ReplicationService(HavenHost host)
                 await StepAsync("replication.after-ack");
                 return cycle.ToString(System.Globalization.CultureInfo.InvariantCulture);
             }, ct, quiesce);
-            var stats = Statistics(record).Succeeded(dataBytes, clock.Elapsed, DateTimeOffset.UtcNow);
-            if (view.Consistency == Consistency.ApplicationConsistent) stats = stats with { LastAppConsistent = DateTimeOffset.UtcNow };
-            Store.Write(w => w.SetReplicationCycle(vm.Id, cycle, JsonSerializer.Serialize(stats, ApiJson.Options)));
+            Store.Write(w => w.RecordCycleSucceeded(vm.Id, cycle, dataBytes, clock.Elapsed, host.Time.GetUtcNow(), view.Consistency == Consistency.ApplicationConsistent));
             return new CycleResult(cycle, !tracked, view.Consistency, dataBytes, zeroBytes, extents, clock.Elapsed, Resync: theirs is not null);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e) when (e is not OperationCanceledException && !waitsForWindow)
         {
-            var stats = Statistics(record).Failed(e.Message.ReplaceLineEndings(" "), DateTimeOffset.UtcNow);
-            Store.Write(w => w.SetReplicationStatistics(vm.Id, JsonSerializer.Serialize(stats, ApiJson.Options)));
+            Store.Write(w => w.RecordCycleFailed(vm.Id, e.Message.ReplaceLineEndings(" "), host.Time.GetUtcNow()));
             throw;
         }
     }
@@ -190,8 +192,7 @@ public sealed class ReplicationService(HavenHost host)
         Store.Write(w =>
         {
             w.DeleteReplica(vm.Id);
-            w.InsertReplication(new ReplicationRecord(vm.Id, newReplicaHost, JsonSerializer.Serialize(settings with { PrimaryHostName = null }, ApiJson.Options), cycle,
-                JsonSerializer.Serialize(new ReplicationStatistics(), ApiJson.Options)));
+            w.InsertReplication(new ReplicationRecord(vm.Id, newReplicaHost, JsonSerializer.Serialize(settings with { PrimaryHostName = null }, ApiJson.Options), cycle));
         });
         return vm.Id;
     }
@@ -200,16 +201,16 @@ public sealed class ReplicationService(HavenHost host)
     public async Task<ReplicationStatusInfo> StatusAsync(string vmName, CancellationToken ct)
     {
         var vm = host.Vms.Find(vmName);
-        var now = DateTimeOffset.UtcNow;
+        var now = host.Time.GetUtcNow();
         var extended = Store.FindReplica(vm.Id) is not null ? Store.FindReplication(vm.Id) : null;
         if (extended is null && Store.FindReplication(vm.Id) is { } r)
         {
             var settings = JsonSerializer.Deserialize<ReplicationSettings>(r.Settings, ApiJson.Options)!;
-            var stats = Statistics(r);
+            var stats = r.Statistics;
             var (health, why) = ReplicationHealth.OfPrimary(stats, settings.FrequencySeconds, r.LastCycle, now);
             return new ReplicationStatusInfo
             {
-                Vm = vm.Name, Role = "primary", Partner = r.Target, Health = health, HealthReason = why, State = "Replicating",
+                Vm = vm.Name, Role = "primary", Partner = r.Target, Health = health.ToString(), HealthReason = why, State = "Replicating",
                 FrequencySeconds = settings.FrequencySeconds, LastCycle = r.LastCycle,
                 SuccessfulCycles = stats.SuccessfulCycles, FailedCycles = stats.FailedCycles, MissedCycles = stats.MissedCycles,
                 AverageBytes = stats.SuccessfulCycles == 0 ? 0 : stats.TotalBytes / stats.SuccessfulCycles, MaxBytes = stats.MaxBytes,
@@ -223,7 +224,7 @@ public sealed class ReplicationService(HavenHost host)
             var (health, why) = ReplicationHealth.OfReplica(replica, points.Count == 0 ? null : points[^1].PointTime, now);
             return new ReplicationStatusInfo
             {
-                Vm = vm.Name, Role = "replica", Partner = replica.PrimaryHost, Health = health, HealthReason = why, State = replica.State.ToString(),
+                Vm = vm.Name, Role = "replica", Partner = replica.PrimaryHost, Health = health.ToString(), HealthReason = why, State = replica.State.ToString(),
                 LastCycle = replica.LastCycle, LastSuccess = points.Count == 0 ? null : points[^1].PointTime, LastTestFailover = replica.LastTestFailover,
                 RecoveryPoints = points.ConvertAll(p => new RecoveryPointInfo { Cycle = p.Cycle, PointInTime = p.PointTime, Consistency = p.Consistency }),
                 ExtendedTo = extended?.Target,
@@ -266,23 +267,18 @@ public sealed class ReplicationService(HavenHost host)
         Store.Write(w => w.DeleteReplication(vm.Id));
     }
 
-    /// <summary>The scheduler found a cycle due while the previous one still ran.</summary>
-    public void CountMissed(string vmId)
+    /// <summary>Cycles that were due and did not start (the previous one still ran, or the host was down): added in place.</summary>
+    public void CountMissed(string vmId, long count = 1)
     {
-        if (Store.FindReplication(vmId) is not { } r) return;
-        var stats = Statistics(r) with { MissedCycles = Statistics(r).MissedCycles + 1 };
-        Store.Write(w => w.SetReplicationStatistics(vmId, JsonSerializer.Serialize(stats, ApiJson.Options)));
+        if (count > 0) Store.Write(w => w.AddMissedCycles(vmId, count));
     }
 
     public ReplicationStatistics StatisticsOf(string vmName)
     {
         var vm = host.Vms.Find(vmName);
         var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
-        return Statistics(record);
+        return record.Statistics;
     }
-
-    private static ReplicationStatistics Statistics(ReplicationRecord r) =>
-        JsonSerializer.Deserialize<ReplicationStatistics>(r.Statistics, ApiJson.Options) ?? new ReplicationStatistics();
 
     /// <summary>
     /// Every disk still has the reference point of the last cycle, on its current layer, and (VM off) nothing
@@ -487,76 +483,25 @@ public sealed record ReplicationSettings
         return start <= end ? h >= start && h < end : h >= start || h < end;
     }
 
+    /// <summary>When automatic resynchronization may run next: <paramref name="now"/> inside the window (or without one), else the window's next start.</summary>
+    public DateTimeOffset ResyncWindowOpensAt(DateTimeOffset now)
+    {
+        if (InResyncWindow(now)) return now;
+        var day = now.UtcDateTime.Date;
+        var start = new DateTimeOffset(day.AddHours(ResyncWindowStartHour!.Value), TimeSpan.Zero);
+        return start > now ? start : start.AddDays(1);
+    }
+
     public void Validate()
     {
         if (FrequencySeconds is < 5 or > 86400) throw HavenException.Invalid("replication frequency must be 5 s .. 24 h");
         if (AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
         if (StartAt is { } at && at > DateTimeOffset.UtcNow.AddDays(7)) throw HavenException.Invalid("the initial replication can be scheduled up to 7 days ahead");
         if (AppConsistentHours is < 1 or > 12) throw HavenException.Invalid("app-consistent points are 1..12 hours apart");
-        if ((ResyncWindowStartHour is null) != (ResyncWindowEndHour is null) || ResyncWindowStartHour is < 0 or > 23 || ResyncWindowEndHour is < 0 or > 23)
-            throw HavenException.Invalid("a resync window needs a start and an end hour, 0..23 UTC");
+        if ((ResyncWindowStartHour is null) != (ResyncWindowEndHour is null) || ResyncWindowStartHour is < 0 or > 23 || ResyncWindowEndHour is < 0 or > 23
+            || (ResyncWindowStartHour is not null && ResyncWindowStartHour == ResyncWindowEndHour))
+            throw HavenException.Invalid("a resync window needs a start and a different end hour, 0..23 UTC");
     }
-}
-
-/// <summary>Running statistics of a replication, as Hyper-V shows them.</summary>
-public sealed record ReplicationStatistics
-{
-    public long SuccessfulCycles { get; init; }
-    public long FailedCycles { get; init; }
-    /// <summary>Cycles that were due but did not start on time (the previous one still running, or the host down).</summary>
-    public long MissedCycles { get; init; }
-    public long TotalBytes { get; init; }
-    public long MaxBytes { get; init; }
-    public double TotalSeconds { get; init; }
-    public double MaxSeconds { get; init; }
-    public DateTimeOffset? LastSuccess { get; init; }
-    public DateTimeOffset? LastFailure { get; init; }
-    public DateTimeOffset? LastAppConsistent { get; init; }
-    public string? LastError { get; init; }
-
-    public ReplicationStatistics Succeeded(long bytes, TimeSpan took, DateTimeOffset at) => this with
-    {
-        SuccessfulCycles = SuccessfulCycles + 1,
-        TotalBytes = TotalBytes + bytes,
-        MaxBytes = Math.Max(MaxBytes, bytes),
-        TotalSeconds = TotalSeconds + took.TotalSeconds,
-        MaxSeconds = Math.Max(MaxSeconds, took.TotalSeconds),
-        LastSuccess = at,
-        LastError = null,
-    };
-
-    public ReplicationStatistics Failed(string error, DateTimeOffset at) => this with { FailedCycles = FailedCycles + 1, LastFailure = at, LastError = error };
 }
 
 public sealed record CycleResult(long Cycle, bool Full, Consistency Consistency, long DataBytes, long ZeroBytes, long Extents, TimeSpan Elapsed, bool Resync = false);
-
-/// <summary>
-/// Normal / Warning / Critical, after Hyper-V: Normal while cycles succeed on time; Warning when the last
-/// cycle failed, or none succeeded for more than twice the frequency, or more than a fifth of cycles were
-/// missed; Critical when none succeeded for max(1 h, 12 × frequency).
-/// </summary>
-public static class ReplicationHealth
-{
-    public static (string Health, string? Reason) OfPrimary(ReplicationStatistics s, int frequencySeconds, long lastCycle, DateTimeOffset now)
-    {
-        var critical = TimeSpan.FromSeconds(Math.Max(3600, 12 * frequencySeconds));
-        var late = TimeSpan.FromSeconds(2 * frequencySeconds + 5);
-        if (lastCycle == 0) return s.FailedCycles > 0 ? ("Critical", "initial replication failed: " + s.LastError) : ("Warning", "initial replication not done yet");
-        var since = now - (s.LastSuccess ?? now);
-        if (since > critical) return ("Critical", $"no cycle succeeded for {since.TotalMinutes:0} min");
-        if (s.LastFailure is { } f && (s.LastSuccess is null || f > s.LastSuccess)) return ("Warning", "the last cycle failed: " + s.LastError);
-        if (since > late) return ("Warning", $"no cycle succeeded for {since.TotalSeconds:0} s (frequency {frequencySeconds} s)");
-        var attempted = s.SuccessfulCycles + s.FailedCycles + s.MissedCycles;
-        if (attempted > 0 && s.MissedCycles * 5 > attempted) return ("Warning", $"{s.MissedCycles} of {attempted} cycles were missed");
-        return ("Normal", null);
-    }
-
-    public static (string Health, string? Reason) OfReplica(ReplicaRecord r, DateTimeOffset? latestPoint, DateTimeOffset now)
-    {
-        if (r.State == ReplicaState.FailedOver) return ("Warning", "failed over: complete or cancel the failover");
-        if (latestPoint is null) return ("Warning", "initial replication not received yet");
-        var age = now - latestPoint.Value;
-        if (age > TimeSpan.FromHours(1)) return ("Critical", $"the latest recovery point is {age.TotalMinutes:0} min old");
-        return ("Normal", null);
-    }
-}

@@ -53,10 +53,51 @@ public sealed class HostStore : IDisposable
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
                   last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
                 """);
-        if (version < 5)
-            // The primary a replica is bound to, by certificate identity (docs/replication.md, "Authorization").
-            Exec("ALTER TABLE replicas ADD COLUMN primary_identity TEXT NOT NULL DEFAULT ''");
+        if (version < 5) MigrateReplicationCounters();
         Exec($"PRAGMA user_version = {SchemaVersion}");
+    }
+
+    /// <summary>
+    /// Schema 5: a replication's statistics become columns, each counter updated in place by one statement, so a
+    /// cycle finishing cannot write back a stale copy over a missed cycle counted meanwhile. Existing JSON moves over.
+    /// </summary>
+    private void MigrateReplicationCounters()
+    {
+        // Schema 5: the certificate identity a replica is bound to (docs/replication.md) and the replication counters as
+        // columns. One transaction with the version bump: a crash leaves schema 4 whole, and the next start migrates again.
+        Exec("BEGIN IMMEDIATE");
+        Exec("""
+            ALTER TABLE replicas ADD COLUMN primary_identity TEXT NOT NULL DEFAULT '';
+            ALTER TABLE replications ADD COLUMN successful_cycles INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE replications ADD COLUMN failed_cycles INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE replications ADD COLUMN missed_cycles INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE replications ADD COLUMN total_bytes INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE replications ADD COLUMN max_bytes INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE replications ADD COLUMN total_seconds REAL NOT NULL DEFAULT 0;
+            ALTER TABLE replications ADD COLUMN max_seconds REAL NOT NULL DEFAULT 0;
+            ALTER TABLE replications ADD COLUMN last_success TEXT;
+            ALTER TABLE replications ADD COLUMN last_failure TEXT;
+            ALTER TABLE replications ADD COLUMN last_app_consistent TEXT;
+            ALTER TABLE replications ADD COLUMN last_error TEXT;
+            ALTER TABLE replications ADD COLUMN last_outcome TEXT NOT NULL DEFAULT 'None';
+            """);
+        foreach (var (vmId, json) in Query("SELECT vm_id, statistics FROM replications", [], r => (S(r, "vm_id")!, S(r, "statistics")!)))
+        {
+            Replication.ReplicationStatistics? old;
+            try { old = System.Text.Json.JsonSerializer.Deserialize<Replication.ReplicationStatistics>(json, ApiJson.Options); }
+            catch (System.Text.Json.JsonException) { old = null; } // unreadable: the counters start from zero
+            if (old is null) continue;
+            var outcome = old.LastFailure is { } f && (old.LastSuccess is null || f > old.LastSuccess) ? Replication.CycleOutcome.Failed
+                : old.LastSuccess is not null ? Replication.CycleOutcome.Succeeded : Replication.CycleOutcome.None;
+            Exec("""
+                UPDATE replications SET successful_cycles=$a, failed_cycles=$b, missed_cycles=$c, total_bytes=$d, max_bytes=$e, total_seconds=$f,
+                  max_seconds=$g, last_success=$h, last_failure=$i, last_app_consistent=$j, last_error=$k, last_outcome=$l WHERE vm_id=$m
+                """, old.SuccessfulCycles, old.FailedCycles, old.MissedCycles, old.TotalBytes, old.MaxBytes, old.TotalSeconds, old.MaxSeconds,
+                old.LastSuccess?.ToString("O"), old.LastFailure?.ToString("O"), old.LastAppConsistent?.ToString("O"), old.LastError, outcome.ToString(), vmId);
+        }
+        Exec("ALTER TABLE replications DROP COLUMN statistics");
+        Exec("PRAGMA user_version = 5");
+        Exec("COMMIT");
     }
 
     private void CreateSchema1()
@@ -165,10 +206,23 @@ public sealed class HostStore : IDisposable
         public void InsertReplicaPoint(ReplicaPointRecord p) => X("INSERT INTO replica_points VALUES ($a,$b,$c,$d,$e)",
             p.VmId, p.Cycle, p.CheckpointId, p.PointTime.ToString("O"), p.Consistency.ToString());
         public void DeleteReplicaPoint(string vmId, long cycle) => X("DELETE FROM replica_points WHERE vm_id=$a AND cycle=$b", vmId, cycle);
-        public void InsertReplication(ReplicationRecord r) => X("INSERT INTO replications VALUES ($a,$b,$c,$d,$e)", r.VmId, r.Target, r.Settings, r.LastCycle, r.Statistics);
-        public void SetReplicationCycle(string vmId, long cycle, string statistics) =>
-            X("UPDATE replications SET last_cycle=$a, statistics=$b WHERE vm_id=$c", cycle, statistics, vmId);
-        public void SetReplicationStatistics(string vmId, string statistics) => X("UPDATE replications SET statistics=$a WHERE vm_id=$b", statistics, vmId);
+        /// <summary>A new replication: its counters start at zero (those of <paramref name="r"/> are not copied).</summary>
+        public void InsertReplication(ReplicationRecord r) => X("INSERT INTO replications (vm_id, target, settings, last_cycle) VALUES ($a,$b,$c,$d)",
+            r.VmId, r.Target, r.Settings, r.LastCycle);
+
+        // Counters change in place (count = count + 1), never by writing back a copy read earlier.
+        public void RecordCycleSucceeded(string vmId, long cycle, long bytes, TimeSpan took, DateTimeOffset at, bool appConsistent) => X("""
+            UPDATE replications SET last_cycle=$a, successful_cycles=successful_cycles+1, total_bytes=total_bytes+$b, max_bytes=MAX(max_bytes,$b),
+              total_seconds=total_seconds+$c, max_seconds=MAX(max_seconds,$c), last_success=$d, last_error=NULL, last_outcome=$e,
+              last_app_consistent=CASE WHEN $f THEN $d ELSE last_app_consistent END
+            WHERE vm_id=$g
+            """, cycle, bytes, took.TotalSeconds, at.ToString("O"), Replication.CycleOutcome.Succeeded.ToString(), appConsistent ? 1 : 0, vmId);
+        public void RecordCycleFailed(string vmId, string error, DateTimeOffset at) => X(
+            "UPDATE replications SET failed_cycles=failed_cycles+1, last_failure=$a, last_error=$b, last_outcome=$c WHERE vm_id=$d",
+            at.ToString("O"), error, Replication.CycleOutcome.Failed.ToString(), vmId);
+        public void RecordResyncWaiting(string vmId, string why) =>
+            X("UPDATE replications SET last_error=$a, last_outcome=$b WHERE vm_id=$c", why, Replication.CycleOutcome.WaitingForResyncWindow.ToString(), vmId);
+        public void AddMissedCycles(string vmId, long count) => X("UPDATE replications SET missed_cycles=missed_cycles+$a WHERE vm_id=$b", count, vmId);
         public void DeleteReplication(string vmId) => X("DELETE FROM replications WHERE vm_id=$a", vmId);
         public void InsertJob(string name, string definition) => X("INSERT INTO jobs (name, definition) VALUES ($a,$b)", name, definition);
         public void DeleteJob(string name) => X("DELETE FROM jobs WHERE name=$a", name);
@@ -214,12 +268,13 @@ public sealed class HostStore : IDisposable
         }
     }
 
-    private void Exec(string sql)
+    private void Exec(string sql, params object?[] args)
     {
         lock (_lock)
         {
             using var cmd = _db.CreateCommand();
             cmd.CommandText = sql;
+            Bind(cmd, args);
             cmd.ExecuteNonQuery();
         }
     }
@@ -293,7 +348,26 @@ public sealed class HostStore : IDisposable
         S(r, "checkpoint_id")!, DateTimeOffset.Parse(S(r, "point_time")!), Enum.Parse<Consistency>(S(r, "consistency")!));
 
     private static ReplicationRecord ReadReplication(SqliteDataReader r) => new(S(r, "vm_id")!, S(r, "target")!, S(r, "settings")!,
-        Convert.ToInt64(r["last_cycle"]), S(r, "statistics")!);
+        Convert.ToInt64(r["last_cycle"]))
+    {
+        Statistics = new Replication.ReplicationStatistics
+        {
+            SuccessfulCycles = Convert.ToInt64(r["successful_cycles"]),
+            FailedCycles = Convert.ToInt64(r["failed_cycles"]),
+            MissedCycles = Convert.ToInt64(r["missed_cycles"]),
+            TotalBytes = Convert.ToInt64(r["total_bytes"]),
+            MaxBytes = Convert.ToInt64(r["max_bytes"]),
+            TotalSeconds = Convert.ToDouble(r["total_seconds"]),
+            MaxSeconds = Convert.ToDouble(r["max_seconds"]),
+            LastSuccess = Time(r, "last_success"),
+            LastFailure = Time(r, "last_failure"),
+            LastAppConsistent = Time(r, "last_app_consistent"),
+            LastError = S(r, "last_error"),
+            LastOutcome = Enum.Parse<Replication.CycleOutcome>(S(r, "last_outcome")!),
+        },
+    };
+
+    private static DateTimeOffset? Time(SqliteDataReader r, string col) => S(r, col) is { } t ? DateTimeOffset.Parse(t) : null;
 
     private static JobRecord ReadJob(SqliteDataReader r) => new(S(r, "name")!, S(r, "definition")!,
         S(r, "last_run") is { } t ? DateTimeOffset.Parse(t) : null, S(r, "last_status"), S(r, "last_error"));

@@ -95,6 +95,9 @@ public sealed record ReplicaPointRecord(string VmId, long Cycle, string Checkpoi
 
 /// <summary>
 /// A VM this host replicates (primary side): where to, the settings (JSON), the last cycle the replica
-/// acknowledged (0 before the initial replication) and the running statistics (JSON).
+/// acknowledged (0 before the initial replication) and the running statistics (columns of their own).
 /// </summary>
-public sealed record ReplicationRecord(string VmId, string Target, string Settings, long LastCycle, string Statistics);
+public sealed record ReplicationRecord(string VmId, string Target, string Settings, long LastCycle)
+{
+    public Replication.ReplicationStatistics Statistics { get; init; } = new();
+}

@@ -36,13 +36,14 @@ public static class GuestQuiescing
     }
 
     /// <summary>Thaws after a crash left a freeze behind; nothing frozen or no agent is fine.</summary>
-    public static async Task ThawQuietlyAsync(string vmId, HostPaths paths, CancellationToken ct)
+    public static async Task ThawQuietlyAsync(string vmId, HostPaths paths, CancellationToken ct, Microsoft.Extensions.Logging.ILogger? log = null)
     {
         try
         {
             await using var agent = await GuestAgentClient.ConnectAsync(paths.GuestAgentSocket(vmId), ConnectTimeout, ct);
             await agent.ThawFileSystemsAsync(FreezeTimeout, ct);
         }
-        catch (Exception e) when (e is GuestAgentUnavailableException or GuestAgentException) { }
+        catch (GuestAgentUnavailableException) { } // no agent: nothing can be frozen
+        catch (GuestAgentException e) { if (log is not null) HavenHost.LogCleanupFailure(log, "thaw the guest's file systems", e); }
     }
 }

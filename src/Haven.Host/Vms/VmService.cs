@@ -77,7 +77,7 @@ public sealed class VmService(HavenHost host)
         }
         catch
         {
-            HostPaths.DeleteVmFolder(Paths.VmDir(vmId));
+            host.Cleanup("delete the folder of the VM being created", () => HostPaths.DeleteVmFolder(Paths.VmDir(vmId)));
             throw;
         }
         var vm = new VmRecord

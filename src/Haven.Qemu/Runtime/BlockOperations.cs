@@ -115,13 +115,11 @@ public static class BlockOperations
     }
 
     /// <summary>Removes a layer's nodes that Haven added with -blockdev or a snapshot; missing nodes are ignored.</summary>
-    public static async Task DeleteLayerNodesAsync(QmpClient qmp, string formatNode, CancellationToken ct = default)
+    public static async Task DeleteLayerNodesAsync(QmpClient qmp, string formatNode, CancellationToken ct = default, Microsoft.Extensions.Logging.ILogger? log = null)
     {
+        // Not present (snapshot file nodes get automatic names) or already gone is fine; anything else is logged.
         foreach (var node in new[] { formatNode, QemuCommandLine.FileNodeName(formatNode) })
-        {
-            try { await qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = node }, ct); }
-            catch (QmpException) { /* not present (snapshot file nodes get automatic names) or already gone */ }
-        }
+            await CleanupSteps.QmpAsync(log, "remove block node " + node, () => qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = node }, ct));
     }
 
     /// <summary>Node names of a device's chain from its top (the root the device writes to) down to its base.</summary>

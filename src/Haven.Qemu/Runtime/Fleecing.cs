@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Haven.Qemu.Qmp;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Qemu.Runtime;
 
@@ -57,17 +58,17 @@ public static class Fleecing
     }
 
     /// <summary>Removes exports, jobs, nodes and files of a fleece; every step tolerates "already gone" so it can run after a crash.</summary>
-    public static async Task TearDownAsync(QmpClient qmp, IReadOnlyList<Disk> disks, CancellationToken ct = default)
+    public static async Task TearDownAsync(QmpClient qmp, IReadOnlyList<Disk> disks, CancellationToken ct = default, ILogger? log = null)
     {
         foreach (var d in disks)
         {
-            await Quietly(() => qmp.ExecuteAsync("block-export-del", new JsonObject { ["id"] = d.ExportName, ["mode"] = "hard" }, ct));
+            await CleanupSteps.QmpAsync(log, "remove NBD export " + d.ExportName, () => qmp.ExecuteAsync("block-export-del", new JsonObject { ["id"] = d.ExportName, ["mode"] = "hard" }, ct));
             if (await BlockOperations.HasJobAsync(qmp, d.JobId, ct))
             {
                 var done = qmp.WaitForEventAsync("JOB_STATUS_CHANGE", e => e.GetProperty("id").GetString() == d.JobId && e.GetProperty("status").GetString() is "concluded" or "null", TimeSpan.FromSeconds(30), ct);
-                await Quietly(() => qmp.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = d.JobId, ["force"] = true }, ct));
+                await CleanupSteps.QmpAsync(log, "cancel fleecing job " + d.JobId, () => qmp.ExecuteAsync("block-job-cancel", new JsonObject { ["device"] = d.JobId, ["force"] = true }, ct));
                 await done;
-                await Quietly(() => qmp.ExecuteAsync("block-job-dismiss", new JsonObject { ["id"] = d.JobId }, ct));
+                await CleanupSteps.QmpAsync(log, "dismiss fleecing job " + d.JobId, () => qmp.ExecuteAsync("block-job-dismiss", new JsonObject { ["id"] = d.JobId }, ct));
             }
             // The export's removal is asynchronous until its clients are gone; retry the node removal briefly.
             for (var i = 0; i < 50; i++)
@@ -76,17 +77,11 @@ public static class Fleecing
                 catch (QmpException e) when (e.Description.Contains("not found", StringComparison.OrdinalIgnoreCase) || e.ErrorClass == "DeviceNotFound") { break; }
                 catch (QmpException) { await Task.Delay(100, ct); }
             }
-            await Quietly(() => qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = QemuCommandLine.FileNodeName(d.FleeceNode) }, ct));
+            await CleanupSteps.QmpAsync(log, "remove fleece file node of " + d.FleeceNode, () => qmp.ExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = QemuCommandLine.FileNodeName(d.FleeceNode) }, ct));
             File.Delete(d.FleeceFile);
         }
     }
 
-    public static Task StopServerAsync(QmpClient qmp, CancellationToken ct = default)
-        => Quietly(() => qmp.ExecuteAsync("nbd-server-stop", null, ct));
-
-    private static async Task Quietly(Func<Task> action)
-    {
-        try { await action(); }
-        catch (QmpException) { }
-    }
+    public static Task StopServerAsync(QmpClient qmp, CancellationToken ct = default, ILogger? log = null)
+        => CleanupSteps.QmpAsync(log, "stop QEMU's NBD server", () => qmp.ExecuteAsync("nbd-server-stop", null, ct));
 }
