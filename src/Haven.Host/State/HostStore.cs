@@ -163,6 +163,7 @@ public sealed class HostStore : IDisposable
         public void SetReplicationCycle(string vmId, long cycle, string statistics) =>
             X("UPDATE replications SET last_cycle=$a, statistics=$b WHERE vm_id=$c", cycle, statistics, vmId);
         public void SetReplicationStatistics(string vmId, string statistics) => X("UPDATE replications SET statistics=$a WHERE vm_id=$b", statistics, vmId);
+        public void SetReplicationSettings(string vmId, string settings) => X("UPDATE replications SET settings=$a WHERE vm_id=$b", settings, vmId);
         public void DeleteReplication(string vmId) => X("DELETE FROM replications WHERE vm_id=$a", vmId);
         public void InsertJob(string name, string definition) => X("INSERT INTO jobs (name, definition) VALUES ($a,$b)", name, definition);
         public void DeleteJob(string name) => X("DELETE FROM jobs WHERE name=$a", name);
