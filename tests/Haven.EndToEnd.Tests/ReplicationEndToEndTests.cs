@@ -277,11 +277,17 @@ internal static class ReplicationSetup
         await replica.OkAsync("host", "certificate", "--out", replica.Dir.File("replica.crt"));
         await primary.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
         await replica.OkAsync("host", "trust", "add", primary.Dir.File("primary.crt"));
+        return await ServeAsync(replica, "*.test");
+    }
+
+    /// <summary>Enables <paramref name="server"/>'s replica server on a free port, allowing <paramref name="primaries"/> (trust group g1).</summary>
+    private static async Task<string> ServeAsync(HavenWorld server, string primaries)
+    {
         var url = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
-        var storage = replica.Dir.File("replicas");
+        var storage = server.Dir.File("replicas");
         Directory.CreateDirectory(storage);
-        await replica.OkAsync("replica-server", "enable", "--listen", url);
-        await replica.OkAsync("replica-server", "allow", "--primary", "*.test", "--storage", storage, "--trust-group", "g1");
+        await server.OkAsync("replica-server", "enable", "--listen", url);
+        await server.OkAsync("replica-server", "allow", "--primary", primaries, "--storage", storage, "--trust-group", "g1");
         return url;
     }
 
@@ -293,12 +299,7 @@ internal static class ReplicationSetup
         await third.OkAsync("host", "certificate", "--out", third.Dir.File("third.crt"));
         await replica.OkAsync("host", "trust", "add", third.Dir.File("third.crt"));
         await third.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
-        var thirdUrl = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
-        var storage = third.Dir.File("replicas");
-        Directory.CreateDirectory(storage);
-        await third.OkAsync("replica-server", "enable", "--listen", thirdUrl);
-        await third.OkAsync("replica-server", "allow", "--primary", "replica.test", "--storage", storage, "--trust-group", "g1");
-        return thirdUrl;
+        return await ServeAsync(third, "replica.test");
     }
 }
 
