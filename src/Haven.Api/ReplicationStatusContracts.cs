@@ -9,6 +9,11 @@ public sealed record ReplicationEnableRequest
     public required string Replica { get; init; }
     /// <summary>The name the replica server's certificate must carry; default: whatever name it has, if trusted.</summary>
     public string? ReplicaName { get; init; }
+    /// <summary>
+    /// The replica server's certificate to pin (SHA-256 thumbprint); default: the certificate it presents when replication
+    /// is enabled (it must be trusted, and carry <see cref="ReplicaName"/> when given).
+    /// </summary>
+    public string? ReplicaThumbprint { get; init; }
     /// <summary>Seconds between cycles: 30, 300 (default) or 900 as in Hyper-V, or any value from 5.</summary>
     public int FrequencySeconds { get; init; } = 300;
     /// <summary>Hourly recovery points the replica keeps besides the latest: 0..24.</summary>
@@ -48,6 +53,11 @@ public sealed record ReplicationStatusInfo
     public required string Role { get; init; }
     /// <summary>The other side: the replica server (primary role) or the primary host's name (replica role).</summary>
     public required string Partner { get; init; }
+    /// <summary>
+    /// The certificate pinned for the host this one sends to (the replica server, or the third host of an extended
+    /// replication): SHA-256 thumbprint; null until first contact.
+    /// </summary>
+    public string? ReplicaThumbprint { get; init; }
     /// <summary>"Normal", "Warning" or "Critical" (rules in docs/replication.md, "Health").</summary>
     public required string Health { get; init; }
     public string? HealthReason { get; init; }
@@ -94,6 +104,13 @@ public sealed record PlannedFailoverRequest
     /// <summary>Replicate back from the new primary to this host afterwards (only changes move).</summary>
     public bool Reverse { get; init; }
     public int ShutdownTimeoutSeconds { get; init; } = 60;
+}
+
+/// <summary>POST /v1/vms/{name}/replication/repin: pin the replica server's certificate anew (after it changed on purpose).</summary>
+public sealed record ReplicationRepinRequest
+{
+    /// <summary>The thumbprint to pin; null: the certificate the replica server presents now (trusted, with the expected name).</summary>
+    public string? Thumbprint { get; init; }
 }
 
 /// <summary>Test failover or failover on the replica side: from the latest recovery point, or this cycle's.</summary>

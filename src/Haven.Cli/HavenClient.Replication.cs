@@ -57,6 +57,9 @@ public sealed partial class HavenClient
     public Task<ReplicationCycleResult> RunReplicationCycleAsync(string vm, CancellationToken ct, bool resync = false) =>
         SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/" + (resync ? "resync" : "cycle"), null, ct);
 
+    public Task<ReplicationStatusInfo> RepinReplicationAsync(string vm, ReplicationRepinRequest request, CancellationToken ct) =>
+        SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + "/replication/repin", request, ct);
+
     public Task<ReplicationCycleResult> PlannedFailoverAsync(string vm, PlannedFailoverRequest request, CancellationToken ct) =>
         SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/planned-failover", request, ct);
 

@@ -11,11 +11,13 @@ namespace Haven.Daemon;
 /// <summary>
 /// A replica server over the network: the primary's side of Protos/replication.proto, on an mTLS channel with
 /// this host's certificate. Cycles stream as CycleBegin, extents (each awaited: HTTP/2 flow control is the
-/// back-pressure), CycleEnd; the replica's acknowledgement is the commit.
+/// back-pressure), CycleEnd; the replica's acknowledgement is the commit. With <paramref name="pinnedThumbprint"/> the
+/// replica must present exactly that certificate in every TLS handshake.
 /// </summary>
-public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, string? expectedName, bool compression) : IReplicaTarget, IDisposable
+public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, string? expectedName, bool compression, string? pinnedThumbprint = null)
+    : IReplicaTarget, IDisposable
 {
-    private readonly ReplicaChannel _channel = ReplicaChannel.Create(address, endpoint.Identity, endpoint.Trust, expectedName);
+    private readonly ReplicaChannel _channel = ReplicaChannel.Create(address, endpoint.Identity, endpoint.Trust, expectedName, pinnedThumbprint);
 
     public async Task<long> EnsureReplicaAsync(ReplicaCreateSpec spec, CancellationToken ct)
     {
@@ -68,20 +70,16 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
         return state.Exists ? (long)state.LastCycle : null;
     }
 
-    public async Task<byte[][]> HashBlocksAsync(string primaryVmId, CancellationToken ct)
+    public async Task<byte[][]> HashBlocksAsync(string primaryVmId, IReadOnlyList<long> diskSizes, CancellationToken ct)
     {
         return await CallAsync(async () =>
         {
             using var call = _channel.Client.HashBlocks(new ReplicaRef { VmId = primaryVmId }, cancellationToken: ct);
-            var disks = new List<List<byte>>();
+            // Bounded by this VM's own disks: a part that does not fit them ends the call at once.
+            var hashes = new Haven.Host.Replication.BlockHashes.Collector(diskSizes);
             await foreach (var part in call.ResponseStream.ReadAllAsync(ct))
-            {
-                while (disks.Count <= part.Disk) disks.Add([]);
-                if ((ulong)disks[(int)part.Disk].Count != part.FirstBlock * Haven.Host.Replication.BlockHashes.HashSize)
-                    throw new InvalidDataException("the replica's block hashes arrived out of order");
-                disks[(int)part.Disk].AddRange(part.Hashes.Span);
-            }
-            return disks.ConvertAll(d => d.ToArray()).ToArray();
+                hashes.Add(part.Disk, part.FirstBlock, part.Hashes.Span);
+            return hashes.Complete();
         });
     }
 
@@ -119,11 +117,17 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
         });
     }
 
-    /// <summary>The replica server's name (its certificate's CN), as it introduces itself.</summary>
-    public async Task<string> ReplicaHostNameAsync(CancellationToken ct)
+    /// <summary>
+    /// Who the replica server is, as the TLS handshake proved it: its certificate's CN and SHA-256 thumbprint (not the
+    /// name it reports about itself in Hello).
+    /// </summary>
+    public async Task<(string Name, string Thumbprint)> IdentifyAsync(CancellationToken ct)
     {
-        try { return (await _channel.HelloAsync(null, ct)).ReplicaHost; }
+        try { await _channel.HelloAsync(null, ct); }
         catch (RpcException e) { throw _channel.Map(e); }
+        var certificate = _channel.ServerCertificate
+            ?? throw new ReplicationException(ReplicationFailure.Protocol, $"no TLS certificate was seen from the replica server at {address}");
+        return (HostIdentity.CommonName(certificate), HostIdentity.ThumbprintOf(certificate));
     }
 
     public async Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct)

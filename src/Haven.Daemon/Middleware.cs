@@ -64,6 +64,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ILogger<ErrorMiddlewar
             Haven.Storage.StoreAccessDeniedException => (400, "invalid_argument", e.Message),
             Haven.Host.Replication.ReplicaOutOfSyncException => (409, "conflict", e.Message),
             Haven.Replication.ReplicationException => (500, "failed", e.Message),
+            InvalidDataException => (500, "failed", e.Message), // a peer's answer refused (e.g. a replica's block hashes)
             Haven.Repository.RepositoryException or Haven.Storage.StoreException or Haven.Nbd.NbdException => (500, "failed", e.Message),
             ToolFailedException or QmpException or QmpConnectionException or GuestAgentException or GuestAgentUnavailableException
                 => (500, "failed", e.Message),

@@ -243,6 +243,12 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         catch (HavenException e) { throw ToRpc(e); }
     }
 
+    /// <summary>
+    /// Reverse replication after a planned failover: this host's replica becomes the primary and replicates back to the
+    /// caller. The caller names its replica server's address (only it knows where it listens), but the replication is
+    /// pinned to the caller's own client certificate (this mTLS connection's): at any other address, a host with another
+    /// certificate fails the first cycle's handshake, so the VM can only go back to the caller.
+    /// </summary>
     public override async Task<ReverseReply> Reverse(ReverseRequest request, ServerCallContext context)
     {
         var (peer, _) = Authorize(context);
@@ -251,15 +257,15 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         {
             var settings = new ReplicationSettings
             {
-                FrequencySeconds = (int)request.FrequencySeconds,
-                AdditionalPoints = (int)request.AdditionalPoints,
+                FrequencySeconds = (int)Math.Min(request.FrequencySeconds, int.MaxValue),
+                AdditionalPoints = (int)Math.Min(request.AdditionalPoints, int.MaxValue),
                 Compression = request.Compression,
             };
             if (request.FrequencySeconds > int.MaxValue || request.AdditionalPoints > int.MaxValue) throw Invalid("frequency or additional recovery points out of range");
             settings.Validate();
             if (!Uri.TryCreate(request.ReplicaAddress, UriKind.Absolute, out var back) || back.Scheme != Uri.UriSchemeHttps || back.AbsolutePath != "/" || back.UserInfo.Length > 0)
                 throw Invalid($"'{Clip(request.ReplicaAddress)}' is not a replica server address (https://HOST:PORT)");
-            var id = await Host.Replications.AdoptReverseAsync(Host.Store.FindVm(replica.VmId)!.Name, request.ReplicaAddress, settings, context.CancellationToken);
+            var id = await Host.Replications.AdoptReverseAsync(Host.Store.FindVm(replica.VmId)!.Name, request.ReplicaAddress, peer.Thumbprint, settings, context.CancellationToken);
             return new ReverseReply { NewPrimaryVmId = id };
         }
         catch (HavenException e) { throw ToRpc(e); }

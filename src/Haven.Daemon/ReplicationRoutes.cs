@@ -73,7 +73,8 @@ public static class ReplicationRoutes
                 return new ReplicationTestConnectionResult
                 {
                     Replica = req.Replica!,
-                    ReplicaHost = reply.ReplicaHost,
+                    // The name the TLS handshake proved, not the one the replica reports about itself.
+                    ReplicaHost = channel.ServerCertificate is { } proved ? HostIdentity.CommonName(proved) : reply.ReplicaHost,
                     ReplicaThumbprint = channel.ServerCertificate is { } c ? HostIdentity.ThumbprintOf(c) : "",
                     ProtocolVersion = reply.ProtocolVersion,
                     StorageLocation = reply.StorageLocation,

@@ -13,16 +13,39 @@ namespace Haven.Daemon;
 /// </summary>
 public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : IDisposable
 {
-    private readonly ConcurrentDictionary<(string, string?, bool), GrpcReplicaTarget> _targets = new();
+    private readonly ConcurrentDictionary<(string, string?, bool, string?), GrpcReplicaTarget> _targets = new();
 
+    /// <summary>The channel to a replica server, accepting only the certificate pinned in <paramref name="settings"/> (when pinned).</summary>
     public IReplicaTarget TargetFor(string address, ReplicationSettings settings)
-        => _targets.GetOrAdd((address, settings.ReplicaName, settings.Compression), k => new GrpcReplicaTarget(endpoint, k.Item1, k.Item2, k.Item3));
+        => _targets.GetOrAdd((address, settings.ReplicaName, settings.Compression, settings.ReplicaThumbprint),
+            k => new GrpcReplicaTarget(endpoint, k.Item1, k.Item2, k.Item3, k.Item4));
 
-    public IReplicaTarget TargetOf(string vmName)
+    /// <summary>
+    /// A VM's replication target, pinned to the replica's certificate. A replication that has not reached its replica
+    /// yet (an exported initial copy; a record from before pinning) pins the certificate it meets at this first contact.
+    /// </summary>
+    public async Task<IReplicaTarget> TargetOfAsync(string vmName, CancellationToken ct)
     {
         var vm = host.Vms.Find(vmName);
         var record = host.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
-        return TargetFor(record.Target, Settings(record));
+        var settings = Settings(record);
+        if (settings.ReplicaThumbprint is null)
+        {
+            var (_, thumbprint) = await IdentifyAsync(record.Target, settings.ReplicaName, ct);
+            await host.Replications.PinReplicaAsync(vm.Name, thumbprint, ct);
+            settings = settings with { ReplicaThumbprint = thumbprint };
+        }
+        return TargetFor(record.Target, settings);
+    }
+
+    /// <summary>
+    /// Who answers at <paramref name="address"/> now, over a new connection (trusted, and for <paramref name="expectedName"/>
+    /// when given): the name and thumbprint of the certificate the TLS handshake proved.
+    /// </summary>
+    public async Task<(string Name, string Thumbprint)> IdentifyAsync(string address, string? expectedName, CancellationToken ct)
+    {
+        using var probe = new GrpcReplicaTarget(endpoint, address, expectedName, compression: false);
+        return await probe.IdentifyAsync(ct);
     }
 
     /// <summary>One cycle now: a primary's, or an extended one when this VM is a replica sent on to a third host.</summary>
@@ -30,9 +53,19 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
     {
         var vm = host.Vms.Find(vmName);
         var record = host.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
-        var settings = Settings(record);
-        var target = TargetFor(record.Target, settings);
-        return settings.Extended ? await host.Extended.RunCycleAsync(vm.Name, target, ct) : await host.Replications.RunCycleAsync(vm.Name, target, ct);
+        var target = await TargetOfAsync(vm.Name, ct);
+        return Settings(record).Extended ? await host.Extended.RunCycleAsync(vm.Name, target, ct) : await host.Replications.RunCycleAsync(vm.Name, target, ct);
+    }
+
+    /// <summary>
+    /// The settings with the replica's certificate to pin: the one the user gave, or the one the replica server at
+    /// <paramref name="address"/> presents now (it must be trusted, and carry the expected name when one is given).
+    /// </summary>
+    private async Task<ReplicationSettings> PinnedAsync(string address, ReplicationSettings settings, CancellationToken ct)
+    {
+        if (settings.ReplicaThumbprint is not null) return settings;
+        var (_, thumbprint) = await IdentifyAsync(address, settings.ReplicaName, ct);
+        return settings with { ReplicaThumbprint = thumbprint };
     }
 
     public static ReplicationSettings Settings(Haven.Host.State.ReplicationRecord r)
@@ -48,6 +81,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             switch (req.Initial)
             {
                 case "network" or "existing":
+                    settings = await r.PinnedAsync(req.Replica, settings, ct);
                     await h.Replications.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
                     break;
                 case "export":
@@ -85,11 +119,21 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         v1.MapPost("/vms/{name}/replication/cycle", async (HavenHost h, VmReplication r, string name, CancellationToken ct) =>
             ToApi(await r.RunCycleAsync(name, ct)));
         v1.MapPost("/vms/{name}/replication/resync", async (HavenHost h, VmReplication r, string name, CancellationToken ct) =>
-            ToApi(await h.Replications.RunCycleAsync(name, r.TargetOf(name), ct, forceResync: true)));
+            ToApi(await h.Replications.RunCycleAsync(name, await r.TargetOfAsync(name, ct), ct, forceResync: true)));
+        // Re-pinning the replica's certificate is always this explicit step: with a thumbprint given, that one; without,
+        // the certificate the replica server presents now (trusted, with the expected name).
+        v1.MapPost("/vms/{name}/replication/repin", async (HavenHost h, VmReplication r, string name, ReplicationRepinRequest req, CancellationToken ct) =>
+        {
+            var vm = h.Vms.Find(name);
+            var record = h.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+            var thumbprint = req.Thumbprint ?? (await r.IdentifyAsync(record.Target, Settings(record).ReplicaName, ct)).Thumbprint;
+            await h.Replications.PinReplicaAsync(vm.Name, thumbprint, ct);
+            return await h.Replications.StatusAsync(vm.Name, ct);
+        });
         // Replica side: extended replication of a replica VM to a third host.
         v1.MapPost("/vms/{name}/replication/extend", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, ReplicationEnableRequest req, CancellationToken ct) =>
         {
-            var settings = SettingsOf(req, e.Identity.Name, extended: true);
+            var settings = await r.PinnedAsync(req.Replica, SettingsOf(req, e.Identity.Name, extended: true), ct);
             await h.Extended.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
             return await h.Replications.StatusAsync(name, ct);
         });
@@ -99,8 +143,9 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             var record = h.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
             if (req.Reverse && e.Settings.Listen is null)
                 throw HavenException.Conflict("reverse replication needs this host's replica server enabled (haven replica-server enable)");
-            var target = (GrpcReplicaTarget)r.TargetOf(name);
-            var replicaHost = await target.ReplicaHostNameAsync(ct);
+            var target = (GrpcReplicaTarget)await r.TargetOfAsync(name, ct);
+            // The name the pinned certificate carries, not the one the replica reports: it becomes the primary this host accepts.
+            var (replicaHost, _) = await target.IdentifyAsync(ct);
             var last = await h.Replications.PlannedFailoverAsync(name, target, replicaHost, req.Reverse, ct,
                 shutdownTimeoutSeconds: req.ShutdownTimeoutSeconds, reverseAddress: e.Settings.Listen);
             // This VM is now the replica of the host it failed over to: only that host's certificate may send it cycles.
@@ -131,21 +176,27 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         });
     }
 
-    private static ReplicationSettings SettingsOf(ReplicationEnableRequest req, string thisHost, bool extended) => new()
+    private static ReplicationSettings SettingsOf(ReplicationEnableRequest req, string thisHost, bool extended)
     {
-        FrequencySeconds = req.FrequencySeconds,
-        AdditionalPoints = req.AdditionalPoints,
-        Compression = req.Compression,
-        PrimaryHostName = thisHost,
-        ReplicaName = req.ReplicaName,
-        StartAt = req.StartAt,
-        ResyncWindowStartHour = req.ResyncWindowStartHour,
-        ResyncWindowEndHour = req.ResyncWindowEndHour,
-        InitialFromExisting = !extended && req.Initial == "existing",
-        InitialByExport = !extended && req.Initial == "export",
-        AppConsistentHours = req.AppConsistentHours,
-        Extended = extended,
-    };
+        if (ReplicaChannel.AddressProblem(req.Replica) is { } address) throw HavenException.Invalid(address);
+        if (req.ReplicaThumbprint is { } t && ReplicationService.ThumbprintProblem(t) is { } thumbprint) throw HavenException.Invalid(thumbprint);
+        return new()
+        {
+            FrequencySeconds = req.FrequencySeconds,
+            AdditionalPoints = req.AdditionalPoints,
+            Compression = req.Compression,
+            PrimaryHostName = thisHost,
+            ReplicaName = req.ReplicaName,
+            ReplicaThumbprint = req.ReplicaThumbprint?.ToUpperInvariant(),
+            StartAt = req.StartAt,
+            ResyncWindowStartHour = req.ResyncWindowStartHour,
+            ResyncWindowEndHour = req.ResyncWindowEndHour,
+            InitialFromExisting = !extended && req.Initial == "existing",
+            InitialByExport = !extended && req.Initial == "export",
+            AppConsistentHours = req.AppConsistentHours,
+            Extended = extended,
+        };
+    }
 
     public static ReplicationCycleResult ToApi(CycleResult c) => new()
     {

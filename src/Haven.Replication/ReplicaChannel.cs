@@ -11,7 +11,8 @@ namespace Haven.Replication;
 /// <summary>
 /// The primary's connection to a replica server: gRPC over HTTP/2 and mutual TLS, this host's identity as the
 /// client certificate, the replica's certificate checked against this host's <see cref="TrustStore"/> (and, when
-/// given, against the replica name expected). Failures become <see cref="ReplicationException"/>s with one line.
+/// given, against the replica name expected and the certificate pinned for the replication: any other certificate
+/// fails the handshake, trusted or not). Failures become <see cref="ReplicationException"/>s with one line.
 /// </summary>
 public sealed class ReplicaChannel : IDisposable
 {
@@ -30,10 +31,11 @@ public sealed class ReplicaChannel : IDisposable
     /// <summary>Records that a call got an answer: a later broken connection is then not a certificate the replica refused.</summary>
     public void NoteAnswered() => answered = true;
 
-    ReplicaChannel(Uri address, HostIdentity identity, TrustStore trust, string? expectedName)
+    ReplicaChannel(Uri address, HostIdentity identity, TrustStore trust, string? expectedName, string? pinnedThumbprint)
     {
         Address = address;
         ExpectedName = expectedName;
+        PinnedThumbprint = pinnedThumbprint;
         this.identity = identity;
         this.trust = trust;
         var handler = new SocketsHttpHandler
@@ -60,21 +62,30 @@ public sealed class ReplicaChannel : IDisposable
 
     public Uri Address { get; }
     public string? ExpectedName { get; }
+    /// <summary>The only certificate (SHA-256 thumbprint) the replica server may present, when pinned.</summary>
+    public string? PinnedThumbprint { get; }
     public Replica.ReplicaClient Client { get; }
 
     /// <summary>The replica server's certificate as seen in the last handshake (null before one).</summary>
     public X509Certificate2? ServerCertificate { get; private set; }
 
-    /// <summary>A channel to <paramref name="address"/> (https://HOST:PORT). Connects lazily, at the first call.</summary>
-    public static ReplicaChannel Create(string address, HostIdentity identity, TrustStore trust, string? expectedName = null)
+    /// <summary>
+    /// A channel to <paramref name="address"/> (https://HOST:PORT). Connects lazily, at the first call. With
+    /// <paramref name="pinnedThumbprint"/>, only the certificate of that SHA-256 thumbprint is accepted from the replica.
+    /// </summary>
+    public static ReplicaChannel Create(string address, HostIdentity identity, TrustStore trust, string? expectedName = null, string? pinnedThumbprint = null)
     {
-        if (!Uri.TryCreate(address, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttps || uri.AbsolutePath != "/"
-            || uri.Query.Length > 0 || uri.UserInfo.Length > 0 || uri.Host.Length == 0)
-            throw new ArgumentException($"the replica server address must be https://HOST:PORT, e.g. https://127.0.0.1:9443 (not '{address}')");
+        if (AddressProblem(address) is { } bad) throw new ArgumentException(bad);
         if (expectedName is not null && HostNames.Problem(expectedName) is { } problem)
             throw new ArgumentException("expected replica name: " + problem);
-        return new ReplicaChannel(uri, identity, trust, expectedName);
+        return new ReplicaChannel(new Uri(address), identity, trust, expectedName, pinnedThumbprint);
     }
+
+    /// <summary>Why <paramref name="address"/> is not a replica server address (https://HOST:PORT), or null.</summary>
+    public static string? AddressProblem(string address) =>
+        Uri.TryCreate(address, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttps && uri.AbsolutePath == "/"
+            && uri.Query.Length == 0 && uri.UserInfo.Length == 0 && uri.Host.Length > 0 ? null
+            : $"the replica server address must be https://HOST:PORT, e.g. https://127.0.0.1:9443 (not '{address}')";
 
     /// <summary>Hello: who the replica is, and whether and where it accepts this primary.</summary>
     public async Task<HelloReply> HelloAsync(string? primaryVmName, CancellationToken ct)
@@ -116,6 +127,13 @@ public sealed class ReplicaChannel : IDisposable
         if (ExpectedName is not null && !cert.MatchesHostname(ExpectedName, allowWildcards: true, allowCommonName: true))
         {
             tlsError = $"the replica server's certificate is for '{HostIdentity.CommonName(cert)}', not for the expected '{ExpectedName}'";
+            return false;
+        }
+        if (PinnedThumbprint is not null && !string.Equals(HostIdentity.ThumbprintOf(cert), PinnedThumbprint, StringComparison.OrdinalIgnoreCase))
+        {
+            tlsError = $"the replica server presented certificate CN={HostIdentity.CommonName(cert)} (thumbprint {HostIdentity.ThumbprintOf(cert)}), "
+                + $"not the certificate pinned for this replication (thumbprint {PinnedThumbprint}); nothing was sent. If the replica server changed its "
+                + "certificate on purpose, pin the new one with 'haven replication repin VM'";
             return false;
         }
         tlsError = null;

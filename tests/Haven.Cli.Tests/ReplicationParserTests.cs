@@ -192,7 +192,7 @@ public sealed class ReplicationParserTests
         [
             ["enable", vm, "--replica", "https://r:9443"], ["status", vm], ["run", vm], ["disable", vm],
             ["planned-failover", vm], ["test-failover", vm], ["stop-test-failover", vm], ["failover", vm],
-            ["cancel-failover", vm], ["complete-failover", vm],
+            ["cancel-failover", vm], ["complete-failover", vm], ["repin", vm],
         ];
         using var daemon = new FakeHavend(200, StatusJson);
         foreach (var args in commands)

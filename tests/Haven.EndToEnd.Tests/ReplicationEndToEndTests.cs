@@ -137,6 +137,10 @@ public sealed class ReplicationEndToEndTests
 
         var newPrimary = await replica.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
         Assert.Equal(("primary", primaryUrl), (newPrimary.Role, newPrimary.Partner));
+        // The reverse replication is pinned to the old primary's own certificate (the caller's, from the mTLS connection).
+        var primaryThumbprint = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPem(File.ReadAllText(primary.Dir.File("primary.crt")))
+            .GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        Assert.Equal(primaryThumbprint, newPrimary.ReplicaThumbprint);
         var newReplica = await primary.JsonAsync<ReplicationStatusInfo>("replication", "status", "web");
         Assert.Equal(("replica", "replica.test"), (newReplica.Role, newReplica.Partner));
 
@@ -273,12 +277,29 @@ internal static class ReplicationSetup
         await replica.OkAsync("host", "certificate", "--out", replica.Dir.File("replica.crt"));
         await primary.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
         await replica.OkAsync("host", "trust", "add", primary.Dir.File("primary.crt"));
+        return await ServeAsync(replica, "primary.test");
+    }
+
+    /// <summary>Enables <paramref name="server"/>'s replica server on a free port, allowing <paramref name="primaries"/> (trust group g1).</summary>
+    private static async Task<string> ServeAsync(HavenWorld server, string primaries)
+    {
         var url = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
-        var storage = replica.Dir.File("replicas");
+        var storage = server.Dir.File("replicas");
         Directory.CreateDirectory(storage);
-        await replica.OkAsync("replica-server", "enable", "--listen", url);
-        await replica.OkAsync("replica-server", "allow", "--primary", "primary.test", "--storage", storage, "--trust-group", "g1");
+        await server.OkAsync("replica-server", "enable", "--listen", url);
+        await server.OkAsync("replica-server", "allow", "--primary", primaries, "--storage", storage, "--trust-group", "g1");
         return url;
+    }
+
+    /// <summary>A third host "third.test" that the replica trusts and whose replica server allows it. Returns its URL.</summary>
+    public static async Task<string> AddThirdAsync(HavenWorld replica, HavenWorld third)
+    {
+        third.DaemonArgs.AddRange(["--host-name", "third.test"]);
+        await third.StartDaemonAsync();
+        await third.OkAsync("host", "certificate", "--out", third.Dir.File("third.crt"));
+        await replica.OkAsync("host", "trust", "add", third.Dir.File("third.crt"));
+        await third.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
+        return await ServeAsync(third, "replica.test");
     }
 }
 
@@ -298,17 +319,7 @@ public sealed class ExtendedReplicationEndToEndTests
         await using var __ = replica;
         await using var ___ = third;
         var url = await ReplicationSetup.PairAsync(primary, replica);
-        // The replica trusts the third host and is allowed on its replica server.
-        third.DaemonArgs.AddRange(["--host-name", "third.test"]);
-        await third.StartDaemonAsync();
-        await third.OkAsync("host", "certificate", "--out", third.Dir.File("third.crt"));
-        await replica.OkAsync("host", "trust", "add", third.Dir.File("third.crt"));
-        await third.OkAsync("host", "trust", "add", replica.Dir.File("replica.crt"));
-        var thirdUrl = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
-        var storage = third.Dir.File("replicas");
-        Directory.CreateDirectory(storage);
-        await third.OkAsync("replica-server", "enable", "--listen", thirdUrl);
-        await third.OkAsync("replica-server", "allow", "--primary", "replica.test", "--storage", storage, "--trust-group", "g1");
+        var thirdUrl = await ReplicationSetup.AddThirdAsync(replica, third);
 
         await primary.CreateVmAsync("web", start: true);
         var now = primary.NewModel("now");

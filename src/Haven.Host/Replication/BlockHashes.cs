@@ -49,4 +49,67 @@ public static class BlockHashes
         }
         finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
+
+    /// <summary>
+    /// Throws unless <paramref name="theirs"/> holds exactly one hash per block of each of this VM's disks
+    /// (<paramref name="diskSizes"/>, as the primary knows them): a replica's answer is checked before it is used.
+    /// </summary>
+    public static void Check(byte[][] theirs, IReadOnlyList<long> diskSizes)
+    {
+        if (theirs.Length != diskSizes.Count)
+            throw new InvalidDataException($"the replica sent block hashes of {theirs.Length} disk(s); this VM has {diskSizes.Count}");
+        for (var d = 0; d < theirs.Length; d++)
+        {
+            var blocks = ChunkPlan.CountChunks(diskSizes[d], ReplicationService.BlockSize);
+            if (theirs[d].Length != (long)blocks * HashSize)
+                throw new InvalidDataException($"the replica sent {theirs[d].Length / HashSize} block hashes of disk {d}; it has {blocks} blocks");
+        }
+    }
+
+    /// <summary>
+    /// Gathers a replica's block hashes as they stream in, bounded by what the primary knows: one hash per block of
+    /// each of its disks, allocated up front. A part for a disk that does not exist, one not continuing where the
+    /// previous one of its disk ended (first block out of order or past the end), or more hashes than the disk has
+    /// blocks is refused at once, before anything more is held in memory.
+    /// </summary>
+    public sealed class Collector
+    {
+        private readonly byte[][] _hashes;
+        private readonly int[] _filled;
+
+        public Collector(IReadOnlyList<long> diskSizes)
+        {
+            _hashes = new byte[diskSizes.Count][];
+            for (var d = 0; d < _hashes.Length; d++) _hashes[d] = new byte[ChunkPlan.CountChunks(diskSizes[d], ReplicationService.BlockSize) * HashSize];
+            _filled = new int[_hashes.Length];
+        }
+
+        public void Add(ulong disk, ulong firstBlock, ReadOnlySpan<byte> hashes)
+        {
+            if (disk >= (ulong)_hashes.Length)
+                throw new InvalidDataException($"the replica sent block hashes of disk {disk}; this VM has {_hashes.Length} disk(s)");
+            var into = _hashes[(int)disk];
+            var blocks = into.Length / HashSize;
+            var expected = _filled[disk] / HashSize;
+            if (firstBlock >= (ulong)blocks && hashes.Length > 0)
+                throw new InvalidDataException($"the replica sent block hashes of disk {disk} from block {firstBlock}; the disk has {blocks} blocks");
+            if (firstBlock != (ulong)expected)
+                throw new InvalidDataException($"the replica's block hashes of disk {disk} arrived out of order (block {firstBlock}, expected {expected})");
+            if (hashes.Length % HashSize != 0)
+                throw new InvalidDataException($"the replica sent {hashes.Length} bytes of block hashes, not a multiple of {HashSize}");
+            if (hashes.Length > into.Length - _filled[disk])
+                throw new InvalidDataException($"the replica sent more block hashes of disk {disk} than its {blocks} blocks");
+            hashes.CopyTo(into.AsSpan(_filled[disk]));
+            _filled[disk] += hashes.Length;
+        }
+
+        /// <summary>Every disk's hashes; throws when the replica stopped before sending them all.</summary>
+        public byte[][] Complete()
+        {
+            for (var d = 0; d < _hashes.Length; d++)
+                if (_filled[d] != _hashes[d].Length)
+                    throw new InvalidDataException($"the replica sent {_filled[d] / HashSize} block hashes of disk {d}; it has {_hashes[d].Length / HashSize} blocks");
+            return _hashes;
+        }
+    }
 }

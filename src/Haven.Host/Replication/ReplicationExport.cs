@@ -31,7 +31,7 @@ public sealed class FolderReplicaTarget(string folder, X509Certificate2 signer) 
 
     public Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct) => Task.FromResult<long?>(0);
 
-    public Task<byte[][]> HashBlocksAsync(string primaryVmId, CancellationToken ct)
+    public Task<byte[][]> HashBlocksAsync(string primaryVmId, IReadOnlyList<long> diskSizes, CancellationToken ct)
         => throw HavenException.Invalid("an export folder cannot be compared block by block");
 
     public async Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct)

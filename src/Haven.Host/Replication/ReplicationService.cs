@@ -101,6 +101,7 @@ public sealed class ReplicationService(HavenHost host)
             // what it lacks, so they apply on top of its point. Anything else: send the whole disk, zeroes included.
             var replicaLast = await replica.LastCycleAsync(vm.Id, ct)
                 ?? throw HavenException.Conflict($"the replica server has no replica of VM '{vm.Name}'; enable replication again");
+            if (replicaLast is < 0 or long.MaxValue) throw new InvalidDataException($"the replica server reported cycle {replicaLast} as its last");
             var baseCycle = record.LastCycle;
             if (replicaLast != record.LastCycle)
             {
@@ -121,14 +122,16 @@ public sealed class ReplicationService(HavenHost host)
                 Store.Write(w => w.RecordResyncWaiting(vm.Id, why));
                 throw HavenException.Conflict(why);
             }
-            var theirs = !tracked && (baseCycle > 0 || fromExisting) ? await replica.HashBlocksAsync(vm.Id, ct) : null;
-            if (theirs is not null && theirs.Length != disks.Count) throw new InvalidDataException("the replica hashed a different number of disks");
+            var diskSizes = disks.ConvertAll(d => d.SizeBytes);
+            var theirs = !tracked && (baseCycle > 0 || fromExisting) ? await replica.HashBlocksAsync(vm.Id, diskSizes, ct) : null;
+            // Checked before anything is read or sent: a replica's answer never exceeds what this VM's disks can have.
+            if (theirs is not null) BlockHashes.Check(theirs, diskSizes);
             if (theirs is not null) await StepAsync("resync.after-hashes");
             var quiesce = settings.AppConsistentHours is not { } every || record.Statistics.LastAppConsistent is not { } lastApp
                 || host.Time.GetUtcNow() - lastApp >= TimeSpan.FromHours(every);
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
             {
-                var header = new ReplicaCycleHeader(cycle, baseCycle, disks.ConvertAll(d => d.SizeBytes), DateTimeOffset.UtcNow, view.Consistency);
+                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, DateTimeOffset.UtcNow, view.Consistency);
                 var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, theirs, (d, z) =>
                 {
                     dataBytes += d;
@@ -179,9 +182,12 @@ public sealed class ReplicationService(HavenHost host)
     /// This host's failed-over replica becomes the primary of reverse replication to <paramref name="newReplicaHost"/>:
     /// it stops being a replica (its recovery points stay, as ordinary checkpoints) and replicates from the
     /// cycle it failed over to, with the change tracking the failover started. Returns the VM's id here.
+    /// <paramref name="callerThumbprint"/> (the old primary's client certificate over mTLS) is pinned as the replica's
+    /// certificate: only the caller itself can receive the reverse cycles, at whatever address it named.
     /// </summary>
-    public async Task<string> AdoptReverseAsync(string vmName, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
+    public async Task<string> AdoptReverseAsync(string vmName, string newReplicaHost, string? callerThumbprint, ReplicationSettings settings, CancellationToken ct)
     {
+        settings.Validate();
         var vm = host.Vms.Find(vmName);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         var replica = Store.FindReplica(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
@@ -192,7 +198,9 @@ public sealed class ReplicationService(HavenHost host)
         Store.Write(w =>
         {
             w.DeleteReplica(vm.Id);
-            w.InsertReplication(new ReplicationRecord(vm.Id, newReplicaHost, JsonSerializer.Serialize(settings with { PrimaryHostName = null }, ApiJson.Options), cycle));
+            // The new replica is the caller: pinned to its certificate, whatever address it named.
+            var reverse = settings with { PrimaryHostName = null, ReplicaName = null, ReplicaThumbprint = callerThumbprint };
+            w.InsertReplication(new ReplicationRecord(vm.Id, newReplicaHost, JsonSerializer.Serialize(reverse, ApiJson.Options), cycle));
         });
         return vm.Id;
     }
@@ -210,7 +218,7 @@ public sealed class ReplicationService(HavenHost host)
             var (health, why) = ReplicationHealth.OfPrimary(stats, settings.FrequencySeconds, r.LastCycle, now);
             return new ReplicationStatusInfo
             {
-                Vm = vm.Name, Role = "primary", Partner = r.Target, Health = health.ToString(), HealthReason = why, State = "Replicating",
+                Vm = vm.Name, Role = "primary", Partner = r.Target, ReplicaThumbprint = settings.ReplicaThumbprint, Health = health.ToString(), HealthReason = why, State = "Replicating",
                 FrequencySeconds = settings.FrequencySeconds, LastCycle = r.LastCycle,
                 SuccessfulCycles = stats.SuccessfulCycles, FailedCycles = stats.FailedCycles, MissedCycles = stats.MissedCycles,
                 AverageBytes = stats.SuccessfulCycles == 0 ? 0 : stats.TotalBytes / stats.SuccessfulCycles, MaxBytes = stats.MaxBytes,
@@ -228,6 +236,7 @@ public sealed class ReplicationService(HavenHost host)
                 LastCycle = replica.LastCycle, LastSuccess = points.Count == 0 ? null : points[^1].PointTime, LastTestFailover = replica.LastTestFailover,
                 RecoveryPoints = points.ConvertAll(p => new RecoveryPointInfo { Cycle = p.Cycle, PointInTime = p.PointTime, Consistency = p.Consistency }),
                 ExtendedTo = extended?.Target,
+                ReplicaThumbprint = extended is null ? null : JsonSerializer.Deserialize<ReplicationSettings>(extended.Settings, ApiJson.Options)!.ReplicaThumbprint,
                 ExtendedLastCycle = extended?.LastCycle,
             };
         }
@@ -257,6 +266,26 @@ public sealed class ReplicationService(HavenHost host)
         }
         return total;
     }
+
+    /// <summary>
+    /// Pins the replica server's certificate (its SHA-256 thumbprint) for a VM's replication, or the third host's for an
+    /// extended one: the explicit step after a replica legitimately changed its certificate. Returns the previous pin.
+    /// </summary>
+    public async Task<string?> PinReplicaAsync(string vmName, string thumbprint, CancellationToken ct)
+    {
+        if (ThumbprintProblem(thumbprint) is { } problem) throw HavenException.Invalid(problem);
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
+        Store.Write(w => w.SetReplicationSettings(vm.Id, JsonSerializer.Serialize(settings with { ReplicaThumbprint = thumbprint.ToUpperInvariant() }, ApiJson.Options)));
+        return settings.ReplicaThumbprint;
+    }
+
+    /// <summary>Why <paramref name="thumbprint"/> is not a SHA-256 certificate thumbprint (64 hex digits), or null.</summary>
+    public static string? ThumbprintProblem(string thumbprint) =>
+        thumbprint.Length == 64 && thumbprint.All(char.IsAsciiHexDigit) ? null
+            : $"a certificate thumbprint is 64 hex digits (SHA-256, as 'haven host certificate' shows it), not '{thumbprint}'";
 
     /// <summary>Replication off (primary side): the record goes; the replica keeps its points until removed there.</summary>
     public async Task DisableAsync(string vmName, CancellationToken ct)
@@ -386,8 +415,11 @@ public interface IReplicaTarget
     /// <summary>The last cycle the replica of <paramref name="primaryVmId"/> committed, or null when there is no replica.</summary>
     Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct);
 
-    /// <summary>The replica's block hashes of its latest point, per disk (<see cref="BlockHashes"/>), for resynchronization.</summary>
-    Task<byte[][]> HashBlocksAsync(string primaryVmId, CancellationToken ct);
+    /// <summary>
+    /// The replica's block hashes of its latest point, per disk (<see cref="BlockHashes"/>), for resynchronization.
+    /// <paramref name="diskSizes"/> are the primary's disks: a network target holds no more than they have blocks.
+    /// </summary>
+    Task<byte[][]> HashBlocksAsync(string primaryVmId, IReadOnlyList<long> diskSizes, CancellationToken ct);
 
     /// <summary>Sends one cycle; returns the cycle number the replica committed (the header's, on success).</summary>
     Task<long> SendCycleAsync(string primaryVmId, ReplicaCycleHeader header, IAsyncEnumerable<ReplicaExtent> extents, CancellationToken ct);
@@ -416,7 +448,7 @@ public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost
     public Task<long?> LastCycleAsync(string primaryVmId, CancellationToken ct)
         => Task.FromResult(replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId)?.LastCycle);
 
-    public async Task<byte[][]> HashBlocksAsync(string primaryVmId, CancellationToken ct)
+    public async Task<byte[][]> HashBlocksAsync(string primaryVmId, IReadOnlyList<long> diskSizes, CancellationToken ct)
     {
         var replica = replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId)
             ?? throw HavenException.NotFound($"no replica of {primaryHost}'s VM {primaryVmId} on this host");
@@ -435,7 +467,7 @@ public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost
         => await replicaHost.Replicas.FailoverAsync(Name(primaryVmId), null, start, ct);
 
     public async Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
-        => await replicaHost.Replications.AdoptReverseAsync(Name(primaryVmId), newReplicaHost, settings, ct);
+        => await replicaHost.Replications.AdoptReverseAsync(Name(primaryVmId), newReplicaHost, null, settings, ct);
 
     private string Name(string primaryVmId)
     {
@@ -458,6 +490,12 @@ public sealed record ReplicationSettings
     public bool Compression { get; init; }
     /// <summary>The replica server's expected certificate name, when given.</summary>
     public string? ReplicaName { get; init; }
+    /// <summary>
+    /// The replica server's certificate pinned for this replication (SHA-256 thumbprint, upper-case hex): recorded when
+    /// replication is enabled (or reversed: the caller's), checked in every TLS handshake; any other certificate is
+    /// refused, even a trusted one. Changed only by an explicit re-pin. Null: not contacted yet (export initial copy).
+    /// </summary>
+    public string? ReplicaThumbprint { get; init; }
     /// <summary>When to start the initial replication; null: at once.</summary>
     public DateTimeOffset? StartAt { get; init; }
     /// <summary>Extended replication: this host is a replica and sends its recovery points on to a third host.</summary>

@@ -223,6 +223,7 @@ public sealed class HostStore : IDisposable
         public void RecordResyncWaiting(string vmId, string why) =>
             X("UPDATE replications SET last_error=$a, last_outcome=$b WHERE vm_id=$c", why, Replication.CycleOutcome.WaitingForResyncWindow.ToString(), vmId);
         public void AddMissedCycles(string vmId, long count) => X("UPDATE replications SET missed_cycles=missed_cycles+$a WHERE vm_id=$b", count, vmId);
+        public void SetReplicationSettings(string vmId, string settings) => X("UPDATE replications SET settings=$a WHERE vm_id=$b", settings, vmId);
         public void DeleteReplication(string vmId) => X("DELETE FROM replications WHERE vm_id=$a", vmId);
         public void InsertJob(string name, string definition) => X("INSERT INTO jobs (name, definition) VALUES ($a,$b)", name, definition);
         public void DeleteJob(string name) => X("DELETE FROM jobs WHERE name=$a", name);

@@ -23,6 +23,12 @@ public sealed class ReplicationEnableCommand : Command
         HelpName = "NAME",
     };
 
+    public Option<string?> ReplicaThumbprint { get; } = new("--replica-thumbprint")
+    {
+        Description = "Pin this certificate (SHA-256 thumbprint) for the replica server [default: the trusted certificate it presents now]",
+        HelpName = "SHA256",
+    };
+
     // No DefaultValueFactory: help would show the default in seconds; "[default: 5m]" is in the description.
     public Option<int?> Frequency { get; } = new("--frequency")
     {
@@ -84,6 +90,7 @@ public sealed class ReplicationEnableCommand : Command
         Add(Vm);
         Add(Replica);
         Add(ReplicaName);
+        Add(ReplicaThumbprint);
         Add(Frequency);
         Add(AdditionalPoints);
         Add(Compression);
@@ -118,6 +125,7 @@ public sealed class ReplicationEnableCommand : Command
     {
         Replica = parseResult.GetRequiredValue(Replica),
         ReplicaName = parseResult.GetValue(ReplicaName),
+        ReplicaThumbprint = parseResult.GetValue(ReplicaThumbprint),
         FrequencySeconds = parseResult.GetValue(Frequency) ?? Defaults.FrequencySeconds,
         AdditionalPoints = parseResult.GetValue(AdditionalPoints),
         Compression = parseResult.GetValue(Compression),

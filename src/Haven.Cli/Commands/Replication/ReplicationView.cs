@@ -29,6 +29,7 @@ public static class ReplicationView
         Row("VM", s.Vm);
         Row("Role", s.Role);
         Row("Partner", s.Partner);
+        Row("Pinned certificate", s.ReplicaThumbprint);
         table.AddRow(new Text("Health"), Health(s.Health, s.HealthReason));
         Row("State", s.State);
         Row("Frequency", s.FrequencySeconds is { } f ? Frequency(f) : "-");
