@@ -34,7 +34,8 @@ catch (Exception e)
 }
 var report = await host.StartAsync();
 Console.WriteLine($"havend: data {host.Paths.Root}; reattached {report.VmsReattached} VM(s); repaired {report.OperationsRepaired.Count} operation(s); " +
-    $"removed {report.OrphanFilesRemoved.Count} orphan file(s), {report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es)");
+    $"removed {report.OrphanFilesRemoved.Count} orphan file(s) ({report.OrphanLayersRemoved} layer(s), {report.OrphanStatesRemoved} memory state(s)), " +
+    $"{report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es)");
 foreach (var op in report.OperationsRepaired) Console.WriteLine("havend: repaired " + op);
 
 ReplicaEndpoint replica;

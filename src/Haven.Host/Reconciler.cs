@@ -13,6 +13,9 @@ public sealed record ReconcileReport
     public int VmsReattached { get; set; }
     public List<string> OperationsRepaired { get; } = [];
     public List<string> OrphanFilesRemoved { get; } = [];
+    /// <summary>Of <see cref="OrphanFilesRemoved"/>: layer files (vms/&lt;vm&gt;/disks/*) and memory-state files (vms/&lt;vm&gt;/states/*) no row named.</summary>
+    public int OrphanLayersRemoved { get; set; }
+    public int OrphanStatesRemoved { get; set; }
     public List<string> OrphanNodesRemoved { get; } = [];
     public int OrphanProcessesStopped { get; set; }
 }
@@ -213,8 +216,9 @@ public sealed class Reconciler(HavenHost host)
                 report.OrphanFilesRemoved.Add(dir);
                 continue;
             }
-            Sweep(host.Paths.DisksDir(vmId), f => f.EndsWith(".qcow2", StringComparison.Ordinal) && layerIds.Contains(Path.GetFileNameWithoutExtension(f)), report);
-            Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f)), report);
+            // Also what a crash between a removal's commit and its file deletions left (CheckpointRemoval).
+            report.OrphanLayersRemoved += Sweep(host.Paths.DisksDir(vmId), f => f.EndsWith(".qcow2", StringComparison.Ordinal) && layerIds.Contains(Path.GetFileNameWithoutExtension(f)), report);
+            report.OrphanStatesRemoved += Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f)), report);
         }
     }
 
@@ -227,15 +231,19 @@ public sealed class Reconciler(HavenHost host)
         return false;
     }
 
-    private static void Sweep(string dir, Func<string, bool> keep, ReconcileReport report)
+    /// <summary>Deletes the files of <paramref name="dir"/> that <paramref name="keep"/> rejects; returns how many.</summary>
+    private static int Sweep(string dir, Func<string, bool> keep, ReconcileReport report)
     {
-        if (!Directory.Exists(dir)) return;
+        if (!Directory.Exists(dir)) return 0;
+        var removed = 0;
         foreach (var f in Directory.EnumerateFiles(dir))
         {
             if (keep(Path.GetFileName(f))) continue;
             File.Delete(f);
             report.OrphanFilesRemoved.Add(f);
+            removed++;
         }
+        return removed;
     }
 
     /// <summary>Deletes QEMU nodes of layers that are no longer in any of the VM's chains.</summary>

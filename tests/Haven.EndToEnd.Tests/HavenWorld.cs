@@ -101,9 +101,9 @@ public sealed class HavenWorld : IAsyncDisposable
     /// <summary>
     /// Arms this havend to SIGKILL itself at <paramref name="point"/>, runs <paramref name="action"/> (typically
     /// another host's command that makes this one work), waits for the kill, and starts a normal havend; returns
-    /// what it reported at start-up.
+    /// what it reported at start-up. <paramref name="whileDown"/> runs while no havend runs.
     /// </summary>
-    public async Task<string> CrashDuringAsync(string point, Func<Task> action)
+    public async Task<string> CrashDuringAsync(string point, Func<Task> action, Action? whileDown = null)
     {
         await StopDaemonAsync();
         var armed = await StartDaemonAsync(point);
@@ -112,6 +112,7 @@ public sealed class HavenWorld : IAsyncDisposable
         Assert.True(armed.ExitCode == 137, $"havend exited with {armed.ExitCode}, not by SIGKILL at {point}\n{armed.Stdout}{armed.Stderr}");
         await armed.DisposeAsync();
         Daemon = null;
+        whileDown?.Invoke();
         return (await StartDaemonAsync()).StartupReport;
     }
 

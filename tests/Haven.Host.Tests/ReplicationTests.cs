@@ -23,6 +23,9 @@ public sealed class ReplicationTests
         private readonly CancellationTokenSource _stop = new();
         private Task? _loop;
         public int Writes;
+        /// <summary>Every write (offset, length) in order; <see cref="Points"/> holds how many had run at each point in time.</summary>
+        public readonly List<(long Offset, long Length)> Log = [];
+        public readonly List<int> Points = [];
 
         public void Start() => _loop = Task.Run(async () =>
         {
@@ -33,7 +36,9 @@ public sealed class ReplicationTests
                 try
                 {
                     var offset = random.Next(0, 63 * 16) * (64L << 10);
-                    await t.WriteAsync("web", model, (byte)random.Next(1, 255), offset, (random.Next(1, 8) * 16) << 10);
+                    var length = (random.Next(1, 8) * 16) << 10;
+                    await t.WriteAsync("web", model, (byte)random.Next(1, 255), offset, length);
+                    Log.Add((offset, length));
                     Writes++;
                 }
                 finally { _gate.Release(); }
@@ -44,7 +49,11 @@ public sealed class ReplicationTests
         /// <summary>Holds writes from just before the point in time until just after it, and snapshots the model then.</summary>
         public Func<string, Task> Hook(Func<string, Task<DiskModel>> snapshot, List<DiskModel> frozen) => async step =>
         {
-            if (step == "replication.before-point-in-time") await _gate.WaitAsync();
+            if (step == "replication.before-point-in-time")
+            {
+                await _gate.WaitAsync();
+                Points.Add(Log.Count);
+            }
             if (step == "replication.after-point-in-time")
             {
                 frozen.Add(await snapshot($"frozen{frozen.Count}.raw"));
@@ -56,6 +65,16 @@ public sealed class ReplicationTests
         {
             _stop.Cancel();
             if (_loop is not null) await _loop;
+        }
+
+        /// <summary>Bytes of the distinct 64 KiB blocks (replication's block and bitmap granularity) that writes [from, to) touched, plus <paramref name="also"/>'s.</summary>
+        public long BlockBytes(int from, int to, params (long Offset, long Length)[] also)
+        {
+            const long block = ReplicationService.BlockSize;
+            var blocks = new HashSet<long>();
+            foreach (var (offset, length) in Log.Take(to).Skip(from).Concat(also))
+                for (var b = offset / block; b * block < offset + length; b++) blocks.Add(b);
+            return blocks.Count * block;
         }
     }
 
@@ -93,14 +112,18 @@ public sealed class ReplicationTests
 
         Assert.True(writer.Writes > 5, $"only {writer.Writes} writes ran during the cycles");
         Assert.True(results[0].Full);
-        Assert.True(results[0].DataBytes >= 8 * M);
+        // The full cycle sends exactly the blocks written before its point in time (8 MiB, then the writer's).
+        Assert.Equal(writer.BlockBytes(0, writer.Points[0], (0, 8 * M)), results[0].DataBytes);
         Assert.All(results.Skip(1), r => Assert.False(r.Full));
         // Incrementals send the changed blocks, not the disk.
         Assert.All(results.Skip(1), r => Assert.True(r.DataBytes < 16 * M, $"cycle {r.Cycle} sent {r.DataBytes} bytes"));
+        for (var i = 1; i < 3; i++) Assert.Equal(writer.BlockBytes(writer.Points[i - 1], writer.Points[i]), results[i].DataBytes);
         Assert.Equal(3, primary.Host.Replications.StatisticsOf("web").SuccessfulCycles);
         var status = await primary.Host.Replications.StatusAsync("web", primary.Ct);
         Assert.Equal(("primary", "Normal", 3L), (status.Role, status.Health, status.LastCycle));
-        Assert.NotNull(status.PendingBytes);
+        // Pending: the blocks written since the last cycle's point in time (the writer has stopped).
+        Assert.True(writer.Log.Count > writer.Points[2], "nothing was written after the last point in time");
+        Assert.Equal(writer.BlockBytes(writer.Points[2], writer.Log.Count), status.PendingBytes);
         var replicaStatus = await replicaHost.Host.Replications.StatusAsync("web", primary.Ct);
         Assert.Equal(("replica", "Normal", "primary.test"), (replicaStatus.Role, replicaStatus.Health, replicaStatus.Partner));
         Assert.Equal([3L], replicaStatus.RecoveryPoints.Select(p => p.Cycle));

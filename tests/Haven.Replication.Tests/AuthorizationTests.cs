@@ -24,16 +24,19 @@ public sealed class AuthorizationTests : IDisposable
     public void Patterns_match_case_insensitively_with_star_for_any_run(string pattern, string name, bool expected) =>
         Assert.Equal(expected, ReplicaAuthorization.Matches(pattern, name));
 
+    const string OnlyAllowed = ": only letters, digits, '-', '.' and '*' are allowed";
+    const string EmptyLabel = " has an empty label (a leading, trailing or doubled '.')";
+
     [Theory]
-    [InlineData("")]
-    [InlineData("a..b/c")]
-    [InlineData("a..b")]
-    [InlineData(".example.com")]
-    [InlineData("example.com.")]
-    [InlineData("host name")]
-    [InlineData("host_1")]
-    [InlineData("?.example.com")]
-    public void Bad_patterns_are_refused(string pattern) => Assert.NotNull(HostNames.PatternProblem(pattern));
+    [InlineData("", "the primary pattern is empty")]
+    [InlineData("a..b/c", "the primary pattern 'a..b/c' holds '/'" + OnlyAllowed)]
+    [InlineData("a..b", "the primary pattern 'a..b'" + EmptyLabel)]
+    [InlineData(".example.com", "the primary pattern '.example.com'" + EmptyLabel)]
+    [InlineData("example.com.", "the primary pattern 'example.com.'" + EmptyLabel)]
+    [InlineData("host name", "the primary pattern 'host name' holds 'U+0020'" + OnlyAllowed)]
+    [InlineData("host_1", "the primary pattern 'host_1' holds '_'" + OnlyAllowed)]
+    [InlineData("?.example.com", "the primary pattern '?.example.com' holds '?'" + OnlyAllowed)]
+    public void Bad_patterns_are_refused(string pattern, string reason) => Assert.Equal(reason, HostNames.PatternProblem(pattern));
 
     [Theory]
     [InlineData("*")]
@@ -158,7 +161,8 @@ public sealed class AuthorizationTests : IDisposable
     [InlineData("https://127.0.0.1:9443/path")]
     [InlineData("127.0.0.1:9443")]
     public void Listen_addresses_must_be_https_with_an_ip_address_and_a_port(string listen) =>
-        Assert.NotNull((new ReplicaAuthorization { Enabled = true, Listen = listen }).Problem(checkFolders: false));
+        Assert.Equal($"the listen address must be https:// with an IP address and a port, e.g. https://10.0.0.2:9443 (not '{listen}')",
+            (new ReplicaAuthorization { Enabled = true, Listen = listen }).Problem(checkFolders: false));
 
     [Theory]
     [InlineData("https://127.0.0.1:9443")]
@@ -171,11 +175,12 @@ public sealed class AuthorizationTests : IDisposable
     [Fact]
     public void Storage_folders_must_exist_when_checked_and_allow_any_needs_a_default_storage()
     {
-        Assert.Contains("not an existing folder", ReplicaAuthorization.StorageProblem(Path.Combine(dir, "missing"), mustExist: true));
+        var missing = Path.Combine(dir, "missing");
+        Assert.Equal($"the storage location '{missing}' is not an existing folder", ReplicaAuthorization.StorageProblem(missing, mustExist: true));
         Assert.Null(ReplicaAuthorization.StorageProblem(dir, mustExist: true));
-        Assert.Contains("not an absolute path", ReplicaAuthorization.StorageProblem("relative/x", mustExist: false));
-        Assert.NotNull(new ReplicaAuthorization { AllowAnyAuthenticated = true }.Problem(false));
-        Assert.NotNull(new ReplicaAuthorization { DefaultTrustGroup = "a b" }.Problem(false));
+        Assert.Equal("the storage location 'relative/x' is not an absolute path", ReplicaAuthorization.StorageProblem("relative/x", mustExist: false));
+        Assert.Equal("allowing any authenticated primary server needs a default storage location", new ReplicaAuthorization { AllowAnyAuthenticated = true }.Problem(false));
+        Assert.Equal("the trust group 'a b' is not 1-64 letters, digits, '-', '_' or '.'", new ReplicaAuthorization { DefaultTrustGroup = "a b" }.Problem(false));
     }
 
     [Fact]

@@ -133,6 +133,7 @@ public sealed class CheckpointRemoval(HavenHost host)
             w.DeleteOperation(operationId);
         });
         // Files go after the rows: a crash in between leaves files the start-up sweep deletes.
+        CrashPoints.Hit("remove.after-commit");
         foreach (var f in deadFiles) File.Delete(f);
         File.Delete(Paths.StateFile(vmId, cp.Id));
     }
