@@ -26,6 +26,7 @@ var report = await host.StartAsync();
 Console.WriteLine($"havend: data {host.Paths.Root}; reattached {report.VmsReattached} VM(s); repaired {report.OperationsRepaired.Count} operation(s); " +
     $"removed {report.OrphanFilesRemoved.Count} orphan file(s), {report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es)");
 foreach (var op in report.OperationsRepaired) Console.WriteLine("havend: repaired " + op);
+foreach (var vm in report.VmsUnresponsive) Console.WriteLine("havend: " + vm);
 
 ReplicaEndpoint replica;
 try
