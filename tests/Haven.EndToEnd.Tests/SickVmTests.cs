@@ -130,7 +130,12 @@ public sealed class SickVmTests
 
         // After SIGCONT: re-attached, the half-made checkpoint rolled back, the VM running with its data.
         await WaitForStateAsync(w, "sick", VmState.Running);
-        Assert.Empty(JournalKinds(w));
+        var clock2 = Stopwatch.StartNew();
+        while (JournalKinds(w).Count > 0)
+        {
+            Assert.True(clock2.Elapsed < Settle, "the journal row of the failed checkpoint was not resolved after re-attaching");
+            await Task.Delay(200, w.Ct);
+        }
         await w.AssertRecoveredAsync("sick", CreateCrashTests.Tree(("c1", null)), "c1",
             new Dictionary<string, DiskModel> { ["c1"] = m1 }, now, VmState.Running);
         await w.CheckpointAsync("sick", "c2");

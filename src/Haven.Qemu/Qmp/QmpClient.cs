@@ -147,6 +147,7 @@ public sealed class QmpClient : IAsyncDisposable
     {
         var waiter = new EventWaiter(name, match ?? (_ => true));
         lock (_eventWaiters) _eventWaiters.Add(waiter);
+        EnsureHeartbeat();
         var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _closed.Token);
         cts.CancelAfter(timeout);
         cts.Token.Register(() =>
@@ -161,6 +162,37 @@ public sealed class QmpClient : IAsyncDisposable
         });
         waiter.Completion.Task.ContinueWith(_ => cts.Dispose(), TaskScheduler.Default);
         return waiter.Completion.Task;
+    }
+
+    /// <summary>How often QEMU is asked for a sign of life while someone waits for an event (a block job may run for hours).</summary>
+    public static readonly TimeSpan HeartbeatInterval = TimeSpan.FromSeconds(10);
+    private int _heartbeat;
+
+    /// <summary>
+    /// While event waiters exist, pings QEMU every <see cref="HeartbeatInterval"/>: a QEMU that hangs during a
+    /// long job then fails the waits within the command timeout instead of the job's.
+    /// </summary>
+    private void EnsureHeartbeat()
+    {
+        if (Interlocked.Exchange(ref _heartbeat, 1) == 0) _ = HeartbeatAsync();
+    }
+
+    private async Task HeartbeatAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(HeartbeatInterval, _time, _closed.Token);
+                lock (_eventWaiters) if (_eventWaiters.Count == 0) break;
+                await ExecuteAsync("query-version", null, CommandTimeout, CancellationToken.None);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or QmpConnectionException or QmpException) { }
+        finally { Volatile.Write(ref _heartbeat, 0); }
+        bool again;
+        lock (_eventWaiters) again = _eventWaiters.Count > 0 && _failure is null;
+        if (again) EnsureHeartbeat();
     }
 
     /// <summary>All events seen, for callers that want to log or watch them.</summary>
