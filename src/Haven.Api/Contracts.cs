@@ -16,7 +16,8 @@ public enum CheckpointKind { Production, Standard }
 public enum Consistency { ApplicationConsistent, CrashConsistent }
 
 [JsonConverter(typeof(JsonStringEnumConverter<VmState>))]
-public enum VmState { Off, Running, Paused }
+/// <summary>Unresponsive: QEMU is alive but does not answer (stopped, hung, or another QMP client holds its socket); see <see cref="VmInfo.StateReason"/>.</summary>
+public enum VmState { Off, Running, Paused, Unresponsive }
 
 public sealed record DiskSpec
 {
@@ -70,6 +71,8 @@ public sealed record VmInfo
     public required string Id { get; init; }
     public required string Name { get; init; }
     public required VmState State { get; init; }
+    /// <summary>Why the VM is <see cref="VmState.Unresponsive"/> (e.g. "QEMU did not answer stop within 30 s"); null otherwise.</summary>
+    public string? StateReason { get; init; }
     public required int Vcpus { get; init; }
     public required int MemoryMiB { get; init; }
     public required CheckpointType CheckpointType { get; init; }

@@ -37,6 +37,7 @@ Console.WriteLine($"havend: data {host.Paths.Root}; reattached {report.VmsReatta
     $"removed {report.OrphanFilesRemoved.Count} orphan file(s) ({report.OrphanLayersRemoved} layer(s), {report.OrphanStatesRemoved} memory state(s)), " +
     $"{report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es)");
 foreach (var op in report.OperationsRepaired) Console.WriteLine("havend: repaired " + op);
+foreach (var vm in report.VmsUnresponsive) Console.WriteLine("havend: " + vm);
 
 ReplicaEndpoint replica;
 try

@@ -32,7 +32,7 @@ public sealed class HavenHost : IAsyncDisposable
         Paths = new HostPaths(dataDirectory);
         Paths.EnsureCreated();
         Store = new HostStore(Paths.Database);
-        Runtimes = new VmRuntimes(Paths, vmId => Stamps!.RecordAfterStop(vmId));
+        Runtimes = new VmRuntimes(this);
         Vms = new VmService(this);
         Checkpoints = new CheckpointService(this);
         Removal = new CheckpointRemoval(this);
@@ -169,11 +169,11 @@ public sealed class HavenHost : IAsyncDisposable
         }
     }
 
-    public ValueTask DisposeAsync()
+    public async ValueTask DisposeAsync()
     {
         // VMs keep running: they outlive the daemon by design.
+        await Runtimes.DisposeAsync();
         Repositories.Dispose();
         Store.Dispose();
-        return ValueTask.CompletedTask;
     }
 }

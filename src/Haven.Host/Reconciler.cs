@@ -12,6 +12,8 @@ public sealed record ReconcileReport
 {
     public int VmsReattached { get; set; }
     public List<string> OperationsRepaired { get; } = [];
+    /// <summary>VMs whose QEMU is alive but did not answer, with the reason; they are re-attached in the background.</summary>
+    public List<string> VmsUnresponsive { get; } = [];
     public List<string> OrphanFilesRemoved { get; } = [];
     /// <summary>Of <see cref="OrphanFilesRemoved"/>: layer files (vms/&lt;vm&gt;/disks/*) and memory-state files (vms/&lt;vm&gt;/states/*) no row named.</summary>
     public int OrphanLayersRemoved { get; set; }
@@ -31,20 +33,67 @@ public sealed class Reconciler(HavenHost host)
     {
         var report = new ReconcileReport();
         var vms = host.Store.ListVms();
+        // In parallel: a VM that does not answer costs its attach timeout once, not once per VM before it.
+        var attached = await Task.WhenAll(vms.Select(vm => host.Runtimes.AttachAsync(vm.Id, ct)));
+        report.VmsReattached = attached.Count(p => p is not null);
+        // An unresponsive VM's QEMU may be in the middle of what its journal describes: its repair (and the
+        // sweeps of its files and nodes) wait for the background re-attach.
+        var unresponsive = new HashSet<string>();
         foreach (var vm in vms)
-            if (await host.Runtimes.AttachAsync(vm.Id, ct) is not null) report.VmsReattached++;
+            if (host.Runtimes.Unresponsive(vm.Id) is { } u)
+            {
+                unresponsive.Add(vm.Id);
+                report.VmsUnresponsive.Add($"VM '{vm.Name}' is unresponsive ({u.Reason}); re-attaching in the background");
+            }
         report.OrphanProcessesStopped = StopUnknownQemus(vms.ConvertAll(v => v.Id)) + StopQemuNbds();
 
+        foreach (var op in host.Store.ListOperations())
+            if (host.Store.FindVm(op.VmId) is null) host.Store.Write(w => w.DeleteOperation(op.Id));
+        foreach (var vm in vms)
+        {
+            if (unresponsive.Contains(vm.Id) || !host.Store.ListOperations().Exists(o => o.VmId == vm.Id)) continue;
+            await using var _ = await host.LockVmAsync(vm.Id, ct);
+            try { report.OperationsRepaired.AddRange(await RepairOperationsAsync(vm.Id, ct)); }
+            catch (QmpConnectionException e)
+            {
+                // QEMU stopped answering mid-repair: the re-attach loop finishes the repair once it answers again.
+                unresponsive.Add(vm.Id);
+                report.VmsUnresponsive.Add($"VM '{vm.Name}' stopped answering while its journal was repaired ({e.Message}); re-attaching in the background");
+            }
+        }
+
+        SweepFiles(report, unresponsive);
+        await SweepNodesAsync(report, unresponsive, ct);
+        await SweepReplicaBitmapsAsync(ct);
+        return report;
+    }
+
+    /// <summary>
+    /// After a VM was re-attached (or its QEMU found gone) at run time: finishes or rolls back what its failed
+    /// operation journaled, then removes its leftover files and QEMU nodes. The caller holds the VM's lock.
+    /// </summary>
+    public async Task<ReconcileReport> RepairVmAsync(string vmId, CancellationToken ct)
+    {
+        var report = new ReconcileReport();
+        report.OperationsRepaired.AddRange(await RepairOperationsAsync(vmId, ct));
+        if (host.Store.FindVm(vmId) is not { } vm) return report;
+        SweepVmFolder(vmId, report);
+        await SweepNodesAsync(vm, report, ct);
+        return report;
+    }
+
+    /// <summary>Finishes or rolls back each journaled operation of one VM. The caller holds the VM's lock.</summary>
+    private async Task<List<string>> RepairOperationsAsync(string vmId, CancellationToken ct)
+    {
         // Inner removals before the subtree removals that started them; a replica cycle after the checkpoint
         // create or removal it was in the middle of.
-        var ops = host.Store.ListOperations();
+        var ops = host.Store.ListOperations().FindAll(o => o.VmId == vmId);
         static int Order(State.OperationRecord o) => o.Kind switch { OperationKinds.RemoveSubtree => 1, Replication.ReplicaService.CycleOperation => 2, _ => 0 };
         ops.Sort((a, b) => Order(a).CompareTo(Order(b)));
+        var repaired = new List<string>();
         foreach (var op in ops)
         {
             if (host.Store.FindOperation(op.Id) is null) continue;
-            if (host.Store.FindVm(op.VmId) is null) { host.Store.Write(w => w.DeleteOperation(op.Id)); continue; }
-            await using var _ = await host.LockVmAsync(op.VmId, ct);
             switch (op.Kind)
             {
                 case OperationKinds.CreateCheckpoint:
@@ -71,13 +120,9 @@ public sealed class Reconciler(HavenHost host)
                 default:
                     throw new InvalidDataException($"unknown operation kind '{op.Kind}' in the journal");
             }
-            report.OperationsRepaired.Add($"{op.Kind} on VM {op.VmId}");
+            repaired.Add($"{op.Kind} on VM {op.VmId}");
         }
-
-        SweepFiles(report);
-        await SweepNodesAsync(report, ct);
-        await SweepReplicaBitmapsAsync(ct);
-        return report;
+        return repaired;
     }
 
     /// <summary>
@@ -110,7 +155,7 @@ public sealed class Reconciler(HavenHost host)
     {
         foreach (var replica in host.Store.ListReplicas())
         {
-            if (replica.State != State.ReplicaState.Replicating || host.Runtimes.Get(replica.VmId) is not null) continue;
+            if (replica.State != State.ReplicaState.Replicating || host.Runtimes.Unresponsive(replica.VmId) is not null || host.Runtimes.Get(replica.VmId) is not null) continue;
             var known = host.Store.ListReferencePoints(replica.VmId).ConvertAll(r => r.Bitmap).ToHashSet();
             var tree = new LayerTree(host.Paths, host.Store.ListLayers(replica.VmId));
             foreach (var d in host.Store.ListDisks(replica.VmId))
@@ -194,7 +239,7 @@ public sealed class Reconciler(HavenHost host)
     }
 
     /// <summary>Deletes VM folders, layer files and state files that no database row refers to.</summary>
-    private void SweepFiles(ReconcileReport report)
+    private void SweepFiles(ReconcileReport report, HashSet<string> skip)
     {
         // Point-in-time views and NBD sockets of backups (every journaled backup was abandoned above), and the
         // exported images of a test failover killed before it imported them: no image in run/ outlives a request.
@@ -205,8 +250,6 @@ public sealed class Reconciler(HavenHost host)
                 report.OrphanFilesRemoved.Add(f);
             }
         var vmIds = host.Store.ListVms().ConvertAll(v => v.Id);
-        var layerIds = host.Store.ListAllLayers().ConvertAll(l => l.Id).ToHashSet();
-        var states = host.Store.ListAllCheckpoints().Where(c => c.HasState).Select(c => c.Id).ToHashSet();
         foreach (var dir in Directory.EnumerateDirectories(host.Paths.VmsDir))
         {
             var vmId = Path.GetFileName(dir);
@@ -216,10 +259,18 @@ public sealed class Reconciler(HavenHost host)
                 report.OrphanFilesRemoved.Add(dir);
                 continue;
             }
-            // Also what a crash between a removal's commit and its file deletions left (CheckpointRemoval).
-            report.OrphanLayersRemoved += Sweep(host.Paths.DisksDir(vmId), f => f.EndsWith(".qcow2", StringComparison.Ordinal) && layerIds.Contains(Path.GetFileNameWithoutExtension(f)), report);
-            report.OrphanStatesRemoved += Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f)), report);
+            if (!skip.Contains(vmId)) SweepVmFolder(vmId, report);
         }
+    }
+
+    /// <summary>Deletes the VM's layer and state files that no row refers to.</summary>
+    private void SweepVmFolder(string vmId, ReconcileReport report)
+    {
+        var layerIds = host.Store.ListLayers(vmId).ConvertAll(l => l.Id).ToHashSet();
+        var states = host.Store.ListCheckpoints(vmId).Where(c => c.HasState).Select(c => c.Id).ToHashSet();
+        // Also what a crash between a removal's commit and its file deletions left (CheckpointRemoval).
+        report.OrphanLayersRemoved += Sweep(host.Paths.DisksDir(vmId), f => f.EndsWith(".qcow2", StringComparison.Ordinal) && layerIds.Contains(Path.GetFileNameWithoutExtension(f)), report);
+        report.OrphanStatesRemoved += Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f)), report);
     }
 
     /// <summary>A running VM's QEMU NBD server socket stays (it may serve another client); the rest are leftovers.</summary>
@@ -247,28 +298,32 @@ public sealed class Reconciler(HavenHost host)
     }
 
     /// <summary>Deletes QEMU nodes of layers that are no longer in any of the VM's chains.</summary>
-    private async Task SweepNodesAsync(ReconcileReport report, CancellationToken ct)
+    private async Task SweepNodesAsync(ReconcileReport report, HashSet<string> skip, CancellationToken ct)
     {
         foreach (var vm in host.Store.ListVms())
+            if (!skip.Contains(vm.Id) && host.Runtimes.Unresponsive(vm.Id) is null) await SweepNodesAsync(vm, report, ct);
+    }
+
+    private async Task SweepNodesAsync(State.VmRecord vm, ReconcileReport report, CancellationToken ct)
+    {
+        if (host.Runtimes.Get(vm.Id) is not { } qemu) return;
+        var tree = new LayerTree(host.Paths, host.Store.ListLayers(vm.Id));
+        var wanted = new HashSet<string>();
+        foreach (var d in host.Store.ListDisks(vm.Id))
+            foreach (var l in tree.ChainFrom(d.ActiveLayerId)) wanted.Add(l.NodeName);
+        try
         {
-            if (host.Runtimes.Get(vm.Id) is not { } qemu) continue;
-            var tree = new LayerTree(host.Paths, host.Store.ListLayers(vm.Id));
-            var wanted = new HashSet<string>();
-            foreach (var d in host.Store.ListDisks(vm.Id))
-                foreach (var l in tree.ChainFrom(d.ActiveLayerId)) wanted.Add(l.NodeName);
-            try
+            if ((await qemu.Qmp.ExecuteAsync("query-block-jobs", null, ct)).GetArrayLength() > 0) return;
+            var nodes = await qemu.Qmp.ExecuteAsync("query-named-block-nodes", new { flat = true }, ct);
+            foreach (var n in nodes.EnumerateArray())
             {
-                if ((await qemu.Qmp.ExecuteAsync("query-block-jobs", null, ct)).GetArrayLength() > 0) continue;
-                var nodes = await qemu.Qmp.ExecuteAsync("query-named-block-nodes", new { flat = true }, ct);
-                foreach (var n in nodes.EnumerateArray())
-                {
-                    var name = n.GetProperty("node-name").GetString() ?? "";
-                    if (name.Length < 2 || name[0] != 'l' || wanted.Contains(name)) continue;
-                    await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, name, ct, host.Log);
-                    report.OrphanNodesRemoved.Add($"{vm.Name}:{name}");
-                }
+                var name = n.GetProperty("node-name").GetString() ?? "";
+                if (name.Length < 2 || name[0] != 'l' || wanted.Contains(name)) continue;
+                await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, name, ct, host.Log);
+                report.OrphanNodesRemoved.Add($"{vm.Name}:{name}");
             }
-            catch (QmpConnectionException) { host.Runtimes.Forget(vm.Id); }
         }
+        catch (QmpTimeoutException) { } // the connection's watch marks the VM unresponsive
+        catch (QmpConnectionException) when (!qemu.IsAlive) { host.Runtimes.Forget(vm.Id); }
     }
 }

@@ -66,6 +66,60 @@ public sealed class QemuDriverTests
     }
 
     [Fact]
+    public async Task A_stopped_QEMU_times_out_commands_and_attaches_cleanly_and_another_client_blocks_attaching_until_it_leaves()
+    {
+        using var dir = new TempDir();
+        var disk = dir.File("d.qcow2");
+        await QemuImg.CreateAsync(disk, DiskFormat.Qcow2, 16 << 20, Ct);
+        var spec = Spec(dir, disk);
+        var qemu = await QemuProcess.LaunchAsync(spec, Ct);
+        try
+        {
+            await ProcessRunner.RunAsync("kill", ["-STOP", qemu.Pid.ToString()], ct: Ct);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var stopWait = qemu.Qmp.WaitForEventAsync("STOP", null, TimeSpan.FromMinutes(5), Ct);
+            var e = await Assert.ThrowsAsync<QmpTimeoutException>(() => qemu.Qmp.ExecuteAsync("query-status", null, TimeSpan.FromSeconds(1), Ct));
+            Assert.Equal("QEMU did not answer query-status within 1 s", e.Message);
+            Assert.InRange(clock.Elapsed.TotalSeconds, 0.9, 10);
+            // The connection is broken for everyone: later commands and event waiters fail at once.
+            await Assert.ThrowsAsync<QmpConnectionException>(() => qemu.Qmp.ExecuteAsync("query-status", null, Ct));
+            await Assert.ThrowsAsync<QmpConnectionException>(() => stopWait);
+            await qemu.Qmp.Closed.WaitAsync(TimeSpan.FromSeconds(5), Ct);
+            Assert.Same(e, qemu.Qmp.Failure);
+            var attach = await Assert.ThrowsAsync<QmpConnectionException>(() => QemuProcess.TryAttachAsync(spec.PidFile, spec.QmpSocket, TimeSpan.FromSeconds(1), Ct));
+            Assert.Contains("no QMP greeting", attach.Message);
+            await qemu.DisposeAsync();
+
+            await ProcessRunner.RunAsync("kill", ["-CONT", qemu.Pid.ToString()], ct: Ct);
+            await using (var again = await AttachEventuallyAsync(spec))
+                Assert.Equal("running", await again.QueryStatusAsync(Ct));
+
+            // QEMU serves one QMP client at a time: one that connects and never reads holds the others off.
+            using (var holder = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
+            {
+                await holder.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(spec.QmpSocket), Ct);
+                await Assert.ThrowsAsync<QmpConnectionException>(() => QemuProcess.TryAttachAsync(spec.PidFile, spec.QmpSocket, TimeSpan.FromSeconds(1), Ct));
+            }
+            await using (var after = await AttachEventuallyAsync(spec))
+                Assert.Equal("running", await after.QueryStatusAsync(Ct));
+        }
+        finally
+        {
+            await ProcessRunner.RunAsync("kill", ["-CONT", qemu.Pid.ToString()], CancellationToken.None, throwOnError: false);
+            QemuProcess.Kill(qemu.Pid, spec.PidFile);
+        }
+    }
+
+    private static async Task<QemuProcess> AttachEventuallyAsync(VmLaunchSpec spec)
+    {
+        for (var i = 0; ; i++)
+        {
+            try { return await QemuProcess.TryAttachAsync(spec.PidFile, spec.QmpSocket, TimeSpan.FromSeconds(2), Ct) ?? throw new InvalidOperationException("QEMU is gone"); }
+            catch (QmpConnectionException) when (i < 10) { }
+        }
+    }
+
+    [Fact]
     public async Task Launch_failure_reports_qemus_own_error_line()
     {
         using var dir = new TempDir();

@@ -5,6 +5,7 @@ using Haven.Host.State;
 using Haven.Host.Vms;
 using Haven.Qemu.GuestAgent;
 using Haven.Qemu.Images;
+using Haven.Qemu.Qmp;
 using Haven.Qemu.Runtime;
 
 namespace Haven.Host.Checkpoints;
@@ -70,13 +71,24 @@ public sealed class CheckpointService(HavenHost host)
 
     internal async Task<CheckpointCreateResult> CreateLockedAsync(VmRecord vm, string? requestedName, CancellationToken ct)
     {
+        var qemu = host.Runtimes.Get(vm.Id);
+        try { return await CreateLockedAsync(vm, qemu, requestedName, ct); }
+        catch (QmpConnectionException e) when (qemu is not null)
+        {
+            // QEMU stopped answering (or exited) mid-way. Whether its last command ran is unknown, so nothing is
+            // undone now: the journal stays, and is finished or rolled back once QEMU answers again.
+            throw host.Runtimes.Lost(vm.Id, qemu, e, "checkpoint creation");
+        }
+    }
+
+    private async Task<CheckpointCreateResult> CreateLockedAsync(VmRecord vm, QemuProcess? qemu, string? requestedName, CancellationToken ct)
+    {
         var clock = Stopwatch.StartNew();
         if (vm.CheckpointType == CheckpointType.Disabled) throw HavenException.Conflict($"checkpoints are disabled for VM '{vm.Name}'");
         var name = Names.Validate(requestedName ?? $"{vm.Name} - ({DateTime.Now:yyyy-MM-dd HH:mm:ss})", "checkpoint");
         if (Store.ListCheckpoints(vm.Id).Exists(c => c.Name == name))
             throw HavenException.Conflict($"VM '{vm.Name}' already has a checkpoint named '{name}'");
 
-        var qemu = host.Runtimes.Get(vm.Id);
         var kind = vm.CheckpointType == CheckpointType.Standard ? CheckpointKind.Standard : CheckpointKind.Production;
         GuestAgentClient? agent = null;
         string? fallback = null;
@@ -154,7 +166,7 @@ public sealed class CheckpointService(HavenHost host)
                 CrashPoints.Hit("create.after-snapshot");
             }
         }
-        catch when (!plan.Snapshotted)
+        catch (Exception e) when (!plan.Snapshotted && e is not QmpConnectionException)
         {
             await RollBackCreateAsync(vm.Id, op, plan, CancellationToken.None);
             throw;
@@ -168,7 +180,7 @@ public sealed class CheckpointService(HavenHost host)
                 await SaveStateAsync(qemu!, Paths.StateFile(vm.Id, plan.CheckpointId), ct);
                 hasState = true;
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (e is not OperationCanceledException and not QmpConnectionException)
             {
                 // The disks already moved to the new layers, so the checkpoint stands, without memory.
                 fallback = $"memory state could not be saved ({e.Message}); the checkpoint holds disks only";

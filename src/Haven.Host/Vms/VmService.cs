@@ -187,6 +187,8 @@ public sealed class VmService(HavenHost host)
     {
         var vm = Find(name);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
+        // A QEMU that does not answer cannot be asked to quit: --force kills it.
+        if (req.Force && await host.Runtimes.KillUnresponsiveAsync(vm.Id, ct)) return await DescribeAsync(vm, ct);
         var p = host.Runtimes.Get(vm.Id) ?? throw HavenException.Conflict($"VM '{name}' is not running");
         if (req.Force) await p.QuitAsync(ct);
         else await p.ShutdownAsync(TimeSpan.FromSeconds(Math.Clamp(req.TimeoutSeconds, 0, 3600)), ct);
@@ -205,23 +207,41 @@ public sealed class VmService(HavenHost host)
         HostPaths.DeleteVmFolder(Paths.VmDir(vm.Id));
     }
 
+    /// <summary>How long describing a VM waits for QEMU's status before showing it unresponsive (the query itself goes on, bounded by the QMP command timeout).</summary>
+    public static readonly TimeSpan StatusTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>State, QEMU pid and (when unresponsive) why. Never waits longer than <see cref="StatusTimeout"/> on QEMU.</summary>
+    private async Task<(VmState State, int? Pid, string? Reason)> RuntimeStateAsync(string vmId, CancellationToken ct)
+    {
+        QemuProcess? p;
+        try { p = host.Runtimes.Get(vmId); }
+        catch (HavenException) { p = null; }
+        if (host.Runtimes.Unresponsive(vmId) is { } u) return (VmState.Unresponsive, u.Pid, u.Reason);
+        if (p is null) return (VmState.Off, null, null);
+        var query = p.QueryStatusAsync(CancellationToken.None);
+        try { return (await query.WaitAsync(StatusTimeout, ct) == "running" ? VmState.Running : VmState.Paused, p.Pid, null); }
+        catch (TimeoutException)
+        {
+            // A QEMU that stays silent past the command timeout breaks the connection and is re-attached in the background.
+            _ = query.ContinueWith(t => t.Exception, TaskScheduler.Default);
+            return (VmState.Unresponsive, p.Pid, $"QEMU did not answer query-status within {StatusTimeout.TotalSeconds:0.#} s");
+        }
+        catch (QmpConnectionException e) when (p.IsAlive) { return (VmState.Unresponsive, p.Pid, e.Message); }
+        catch (QmpConnectionException) { return (VmState.Off, null, null); }
+    }
+
     public async Task<VmInfo> DescribeAsync(VmRecord vm, CancellationToken ct)
     {
         vm = Store.FindVm(vm.Id) ?? vm;
         var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
         var checkpoints = Store.ListCheckpoints(vm.Id).ToDictionary(c => c.Id);
-        var state = VmState.Off;
-        var p = host.Runtimes.Get(vm.Id);
-        if (p is not null)
-        {
-            try { state = await p.QueryStatusAsync(ct) == "running" ? VmState.Running : VmState.Paused; }
-            catch (QmpConnectionException) { state = VmState.Off; p = null; }
-        }
+        var (state, pid, reason) = await RuntimeStateAsync(vm.Id, ct);
         return new VmInfo
         {
             Id = vm.Id,
             Name = vm.Name,
             State = state,
+            StateReason = reason,
             Vcpus = vm.Vcpus,
             MemoryMiB = vm.MemoryMiB,
             CheckpointType = vm.CheckpointType,
@@ -230,7 +250,7 @@ public sealed class VmService(HavenHost host)
             GuestAgent = vm.GuestAgent,
             QmpSocket = Paths.QmpSocket(vm.Id),
             GuestAgentSocket = vm.GuestAgent ? Paths.GuestAgentSocket(vm.Id) : null,
-            Pid = p?.Pid,
+            Pid = pid,
             CurrentCheckpoint = vm.CurrentCheckpointId is { } c && checkpoints.TryGetValue(c, out var cur) ? cur.Name : null,
             Kernel = vm.Kernel,
             Initrd = vm.Initrd,

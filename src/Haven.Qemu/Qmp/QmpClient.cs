@@ -25,8 +25,11 @@ public sealed class QmpClient : IAsyncDisposable
     private Task? _readLoop;
     private Exception? _failure;
 
-    private QmpClient(Socket socket)
+    private readonly TimeProvider _time;
+
+    private QmpClient(Socket socket, TimeProvider time)
     {
+        _time = time;
         _socket = socket;
         _stream = new NetworkStream(socket, ownsSocket: true);
         _reader = new StreamReader(_stream, new UTF8Encoding(false), false, 64 * 1024);
@@ -35,7 +38,12 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>The QEMU version from the greeting, e.g. "7.2.22".</summary>
     public string QemuVersion { get; private set; } = "";
 
-    public static async Task<QmpClient> ConnectAsync(string socketPath, TimeSpan timeout, CancellationToken ct = default)
+    /// <summary>
+    /// Connects and completes the greeting within <paramref name="timeout"/>. QEMU serves one QMP client at a time:
+    /// while another client holds the socket (or QEMU is stopped) the greeting never comes and this throws
+    /// <see cref="QmpConnectionException"/>.
+    /// </summary>
+    public static async Task<QmpClient> ConnectAsync(string socketPath, TimeSpan timeout, CancellationToken ct = default, TimeProvider? time = null)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
         deadline.CancelAfter(timeout);
@@ -45,7 +53,7 @@ public sealed class QmpClient : IAsyncDisposable
             try
             {
                 await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), deadline.Token);
-                var client = new QmpClient(socket);
+                var client = new QmpClient(socket, time ?? TimeProvider.System);
                 await client.HandshakeAsync(deadline.Token);
                 return client;
             }
@@ -57,7 +65,7 @@ public sealed class QmpClient : IAsyncDisposable
             catch (OperationCanceledException) when (!ct.IsCancellationRequested)
             {
                 socket.Dispose();
-                throw new QmpConnectionException($"no QMP answer on {socketPath} within {timeout.TotalSeconds:0.#} s");
+                throw new QmpConnectionException($"no QMP greeting on {socketPath} within {timeout.TotalSeconds:0.#} s (QEMU is stopped or hung, or another QMP client holds the socket)");
             }
         }
     }
@@ -76,10 +84,27 @@ public sealed class QmpClient : IAsyncDisposable
         await ExecuteAsync("qmp_capabilities", null, ct);
     }
 
+    /// <summary>How long a command may go unanswered: QEMU answers commands from its main loop within milliseconds; long work runs as jobs.</summary>
+    public static readonly TimeSpan DefaultCommandTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>The bound of <see cref="ExecuteAsync(string, object?, CancellationToken)"/>.</summary>
+    public TimeSpan CommandTimeout { get; set; } = DefaultCommandTimeout;
+
+    /// <summary>Why the connection is unusable (closed by QEMU, a timed-out command); null while it works.</summary>
+    public Exception? Failure => _failure;
+
     /// <summary>Runs one command and returns its "return" value; a QMP error becomes <see cref="QmpException"/>.</summary>
-    public async Task<JsonElement> ExecuteAsync(string command, object? arguments = null, CancellationToken ct = default)
+    public Task<JsonElement> ExecuteAsync(string command, object? arguments = null, CancellationToken ct = default)
+        => ExecuteAsync(command, arguments, CommandTimeout, ct);
+
+    /// <summary>
+    /// As above, bounded by <paramref name="timeout"/>. A command QEMU leaves unanswered that long (a hung or
+    /// SIGSTOPped QEMU) throws <see cref="QmpTimeoutException"/> and breaks the connection: whether the command
+    /// ran is unknown, so the caller must re-attach and look instead of going on.
+    /// </summary>
+    public async Task<JsonElement> ExecuteAsync(string command, object? arguments, TimeSpan timeout, CancellationToken ct)
     {
-        if (_failure is not null) throw new QmpConnectionException("QMP connection is closed", _failure);
+        if (_failure is not null) throw new QmpConnectionException("QMP connection is closed: " + _failure.Message, _failure);
         var id = Interlocked.Increment(ref _nextId);
         var tcs = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[id] = tcs;
@@ -99,7 +124,14 @@ public sealed class QmpClient : IAsyncDisposable
         using var reg = ct.Register(() => tcs.TrySetCanceled(ct));
         try
         {
-            var result = await tcs.Task;
+            JsonElement result;
+            try { result = await tcs.Task.WaitAsync(timeout, _time, CancellationToken.None); }
+            catch (TimeoutException)
+            {
+                var failure = new QmpTimeoutException(command, timeout);
+                Break(failure);
+                throw failure;
+            }
             if (result.ValueKind == JsonValueKind.Object && result.TryGetProperty("error", out var error))
                 throw new QmpException(command, error.GetProperty("class").GetString() ?? "GenericError", error.GetProperty("desc").GetString() ?? "");
             return result.TryGetProperty("return", out var ret) ? ret : default;
@@ -115,13 +147,14 @@ public sealed class QmpClient : IAsyncDisposable
     {
         var waiter = new EventWaiter(name, match ?? (_ => true));
         lock (_eventWaiters) _eventWaiters.Add(waiter);
+        EnsureHeartbeat();
         var cts = CancellationTokenSource.CreateLinkedTokenSource(ct, _closed.Token);
         cts.CancelAfter(timeout);
         cts.Token.Register(() =>
         {
             lock (_eventWaiters) _eventWaiters.Remove(waiter);
             if (_closed.IsCancellationRequested)
-                waiter.Completion.TrySetException(new QmpConnectionException($"QMP connection closed while waiting for {name}", _failure));
+                waiter.Completion.TrySetException(new QmpConnectionException($"QMP connection closed while waiting for {name}" + (_failure is null ? "" : ": " + _failure.Message), _failure));
             else if (ct.IsCancellationRequested)
                 waiter.Completion.TrySetCanceled(ct);
             else
@@ -129,6 +162,37 @@ public sealed class QmpClient : IAsyncDisposable
         });
         waiter.Completion.Task.ContinueWith(_ => cts.Dispose(), TaskScheduler.Default);
         return waiter.Completion.Task;
+    }
+
+    /// <summary>How often QEMU is asked for a sign of life while someone waits for an event (a block job may run for hours).</summary>
+    public static readonly TimeSpan HeartbeatInterval = TimeSpan.FromSeconds(10);
+    private int _heartbeat;
+
+    /// <summary>
+    /// While event waiters exist, pings QEMU every <see cref="HeartbeatInterval"/>: a QEMU that hangs during a
+    /// long job then fails the waits within the command timeout instead of the job's.
+    /// </summary>
+    private void EnsureHeartbeat()
+    {
+        if (Interlocked.Exchange(ref _heartbeat, 1) == 0) _ = HeartbeatAsync();
+    }
+
+    private async Task HeartbeatAsync()
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(HeartbeatInterval, _time, _closed.Token);
+                lock (_eventWaiters) if (_eventWaiters.Count == 0) break;
+                await ExecuteAsync("query-version", null, CommandTimeout, CancellationToken.None);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or QmpConnectionException or QmpException) { }
+        finally { Volatile.Write(ref _heartbeat, 0); }
+        bool again;
+        lock (_eventWaiters) again = _eventWaiters.Count > 0 && _failure is null;
+        if (again) EnsureHeartbeat();
     }
 
     /// <summary>All events seen, for callers that want to log or watch them.</summary>
@@ -167,22 +231,34 @@ public sealed class QmpClient : IAsyncDisposable
                     tcs.TrySetResult(root);
                 }
             }
-            _failure = new QmpConnectionException("QEMU closed the QMP socket");
+            Interlocked.CompareExchange(ref _failure, new QmpConnectionException("QEMU closed the QMP socket"), null);
         }
-        catch (Exception e) { _failure = e; }
+        catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
         finally
         {
-            foreach (var p in _pending.Values) p.TrySetException(new QmpConnectionException("QMP connection closed", _failure));
+            foreach (var p in _pending.Values) p.TrySetException(new QmpConnectionException("QMP connection closed" + (_failure is null ? "" : ": " + _failure.Message), _failure));
             _events.Writer.TryComplete();
             _closed.Cancel();
             _closedTask.TrySetResult();
         }
     }
 
+    /// <summary>Marks the connection unusable and closes it; every waiting command and event waiter fails with <paramref name="failure"/>.</summary>
+    private void Break(Exception failure)
+    {
+        Interlocked.CompareExchange(ref _failure, failure, null);
+        foreach (var p in _pending.Values) p.TrySetException(new QmpConnectionException(failure.Message, failure));
+        try { _socket.Shutdown(SocketShutdown.Both); }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        try { _closed.Cancel(); }
+        catch (ObjectDisposedException) { }
+    }
+
     public async ValueTask DisposeAsync()
     {
         _closed.Cancel();
-        _socket.Shutdown(SocketShutdown.Both);
+        try { _socket.Shutdown(SocketShutdown.Both); }
+        catch (SocketException) { } // already closed by QEMU or broken by a timeout
         await _stream.DisposeAsync();
         if (_readLoop is not null) await _readLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _closed.Dispose();

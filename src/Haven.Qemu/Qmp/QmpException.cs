@@ -11,7 +11,14 @@ public sealed class QmpException(string command, string errorClass, string descr
 }
 
 /// <summary>The QMP socket could not be reached or was closed; the client must not be reused.</summary>
-public sealed class QmpConnectionException : Exception
+public class QmpConnectionException : Exception
 {
     public QmpConnectionException(string message, Exception? inner = null) : base(message, inner) { }
+}
+
+/// <summary>QEMU left a command unanswered past its timeout (hung or stopped); the connection was closed.</summary>
+public sealed class QmpTimeoutException(string command, TimeSpan timeout)
+    : QmpConnectionException($"QEMU did not answer {command} within {timeout.TotalSeconds:0.#} s")
+{
+    public string Command { get; } = command;
 }

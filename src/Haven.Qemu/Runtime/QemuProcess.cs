@@ -22,6 +22,9 @@ public sealed class QemuProcess : IAsyncDisposable
 
     public bool IsAlive => IsProcessAlive(Pid, PidFile);
 
+    /// <summary>Set once we asked QEMU to end (power-off or quit): its QMP connection closing is then expected.</summary>
+    public bool Ending { get; private set; }
+
     /// <summary>Starts QEMU and connects to its QMP socket. QEMU's own error line becomes the exception message.</summary>
     public static async Task<QemuProcess> LaunchAsync(VmLaunchSpec spec, CancellationToken ct = default)
     {
@@ -45,12 +48,19 @@ public sealed class QemuProcess : IAsyncDisposable
     }
 
     /// <summary>Re-attaches to a QEMU started earlier (by this or a previous daemon); null when it is gone.</summary>
-    public static async Task<QemuProcess?> TryAttachAsync(string pidFile, string qmpSocket, CancellationToken ct = default)
+    public static Task<QemuProcess?> TryAttachAsync(string pidFile, string qmpSocket, CancellationToken ct = default)
+        => TryAttachAsync(pidFile, qmpSocket, TimeSpan.FromSeconds(5), ct);
+
+    /// <summary>
+    /// As above, waiting at most <paramref name="timeout"/> for the QMP greeting. A QEMU that is alive but does
+    /// not greet (stopped, hung, or another client holds its one QMP connection) throws <see cref="QmpConnectionException"/>.
+    /// </summary>
+    public static async Task<QemuProcess?> TryAttachAsync(string pidFile, string qmpSocket, TimeSpan timeout, CancellationToken ct)
     {
         if (ReadPid(pidFile) is not { } pid || !IsProcessAlive(pid, pidFile)) return null;
         try
         {
-            var qmp = await QmpClient.ConnectAsync(qmpSocket, TimeSpan.FromSeconds(5), ct);
+            var qmp = await QmpClient.ConnectAsync(qmpSocket, timeout, ct);
             return new QemuProcess(pid, pidFile, qmp);
         }
         catch (QmpConnectionException) when (!IsProcessAlive(pid, pidFile))
@@ -66,6 +76,7 @@ public sealed class QemuProcess : IAsyncDisposable
     /// <summary>Asks the guest to power off (ACPI); after <paramref name="timeout"/> forces QEMU to quit.</summary>
     public async Task<bool> ShutdownAsync(TimeSpan timeout, CancellationToken ct = default)
     {
+        Ending = true;
         try { await Qmp.ExecuteAsync("system_powerdown", null, ct); }
         catch (QmpConnectionException) { }
         if (await WaitForExitAsync(timeout, ct)) return true;
@@ -76,6 +87,7 @@ public sealed class QemuProcess : IAsyncDisposable
     /// <summary>Ends QEMU at once: QMP quit, then SIGKILL if it lingers.</summary>
     public async Task QuitAsync(CancellationToken ct = default)
     {
+        Ending = true;
         try { await Qmp.ExecuteAsync("quit", null, ct); }
         catch (Exception e) when (e is QmpConnectionException or QmpException) { }
         if (!await WaitForExitAsync(TimeSpan.FromSeconds(5), ct)) Kill(Pid, PidFile);

@@ -35,6 +35,7 @@ public static class VmView
             ("Name", vm.Name),
             ("Id", vm.Id),
             ("State", State(vm)),
+            ("Unresponsive because", vm.StateReason),
             ("vCPUs", vm.Vcpus.ToString(CultureInfo.InvariantCulture)),
             ("Memory", SizeParser.Format(vm.MemoryMiB * 1024L * 1024L)),
             ("Checkpoint type", vm.CheckpointType.ToString()),
