@@ -53,6 +53,7 @@ public sealed class QemuDriverTests
     /// extra options; and what QEMU creates (it daemonizes with umask 027) ends up owner-only.
     /// </summary>
     [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     public async Task Commas_in_names_and_paths_stay_literal_and_qemus_files_are_owner_only()
     {
         using var dir = new TempDir();
@@ -72,7 +73,7 @@ public sealed class QemuDriverTests
         try
         {
             Assert.Equal("vm,debug-threads=on", (await qemu.Qmp.ExecuteAsync("query-name", null, Ct)).GetProperty("name").GetString());
-            foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket, spec.PidFile, spec.SerialLog })
+            foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket!, spec.PidFile, spec.SerialLog })
             {
                 var mode = File.GetUnixFileMode(f);
                 Assert.True((mode & ~(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute)) == 0, $"{f} is {Convert.ToString((int)mode, 8)}");
