@@ -23,6 +23,11 @@ public sealed record DiskSpec
 {
     /// <summary>Existing image (qcow2, raw or vhdx) to import; the daemon copies it into its data folder.</summary>
     public string? ImportPath { get; init; }
+    /// <summary>
+    /// The format ImportPath must have: "qcow2", "raw" or "vhdx" (an image of another format is refused). Null:
+    /// the format its header shows. Either way an image with a backing file or external data file is refused.
+    /// </summary>
+    public string? ImportFormat { get; init; }
     /// <summary>Size of a new empty disk, in bytes; used when ImportPath is null.</summary>
     public long? SizeBytes { get; init; }
 }

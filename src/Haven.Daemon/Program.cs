@@ -22,9 +22,14 @@ DaemonLogging.MinimumLevel = level;
 using var logs = LoggerFactory.Create(DaemonLogging.Configure);
 var log = logs.CreateLogger("Haven.Daemon");
 
+// Everything havend and its children (qemu-img, qemu-nbd, QEMU) create is owner-only from the start; a data
+// folder an earlier version or a user left readable by others is closed (docs/architecture.md, "Where state lives").
+Haven.Qemu.OwnerOnly.SetUmask();
 HavenHost host;
 try
 {
+    foreach (var fix in Haven.Qemu.OwnerOnly.RestrictTree(Path.GetFullPath(dataDir)))
+        Console.Error.WriteLine("havend: fixed access: " + fix);
     host = new HavenHost(dataDir, new HavenHostOptions { LoggerFactory = logs });
 }
 catch (Exception e)

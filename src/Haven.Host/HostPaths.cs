@@ -4,7 +4,7 @@ namespace Haven.Host;
 /// Layout of a host's data folder. Files are named by ids, never by user-chosen names.
 /// <code>
 /// haven.db                       SQLite: VMs, layers, checkpoints, operation journal
-/// token                          API bearer token (0600)
+/// token                          API bearer token (0600; root-equivalent, see docs/architecture.md)
 /// havend.sock                    API unix socket
 /// vms/&lt;vm&gt;/disks/&lt;layer&gt;.qcow2   one file per qcow2 layer
 /// vms/&lt;vm&gt;/states/&lt;cp&gt;.state      memory/device state of Standard checkpoints
@@ -30,11 +30,12 @@ public sealed class HostPaths(string root)
     public string PidFile(string vmId) => Path.Combine(RunDir, vmId + ".pid");
     public string SerialLog(string vmId) => Path.Combine(RunDir, vmId + ".log");
 
+    /// <summary>Creates the folders owner-only (0700): nothing in the data folder is for other users.</summary>
     public void EnsureCreated()
     {
-        Directory.CreateDirectory(Root);
-        Directory.CreateDirectory(VmsDir);
-        Directory.CreateDirectory(RunDir);
+        Qemu.OwnerOnly.CreateFolder(Root);
+        Qemu.OwnerOnly.CreateFolder(VmsDir);
+        Qemu.OwnerOnly.CreateFolder(RunDir);
     }
 
     public static string NewId() => Guid.NewGuid().ToString("N")[..12];

@@ -30,6 +30,15 @@ public class ParserTests
     }
 
     [Fact]
+    public void VmCreateDiskFormatAppliesToEveryImport()
+    {
+        var (result, command) = Parse<VmCreateCommand>("vm", "create", "x", "--disk", "a.img", "--disk-format", "raw", "--disk", "b.img", "--disk-size", "1M");
+        Assert.Equal(new string?[] { "raw", "raw", null }, command.BuildRequest(result).Disks.Select(d => d.ImportFormat));
+        (result, command) = Parse<VmCreateCommand>("vm", "create", "x", "--disk", "a.img");
+        Assert.Null(Assert.Single(command.BuildRequest(result).Disks).ImportFormat);
+    }
+
+    [Fact]
     public void VmCreateDefaultsMatchTheContract()
     {
         var (result, command) = Parse<VmCreateCommand>("vm", "create", "x");

@@ -19,6 +19,18 @@ public sealed class BadInputFixture : IAsyncLifetime
     public string ExistingExport => World.Dir.File("existing.qcow2");
     public const string ExistingExportContent = "already here\n";
 
+    // Hostile images (UntrustedImageTests): each names something QEMU would follow, or lies about its format.
+    public string ShadowBacked => World.Dir.File("shadow-backed.qcow2");
+    public string JsonBacked => World.Dir.File("json-backed.qcow2");
+    public string NbdBacked => World.Dir.File("nbd-backed.qcow2");
+    public string DataFileImage => World.Dir.File("data-file.qcow2");
+    public string ProtocolNamed => World.Dir.File("nbd:foo");
+    public string CommaNamed => World.Dir.File("a,file.driver=nbd,b.raw");
+    public string PlainRaw => World.Dir.File("plain.raw");
+    public string PlainQcow2 => World.Dir.File("plain.qcow2");
+    /// <summary>The unix socket <see cref="NbdBacked"/> names as its backing file; a listener counts connections.</summary>
+    public string Bait => World.Dir.File("bait.sock");
+
     public async ValueTask InitializeAsync()
     {
         await World.StartDaemonAsync();
@@ -34,13 +46,25 @@ public sealed class BadInputFixture : IAsyncLifetime
         File.WriteAllText(TextFile, "These are notes, not a disk image.\n"); // 35 bytes: not even a whole sector
         Directory.CreateDirectory(Folder);
         File.WriteAllText(ExistingExport, ExistingExportContent);
+
+        await Img("create", "-q", "-f", "qcow2", "-u", "-b", "/etc/shadow", "-F", "raw", ShadowBacked, "1M");
+        await Img("create", "-q", "-f", "qcow2", "-u", "-b", "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"file\",\"filename\":\"/etc/shadow\"}}", "-F", "raw", JsonBacked, "1M");
+        await Img("create", "-q", "-f", "qcow2", "-u", "-b", "nbd:unix:" + Bait, "-F", "raw", NbdBacked, "1M");
+        await Img("create", "-q", "-f", "qcow2", "-o", "data_file=" + World.Dir.File("data-file.raw"), DataFileImage, "1M");
+        await Img("create", "-q", "-f", "qcow2", PlainQcow2, "1M");
+        foreach (var raw in new[] { ProtocolNamed, CommaNamed, PlainRaw })
+            File.WriteAllBytes(raw, new byte[1 << 20]);
     }
+
+    private static Task Img(params string[] args) => Haven.Qemu.Images.ProcessRunner.RunAsync("qemu-img", args);
 
     public async ValueTask DisposeAsync() => await World.DisposeAsync();
 
     public string Expand(string arg) => arg
         .Replace("{text}", TextFile).Replace("{folder}", Folder).Replace("{missing}", Missing)
-        .Replace("{existing}", ExistingExport).Replace("{dir}", World.Dir.Path);
+        .Replace("{existing}", ExistingExport).Replace("{dir}", World.Dir.Path)
+        .Replace("{shadow}", ShadowBacked).Replace("{json}", JsonBacked).Replace("{nbd-backed}", NbdBacked).Replace("{data-file}", DataFileImage)
+        .Replace("{nbd-name}", ProtocolNamed).Replace("{comma}", CommaNamed).Replace("{raw}", PlainRaw).Replace("{qcow2}", PlainQcow2);
 }
 
 /// <summary>
@@ -107,6 +131,58 @@ public sealed class BadInputTests(BadInputFixture f) : IClassFixture<BadInputFix
         Assert.Equal(BadInputFixture.ExistingExportContent, File.ReadAllText(f.ExistingExport));
         Assert.Empty(Directory.GetFiles(W.Dir.Path, "*.partial", SearchOption.AllDirectories));
     }
+
+    public static TheoryData<string, string[]> UntrustedImages => new()
+    {
+        { "a qcow2 whose backing file is /etc/shadow", ["--disk", "{shadow}"] },
+        { "a qcow2 whose backing file is a json: name", ["--disk", "{json}"] },
+        { "a qcow2 whose backing file is an nbd: name", ["--disk", "{nbd-backed}"] },
+        { "a qcow2 with an external data file", ["--disk", "{data-file}"] },
+        { "a qcow2 with an external data file, given as qcow2", ["--disk", "{data-file}", "--disk-format", "qcow2"] },
+        { "a raw file named nbd:foo", ["--disk", "{nbd-name}"] },
+        { "a raw file with commas in its path", ["--disk", "{comma}", "--disk-format", "raw"] },
+        { "a raw file given as qcow2", ["--disk", "{raw}", "--disk-format", "qcow2"] },
+        { "a qcow2 given as raw", ["--disk", "{qcow2}", "--disk-format", "raw"] },
+        { "a qcow2 given as vhdx", ["--disk", "{qcow2}", "--disk-format", "vhdx"] },
+        { "a good disk after a hostile one", ["--disk", "{raw}", "--disk", "{shadow}"] },
+    };
+
+    /// <summary>
+    /// Hostile images at 'vm create --disk': exit 2, one line, no VM, and not one new file anywhere in the data
+    /// folder. The nbd:-backed image's bait socket is never connected to: nothing the image names is opened.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(UntrustedImages))]
+    public async Task Untrusted_images_are_refused_and_nothing_is_created(string what, string[] disks)
+    {
+        _ = what;
+        using var bait = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        File.Delete(f.Bait);
+        bait.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(f.Bait));
+        bait.Listen(4);
+        var accepted = bait.AcceptAsync(TestContext.Current.CancellationToken);
+        var before = await SnapshotAsync() + DataFolderFiles();
+        var r = await W.Cli(["vm", "create", "hostile", .. disks.Select(f.Expand), "--accel", "tcg", "--memory", "64"]);
+        AssertRefused(r, 2);
+        Assert.Equal(before, await SnapshotAsync() + DataFolderFiles());
+        await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.False(accepted.IsCompleted, "something connected to the socket a hostile image names");
+        await W.ShowAsync("v"); // havend still answers
+    }
+
+    /// <summary>The same images are fine when they are what they claim and name nothing: the refusals are not blanket.</summary>
+    [Fact]
+    public async Task Plain_images_of_the_given_format_are_imported()
+    {
+        var vm = "plain-" + Guid.NewGuid().ToString("N")[..6];
+        await W.OkAsync("vm", "create", vm, "--disk", f.PlainQcow2, "--disk-format", "qcow2", "--disk", f.PlainRaw, "--accel", "tcg", "--memory", "64");
+        Assert.Equal([1L << 20, 1L << 20], (await W.ShowAsync(vm)).Disks.Select(d => d.SizeBytes));
+        await W.OkAsync("vm", "remove", vm);
+    }
+
+    /// <summary>Every path under the data folder except the state database's (SQLite may touch its -wal/-shm).</summary>
+    private string DataFolderFiles() => string.Join('\n', Directory.GetFileSystemEntries(W.Data, "*", SearchOption.AllDirectories)
+        .Where(p => !Path.GetFileName(p).StartsWith("haven.db", StringComparison.Ordinal)).Order(StringComparer.Ordinal));
 
     /// <summary>
     /// The same names given where they travel in the request path (as the VM or checkpoint to act on).

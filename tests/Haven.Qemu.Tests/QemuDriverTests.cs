@@ -48,6 +48,41 @@ public sealed class QemuDriverTests
         Assert.False(qemu.IsAlive);
     }
 
+    /// <summary>
+    /// A VM name and socket paths with commas (a data folder may have one) reach QEMU as literal values, not as
+    /// extra options; and what QEMU creates (it daemonizes with umask 027) ends up owner-only.
+    /// </summary>
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public async Task Commas_in_names_and_paths_stay_literal_and_qemus_files_are_owner_only()
+    {
+        using var dir = new TempDir();
+        var sub = dir.File("a,server=off,b");
+        Directory.CreateDirectory(sub);
+        var disk = Path.Combine(sub, "d.qcow2");
+        await QemuImg.CreateAsync(disk, DiskFormat.Qcow2, 16 << 20, Ct);
+        var spec = Spec(dir, disk) with
+        {
+            Name = "vm,debug-threads=on",
+            QmpSocket = Path.Combine(sub, "q.qmp"),
+            GuestAgentSocket = Path.Combine(sub, "q.qga"),
+            PidFile = Path.Combine(sub, "q.pid"),
+            SerialLog = Path.Combine(sub, "q.log"),
+        };
+        await using var qemu = await QemuProcess.LaunchAsync(spec, Ct);
+        try
+        {
+            Assert.Equal("vm,debug-threads=on", (await qemu.Qmp.ExecuteAsync("query-name", null, Ct)).GetProperty("name").GetString());
+            foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket!, spec.PidFile, spec.SerialLog })
+            {
+                var mode = File.GetUnixFileMode(f);
+                Assert.True((mode & ~(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute)) == 0, $"{f} is {Convert.ToString((int)mode, 8)}");
+            }
+        }
+        finally { await qemu.QuitAsync(Ct); }
+        Assert.Throws<ArgumentException>(() => QemuCommandLine.Build(spec with { Kernel = dir.File("vmlinuz,initrd=x") }));
+    }
+
     [Fact]
     public async Task A_vm_outlives_its_client_and_is_found_again_by_pid_file()
     {

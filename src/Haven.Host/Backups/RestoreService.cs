@@ -50,8 +50,8 @@ public sealed class RestoreService(HavenHost host)
         await using var _ = await host.LockHostAsync(ct);
         if (host.Store.FindVmByName(name) is not null) throw HavenException.Conflict($"a VM named '{name}' already exists");
         var vmId = HostPaths.NewId();
-        Directory.CreateDirectory(host.Paths.DisksDir(vmId));
-        Directory.CreateDirectory(host.Paths.StatesDir(vmId));
+        Qemu.OwnerOnly.CreateFolder(host.Paths.DisksDir(vmId));
+        Qemu.OwnerOnly.CreateFolder(host.Paths.StatesDir(vmId));
         var layers = new List<LayerRecord>();
         try
         {

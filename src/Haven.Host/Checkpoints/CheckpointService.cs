@@ -242,12 +242,15 @@ public sealed class CheckpointService(HavenHost host)
         Store.Write(w => w.DeleteOperation(op.Id));
     }
 
-    /// <summary>Writes the paused VM's memory and device state to a file (migration to a file), atomically.</summary>
+    /// <summary>
+    /// Writes the paused VM's memory and device state to a file (migration to a file), atomically. QEMU's shell
+    /// runs with QEMU's umask (027): the file is made owner-only explicitly, it holds the guest's memory.
+    /// </summary>
     internal static async Task SaveStateAsync(QemuProcess qemu, string stateFile, CancellationToken ct)
     {
         var partial = stateFile + ".partial";
         File.Delete(partial);
-        await qemu.Qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = "exec:cat > " + ShellQuote(partial) }, ct);
+        await qemu.Qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = "exec:umask 077; cat > " + ShellQuote(partial) }, ct);
         await WaitForMigrationAsync(qemu, ct);
         File.Move(partial, stateFile, overwrite: true);
     }

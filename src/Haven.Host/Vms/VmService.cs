@@ -35,14 +35,18 @@ public sealed class VmService(HavenHost host)
         var network = req.Network switch { "none" or "user" => req.Network, _ => throw HavenException.Invalid($"network must be 'none' or 'user', not '{req.Network}'") };
         ParseAccelerator(req.Accelerator);
         foreach (var f in new[] { req.Kernel, req.Initrd })
+        {
             if (f is not null && !File.Exists(f)) throw HavenException.Invalid($"file not found: {f}");
+            // A multiboot kernel reads -initrd as a comma-separated list (QemuCommandLine).
+            if (f is not null && f.Contains(',')) throw HavenException.Invalid($"kernel and initrd paths must not contain a comma: {f}");
+        }
         if (req.Initrd is not null && req.Kernel is null) throw HavenException.Invalid("an initrd needs a kernel");
 
         // Check every source before writing anything, so a bad disk leaves no trace.
         var sources = new List<(ImageInfo? Info, long Size)>();
         foreach (var d in req.Disks)
         {
-            if (d.ImportPath is { } src) sources.Add((await InspectImportAsync(src, ct), 0));
+            if (d.ImportPath is { } src) sources.Add((await InspectImportAsync(src, d.ImportFormat, ct), 0));
             else if (d.SizeBytes is { } size and >= 1024 * 1024 && size % 512 == 0) sources.Add((null, size));
             else throw HavenException.Invalid("a new disk needs a size of at least 1 MiB, a multiple of 512 bytes");
         }
@@ -53,11 +57,11 @@ public sealed class VmService(HavenHost host)
         if (storageFolder is not null)
         {
             var target = Path.Combine(Path.GetFullPath(storageFolder), vmId);
-            Directory.CreateDirectory(target);
+            Qemu.OwnerOnly.CreateFolder(target);
             Directory.CreateSymbolicLink(Paths.VmDir(vmId), target);
         }
-        Directory.CreateDirectory(Paths.DisksDir(vmId));
-        Directory.CreateDirectory(Paths.StatesDir(vmId));
+        Qemu.OwnerOnly.CreateFolder(Paths.DisksDir(vmId));
+        Qemu.OwnerOnly.CreateFolder(Paths.StatesDir(vmId));
         var disks = new List<(DiskRecord Disk, LayerRecord Layer)>();
         try
         {
@@ -68,7 +72,7 @@ public sealed class VmService(HavenHost host)
                 var (info, size) = sources[i];
                 if (info is not null)
                 {
-                    await QemuImg.ConvertAsync(info.Path, info.Format, path, DiskFormat.Qcow2, ct);
+                    await QemuImg.ConvertAsync(UntrustedImage.Spec(info.Path, info.Format!.Value), null, path, DiskFormat.Qcow2, ct);
                     size = info.VirtualSize;
                 }
                 else await QemuImg.CreateAsync(path, DiskFormat.Qcow2, size, ct);
@@ -103,20 +107,18 @@ public sealed class VmService(HavenHost host)
         return await DescribeAsync(vm, ct);
     }
 
-    /// <summary>An import source must be a real disk image: qcow2 or VHDX by header, or raw with a sector-sized length.</summary>
-    private static async Task<ImageInfo> InspectImportAsync(string path, CancellationToken ct)
+    /// <summary>
+    /// An import source must be a real, standalone disk image of the format given (or, with none given, the one
+    /// its header shows): qcow2 or VHDX by header, or raw with a sector-sized length; nothing it names is followed
+    /// (<see cref="UntrustedImage"/>).
+    /// </summary>
+    private static async Task<ImageInfo> InspectImportAsync(string path, string? format, CancellationToken ct)
     {
-        if (Directory.Exists(path)) throw HavenException.Invalid($"{path} is a folder, not a disk image");
-        if (!File.Exists(path)) throw HavenException.Invalid($"disk image not found: {path}");
-        ImageInfo info;
-        try { info = await QemuImg.InfoAsync(path, forceShare: true, ct); }
-        catch (ToolFailedException e) { throw HavenException.Invalid($"{path} is not a disk image: {e.Message}"); }
-        if (info.Format is null) throw HavenException.Invalid($"{path} is a {info.FormatName} image; Haven imports qcow2, raw and vhdx");
-        // Any file "is" a raw image to qemu-img (which rounds its size up to a sector), so judge by the real length.
-        var length = new FileInfo(path).Length;
-        if (info.Format == DiskFormat.Raw && (length == 0 || length % 512 != 0))
-            throw HavenException.Invalid($"{path} is not a disk image (no qcow2/vhdx header, and {length} bytes is not a whole number of 512-byte sectors)");
-        return info;
+        DiskFormat? expected = null;
+        if (format is not null)
+            expected = QemuImg.ParseFormat(format) ?? throw HavenException.Invalid($"disk format must be qcow2, raw or vhdx, not '{format}'");
+        try { return await UntrustedImage.InspectAsync(path, expected, ct); }
+        catch (UntrustedImageException e) { throw HavenException.Invalid(e.Message); }
     }
 
     public static AcceleratorSetting ParseAccelerator(string s) => s switch

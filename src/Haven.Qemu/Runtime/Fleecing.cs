@@ -49,6 +49,7 @@ public static class Fleecing
             }, ct);
         }
         catch (QmpException e) when (e.Description.Contains("already running", StringComparison.OrdinalIgnoreCase)) { }
+        OwnerOnly.Restrict(socketPath); // QEMU's umask is 027; the run folder is 0700 until then
         foreach (var d in disks)
         {
             var export = new JsonObject { ["type"] = "nbd", ["id"] = d.ExportName, ["node-name"] = d.FleeceNode, ["name"] = d.ExportName, ["writable"] = false };

@@ -11,7 +11,7 @@ public static class QemuCommandLine
     {
         var a = new List<string>
         {
-            "-name", spec.Name,
+            "-name", Escape(spec.Name),
             "-machine", "q35",
             "-accel", spec.Accelerator == Accelerator.Kvm ? "kvm" : "tcg",
             // -cpu host is what the KVM probe vouched for; TCG's richest model is max.
@@ -20,12 +20,13 @@ public static class QemuCommandLine
             "-m", spec.MemoryMiB.ToString(),
             "-nodefaults", "-nographic", "-no-user-config",
             "-serial", "file:" + spec.SerialLog,
-            "-qmp", $"unix:{spec.QmpSocket},server=on,wait=off",
+            // -serial file: takes the rest literally; option strings (key=value,...) need commas doubled.
+            "-qmp", $"unix:{Escape(spec.QmpSocket)},server=on,wait=off",
             "-pidfile", spec.PidFile,
             "-daemonize",
         };
-        if (spec.Kernel is not null) { a.Add("-kernel"); a.Add(spec.Kernel); }
-        if (spec.Initrd is not null) { a.Add("-initrd"); a.Add(spec.Initrd); }
+        if (spec.Kernel is not null) { a.Add("-kernel"); a.Add(NoComma(spec.Kernel, "kernel")); }
+        if (spec.Initrd is not null) { a.Add("-initrd"); a.Add(NoComma(spec.Initrd, "initrd")); }
         if (spec.Append is not null) { a.Add("-append"); a.Add(spec.Append); }
 
         foreach (var disk in spec.Disks)
@@ -38,7 +39,7 @@ public static class QemuCommandLine
         if (spec.GuestAgentSocket is not null)
         {
             a.AddRange(["-device", "virtio-serial-pci,id=vser0",
-                "-chardev", $"socket,path={spec.GuestAgentSocket},server=on,wait=off,id=qga0",
+                "-chardev", $"socket,path={Escape(spec.GuestAgentSocket)},server=on,wait=off,id=qga0",
                 "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]);
         }
 
@@ -73,4 +74,14 @@ public static class QemuCommandLine
     }
 
     public static string FileNodeName(string formatNode) => "f" + formatNode;
+
+    /// <summary>A value inside a QEMU option string (key=value,...): QEMU reads ",," as one literal comma.</summary>
+    public static string Escape(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
+
+    /// <summary>
+    /// Kernel and initrd paths are refused with commas: a multiboot kernel's -initrd is a comma-separated list
+    /// of modules, so no escaping is right for every kernel. (VmService refuses such paths at create.)
+    /// </summary>
+    private static string NoComma(string path, string what)
+        => path.Contains(',') ? throw new ArgumentException($"the {what} path must not contain a comma: {path}") : path;
 }

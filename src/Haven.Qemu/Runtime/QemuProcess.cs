@@ -32,8 +32,13 @@ public sealed class QemuProcess : IAsyncDisposable
         File.Delete(spec.PidFile);
         if (spec.GuestAgentSocket is not null) File.Delete(spec.GuestAgentSocket);
         File.Delete(spec.SerialLog); // one log per run of the VM
+        // QEMU daemonizes with umask 027 and keeps the mode of a file that exists: the log starts owner-only.
+        OwnerOnly.CreateFile(spec.SerialLog).Dispose();
         // With -daemonize the launcher exits once QEMU is initialised, so its exit code reports start-up errors.
         await ProcessRunner.RunAsync(QemuCommandLine.Binary, QemuCommandLine.Build(spec), ct);
+        // Its sockets and pid file were made under umask 027 (inside the 0700 run folder): owner-only before use.
+        foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket, spec.PidFile, spec.SerialLog })
+            if (f is not null) OwnerOnly.Restrict(f);
         var pid = ReadPid(spec.PidFile) ?? throw new ToolFailedException(QemuCommandLine.Binary, 0, "QEMU started but wrote no pid file");
         try
         {

@@ -35,6 +35,13 @@ public sealed class VmCreateCommand : Command
         AllowMultipleArgumentsPerToken = false,
     };
 
+    public Option<string?> DiskFormat { get; } = new("--disk-format")
+    {
+        Description = "Format every --disk image must have (qcow2, raw or vhdx); without it, the one its header shows. "
+            + "Images with a backing file or an external data file are refused either way",
+        HelpName = "FORMAT",
+    };
+
     public Option<long[]> DiskSize { get; } = new("--disk-size")
     {
         Description = "Add a new empty disk of this size (e.g. 64M, 1G, 10G; binary units; a bare number is bytes); repeatable. "
@@ -76,10 +83,12 @@ public sealed class VmCreateCommand : Command
     {
         Network.AcceptOnlyFromAmong("none", "user");
         Accel.AcceptOnlyFromAmong("auto", "kvm", "tcg");
+        DiskFormat.AcceptOnlyFromAmong("qcow2", "raw", "vhdx");
         Add(VmName);
         Add(Vcpus);
         Add(Memory);
         Add(Disk);
+        Add(DiskFormat);
         Add(DiskSize);
         Add(Kernel);
         Add(Initrd);
@@ -121,18 +130,19 @@ public sealed class VmCreateCommand : Command
     {
         var imports = new Queue<string>(parseResult.GetValue(Disk) ?? []);
         var sizes = new Queue<long>(parseResult.GetValue(DiskSize) ?? []);
+        var format = parseResult.GetValue(DiskFormat);
         var disks = new List<DiskSpec>();
         foreach (var token in parseResult.Tokens)
         {
             if (token.Type != TokenType.Option)
                 continue;
             if (Names(Disk).Contains(token.Value) && imports.TryDequeue(out var path))
-                disks.Add(new DiskSpec { ImportPath = Path.GetFullPath(path) });
+                disks.Add(new DiskSpec { ImportPath = Path.GetFullPath(path), ImportFormat = format });
             else if (Names(DiskSize).Contains(token.Value) && sizes.TryDequeue(out var size))
                 disks.Add(new DiskSpec { SizeBytes = size });
         }
         // Anything the token walk missed (it should not happen) goes last rather than being dropped.
-        disks.AddRange(imports.Select(p => new DiskSpec { ImportPath = Path.GetFullPath(p) }));
+        disks.AddRange(imports.Select(p => new DiskSpec { ImportPath = Path.GetFullPath(p), ImportFormat = format }));
         disks.AddRange(sizes.Select(s => new DiskSpec { SizeBytes = s }));
         return disks;
     }
