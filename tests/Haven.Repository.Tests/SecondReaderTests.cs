@@ -83,7 +83,7 @@ public sealed class SecondReaderTests
     {
         var clock = new ManualClock(new DateTimeOffset(2025, 3, 1, 12, 0, 0, TimeSpan.Zero));
         var store = new FakeLockStore(clock);
-        var options = new RepositoryOptions { ChunkSize = ChunkSize, KdfIterations = 1000, Immutability = new RepositoryImmutability { Mode = Haven.Storage.RetentionMode.Compliance, Days = 30 } };
+        var options = new RepositoryOptions { ChunkSize = ChunkSize, Kdf = RepositoryKdf.Cheapest, Immutability = new RepositoryImmutability { Mode = Haven.Storage.RetentionMode.Compliance, Days = 30 } };
         await (await Repository.InitAsync(store, Passphrase, options, clock, Ct)).DisposeAsync();
         var config = JsonDocument.Parse((await store.GetAsync("config", Ct))!).RootElement;
         var immutability = config.GetProperty("immutability");
