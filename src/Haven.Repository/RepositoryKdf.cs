@@ -75,6 +75,7 @@ public sealed record RepositoryKdf
         Pbkdf2Algorithm when iterations is < MinPbkdf2Iterations or > MaxPbkdf2Iterations
             => $"pbkdf2-hmac-sha256 iterations {iterations} are outside {MinPbkdf2Iterations}..{MaxPbkdf2Iterations}",
         Pbkdf2Algorithm when saltLength is < 16 or > 64 => $"pbkdf2-hmac-sha256 salt is {saltLength} bytes, not 16..64",
+        Pbkdf2Algorithm => null,
         _ => $"unknown key derivation \"{algorithm}\"",
     };
 
