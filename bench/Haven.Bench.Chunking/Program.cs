@@ -16,7 +16,7 @@ try
     foreach (var size in new[] { 64 << 10, 1 << 20, 4 << 20 })
     {
         await using var repo = await Repository.InitAsync(new LocalDirectoryStore(Path.Combine(dir.FullName, size.ToString())), "bench",
-            new RepositoryOptions { ChunkSize = size, KdfIterations = 1000 });
+            new RepositoryOptions { ChunkSize = size, Kdf = RepositoryKdf.Cheapest });
         foreach (var (name, make) in new (string, Func<int, byte[]>)[] { ("random", RandomData), ("compressible", DiskLikeData) })
         {
             // Several distinct chunks so caches do not flatter the numbers.

@@ -299,6 +299,8 @@ public sealed record BackupInfo
     public required string Mode { get; init; }
     public required string Host { get; init; }
     public required long SizeBytes { get; init; }
+    /// <summary>Set when the backup's manifest cannot be read: why. Vm, Mode and Host are then empty, SizeBytes 0, CreatedAt from the id.</summary>
+    public string? Unreadable { get; init; }
 }
 
 public sealed record RestoreRequest : RepositoryRef

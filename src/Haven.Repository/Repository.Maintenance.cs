@@ -10,6 +10,7 @@ public sealed partial class Repository
     /// <summary>
     /// Applies <paramref name="policy"/> to each VM's backups and, unless <paramref name="dryRun"/>, deletes
     /// the manifests it does not keep (under the exclusive lock). Chunks are left for <see cref="CollectGarbageAsync"/>.
+    /// A manifest that cannot be read is left alone and reported (<see cref="PruneResult.Unreadable"/>).
     /// </summary>
     public async Task<PruneResult> PruneAsync(RetentionPolicy policy, bool dryRun, CancellationToken ct = default)
     {
@@ -48,7 +49,7 @@ public sealed partial class Repository
                 }
                 catch (ObjectLockedException e) { locked.Add(new LockedBackup(b, e.RetainUntil)); } // kept: not an error
             }
-            return new PruneResult(dryRun, kept, removed) { Locked = locked };
+            return new PruneResult(dryRun, kept, removed) { Locked = locked, Unreadable = backups.Unreadable };
         }
         finally
         {
@@ -59,7 +60,9 @@ public sealed partial class Repository
     /// <summary>
     /// Mark and sweep under the exclusive lock. Deletes a chunk only if no manifest references it and it was
     /// written before min(GC start, oldest live writer's start) − grace period, so chunks of backups still
-    /// being written survive. Rules and their reasons: docs/repository-format.md, "Garbage collection".
+    /// being written survive. If any manifest cannot be read, nothing is deleted (what it references is
+    /// unknown): the result says so (<see cref="GcResult.SweepSkipped"/>) and names the manifests.
+    /// Rules and their reasons: docs/repository-format.md, "Garbage collection".
     /// </summary>
     public async Task<GcResult> CollectGarbageAsync(CancellationToken ct = default)
     {
@@ -73,22 +76,29 @@ public sealed partial class Repository
 
         var referenced = new HashSet<ChunkId>();
         var marked = new HashSet<string>(StringComparer.Ordinal);
-        await MarkAsync(referenced, marked, ct);
-        // Announce deletions, then mark again: a manifest committed during the first pass is seen now, and
-        // any later commit sees the announcement and re-checks its chunks (BackupWriter.CommitAsync).
-        await BeginDeletingChunksAsync(exclusive, ct);
-        Step("gc.after-announce");
-        await MarkAsync(referenced, marked, ct);
+        var unreadable = new List<ManifestProblem>();
+        await MarkAsync(referenced, marked, unreadable, ct);
+        if (unreadable.Count == 0)
+        {
+            // Announce deletions, then mark again: a manifest committed during the first pass is seen now, and
+            // any later commit sees the announcement and re-checks its chunks (BackupWriter.CommitAsync).
+            await BeginDeletingChunksAsync(exclusive, ct);
+            Step("gc.after-announce");
+            await MarkAsync(referenced, marked, unreadable, ct);
+        }
+        // An unreadable manifest may reference any chunk: sweeping anything could destroy its backup.
+        var sweep = unreadable.Count == 0;
 
         var candidates = new List<ObjectInfo>();
-        long young = 0, youngBytes = 0;
+        long young = 0, youngBytes = 0, notSwept = 0, notSweptBytes = 0;
         await foreach (var (id, info) in ListChunksAsync(ct))
         {
             if (referenced.Contains(id)) continue;
             if (info.LastModified >= cutoff) { young++; youngBytes += info.Size; continue; }
-            candidates.Add(info);
+            if (sweep) candidates.Add(info);
+            else { notSwept++; notSweptBytes += info.Size; }
         }
-        await exclusive.EnsureHeldAsync(ct);
+        if (sweep) await exclusive.EnsureHeldAsync(ct);
         long deleted = 0, deletedBytes = 0, locked = 0, lockedBytes = 0;
         foreach (var c in candidates)
         {
@@ -113,18 +123,23 @@ public sealed partial class Repository
             StaleLocksRemoved = staleRemoved,
             ChunksLocked = locked,
             BytesLocked = lockedBytes,
+            SweepSkipped = !sweep,
+            UnreadableManifests = [.. unreadable.OrderBy(m => m.BackupId, StringComparer.Ordinal)],
+            ChunksKeptUnreadable = notSwept,
+            BytesKeptUnreadable = notSweptBytes,
         };
     }
 
-    /// <summary>Adds the chunks of every manifest not yet in <paramref name="marked"/>. A corrupt manifest stops GC: what it references is unknown.</summary>
-    private async Task MarkAsync(HashSet<ChunkId> referenced, HashSet<string> marked, CancellationToken ct)
+    /// <summary>
+    /// Adds the chunks of every manifest not yet in <paramref name="marked"/>; one that cannot be read goes to
+    /// <paramref name="unreadable"/> (what it references is unknown, so the caller must not sweep).
+    /// </summary>
+    private async Task MarkAsync(HashSet<ChunkId> referenced, HashSet<string> marked, List<ManifestProblem> unreadable, CancellationToken ct)
     {
         foreach (var backupId in await ListBackupIdsAsync(ct))
         {
             if (marked.Contains(backupId)) continue;
-            BackupManifest manifest;
-            try { manifest = await ReadManifestAsync(backupId, ct); }
-            catch (BackupNotFoundException) { continue; } // pruned meanwhile
+            if (await TryReadManifestAsync(backupId, unreadable, ct) is not { } manifest) continue; // pruned meanwhile, or unreadable
             foreach (var disk in manifest.Disks)
                 foreach (var entry in disk.Chunks)
                     if (entry is { } id) referenced.Add(id);
@@ -171,11 +186,7 @@ public sealed partial class Repository
             var backupsChecked = 0;
             foreach (var backupId in await ListBackupIdsAsync(ct))
             {
-                BackupManifest manifest;
-                try { manifest = await ReadManifestAsync(backupId, ct); }
-                catch (BackupNotFoundException) { continue; }
-                catch (CorruptManifestException e) { corruptManifests.Add(new ManifestProblem(backupId, e.Reason)); continue; }
-                catch (UnsupportedFormatException e) { corruptManifests.Add(new ManifestProblem(backupId, e.Message)); continue; }
+                if (await TryReadManifestAsync(backupId, corruptManifests, ct) is not { } manifest) continue;
                 backupsChecked++;
                 foreach (var disk in manifest.Disks)
                     foreach (var entry in disk.Chunks)

@@ -112,10 +112,13 @@ public sealed partial class Repository : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(passphrase);
         var location = store.ToString() ?? store.GetType().Name;
-        var json = await store.GetAsync(RepoKeys.Config, ct)
-            ?? throw new NotARepositoryException($"{location} holds no Haven repository (no config object)");
-        var config = RepositoryConfig.Parse(json, location);
-        // PBKDF2 is deliberately slow (about half a second): keep it off the caller's thread.
+        var buffer = new byte[RepositoryConfig.MaxConfigBytes + 1];
+        var length = await store.ReadAsync(RepoKeys.Config, buffer, ct);
+        if (length < 0) throw new NotARepositoryException($"{location} holds no Haven repository (no config object)");
+        if (length > RepositoryConfig.MaxConfigBytes)
+            throw new NotARepositoryException($"{location}: the config object is {length} bytes, larger than any Haven repository config ({RepositoryConfig.MaxConfigBytes})");
+        var config = RepositoryConfig.Parse(buffer[..length], location);
+        // Key derivation is deliberately slow (a few hundred milliseconds): keep it off the caller's thread.
         var masterKey = await Task.Run(() => config.UnwrapMasterKey(passphrase), ct);
         return new Repository(store, config, masterKey, clock, cache);
     }
@@ -127,13 +130,18 @@ public sealed partial class Repository : IAsyncDisposable
         return await BackupWriter.StartAsync(this, hostName, ct);
     }
 
-    /// <summary>Every backup, oldest first. A manifest that fails authentication throws <see cref="CorruptManifestException"/>.</summary>
-    public async Task<IReadOnlyList<BackupSummary>> ListBackupsAsync(CancellationToken ct = default)
+    /// <summary>
+    /// Every readable backup, oldest first; a manifest that cannot be read (corrupt, or a newer format) is
+    /// not in the list but in <see cref="BackupListing.Unreadable"/> with the reason — one bad manifest does
+    /// not hide the others.
+    /// </summary>
+    public async Task<BackupListing> ListBackupsAsync(CancellationToken ct = default)
     {
-        var manifests = await ReadAllManifestsAsync(ct);
+        var unreadable = new List<ManifestProblem>();
+        var manifests = await ReadAllManifestsAsync(unreadable, ct);
         var list = new List<BackupSummary>(manifests.Count);
         foreach (var m in manifests) list.Add(BackupSummary.Of(m));
-        return list;
+        return new BackupListing(list, unreadable);
     }
 
     public async Task<BackupManifest> ReadManifestAsync(string backupId, CancellationToken ct = default)
@@ -184,10 +192,15 @@ public sealed partial class Repository : IAsyncDisposable
     {
         Span<byte> binding = stackalloc byte[ChunkId.Length];
         id.WriteTo(binding);
-        var n = SealedObject.Open(SealedObject.ChunkMagic, _keys.ChunkEncryption, binding, sealedChunk, into, ChunkSize, out var problem)
-            ?? throw new CorruptChunkException(id, problem);
-        if (n == 0 || _keys.ComputeId(into[..n]) != id) throw new CorruptChunkException(id, "plaintext does not hash to the chunk id");
-        return n;
+        var n = SealedObject.Open(SealedObject.ChunkMagic, _keys.ChunkEncryption, binding, sealedChunk, into, ChunkSize, out var problem);
+        if (n is { } length)
+        {
+            if (length > 0 && _keys.ComputeId(into[..length]) == id) return length;
+            problem = "plaintext does not hash to the chunk id";
+        }
+        // Nothing unverified stays in the caller's buffer (a raw payload was decrypted straight into it).
+        into[..Math.Min(into.Length, ChunkSize)].Clear();
+        throw new CorruptChunkException(id, problem);
     }
 
     internal byte[] SealManifest(BackupManifest manifest)
@@ -221,17 +234,28 @@ public sealed partial class Repository : IAsyncDisposable
         return manifest;
     }
 
-    /// <summary>Every readable manifest, oldest first; manifests deleted while listing are skipped.</summary>
-    internal async Task<List<BackupManifest>> ReadAllManifestsAsync(CancellationToken ct)
+    /// <summary>Every readable manifest, oldest first; unreadable ones go to <paramref name="unreadable"/>, ones deleted while listing are skipped.</summary>
+    internal async Task<List<BackupManifest>> ReadAllManifestsAsync(List<ManifestProblem> unreadable, CancellationToken ct)
     {
         var manifests = new List<BackupManifest>();
         foreach (var id in await ListBackupIdsAsync(ct))
-        {
-            try { manifests.Add(await ReadManifestAsync(id, ct)); }
-            catch (BackupNotFoundException) { } // pruned while we listed
-        }
+            if (await TryReadManifestAsync(id, unreadable, ct) is { } m) manifests.Add(m);
         manifests.Sort((a, b) => a.CreatedAt != b.CreatedAt ? a.CreatedAt.CompareTo(b.CreatedAt) : string.CompareOrdinal(a.Id, b.Id));
         return manifests;
+    }
+
+    /// <summary>
+    /// A manifest for listing and maintenance: null when it was deleted meanwhile (pruned) or cannot be read;
+    /// an unreadable one (corrupt, or a manifest version this code does not know) is added to
+    /// <paramref name="unreadable"/> with the reason, never dropped silently. Store failures still throw.
+    /// </summary>
+    internal async Task<BackupManifest?> TryReadManifestAsync(string backupId, List<ManifestProblem> unreadable, CancellationToken ct)
+    {
+        try { return await ReadManifestAsync(backupId, ct); }
+        catch (BackupNotFoundException) { }
+        catch (CorruptManifestException e) { unreadable.Add(new ManifestProblem(backupId, e.Reason)); }
+        catch (UnsupportedFormatException e) { unreadable.Add(new ManifestProblem(backupId, e.Message)); }
+        return null;
     }
 
     internal async Task<List<string>> ListBackupIdsAsync(CancellationToken ct)

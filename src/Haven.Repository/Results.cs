@@ -8,6 +8,9 @@ public sealed record PruneResult(bool DryRun, IReadOnlyList<KeptBackup> Kept, IR
     /// not in <see cref="Removed"/>. A later prune removes them once the retention has passed.
     /// </summary>
     public IReadOnlyList<LockedBackup> Locked { get; init; } = [];
+
+    /// <summary>Manifests that could not be read (sorted by id): neither kept by a rule nor removed — left as they are.</summary>
+    public IReadOnlyList<ManifestProblem> Unreadable { get; init; } = [];
 }
 
 /// <summary>A backup prune wanted to remove but could not: its manifest is under object-lock retention until <see cref="RetainUntil"/> (null when the store did not say).</summary>
@@ -42,6 +45,15 @@ public sealed record GcResult
     /// <summary>Unreferenced chunks GC would have deleted but object lock kept (retention not expired); a later GC takes them.</summary>
     public long ChunksLocked { get; init; }
     public long BytesLocked { get; init; }
+    /// <summary>
+    /// True when some manifest could not be read (<see cref="UnreadableManifests"/>): GC then deletes no chunk,
+    /// since that backup may reference any of them. Repair or remove the manifest, then run GC again.
+    /// </summary>
+    public bool SweepSkipped { get; init; }
+    public IReadOnlyList<ManifestProblem> UnreadableManifests { get; init; } = [];
+    /// <summary>Unreferenced chunks older than the cutoff that were kept only because the sweep was skipped.</summary>
+    public long ChunksKeptUnreadable { get; init; }
+    public long BytesKeptUnreadable { get; init; }
 }
 
 /// <summary>What verify found. Healthy means nothing is missing or corrupt.</summary>
@@ -82,4 +94,20 @@ public sealed record ChunkProblem(ChunkId ChunkId, IReadOnlyList<string> BackupI
 {
     /// <summary>A corrupt chunk verify could not set aside because object lock keeps it until then (MovedTo is null).</summary>
     public DateTimeOffset? LockedUntil { get; init; }
+}
+
+/// <summary>
+/// The readable backups, oldest first (the list itself), and the manifests that could not be read, with why
+/// (<see cref="Unreadable"/>, sorted by id). Unreadable manifests are reported, never deleted.
+/// </summary>
+public sealed class BackupListing(List<BackupSummary> backups, List<ManifestProblem> unreadable) : IReadOnlyList<BackupSummary>
+{
+    private readonly List<BackupSummary> _backups = backups;
+
+    public IReadOnlyList<ManifestProblem> Unreadable { get; } = [.. unreadable.OrderBy(m => m.BackupId, StringComparer.Ordinal)];
+
+    public BackupSummary this[int index] => _backups[index];
+    public int Count => _backups.Count;
+    public IEnumerator<BackupSummary> GetEnumerator() => _backups.GetEnumerator();
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 }

@@ -143,7 +143,7 @@ public sealed class BackupCopyTests
     {
         await using var source = await CreateAsync();
         var store = new FakeLockStore(source.Clock);
-        var options = new RepositoryOptions { ChunkSize = ChunkSize, KdfIterations = 1000, Immutability = new RepositoryImmutability { Mode = RetentionMode.Governance, Days = 10 } };
+        var options = new RepositoryOptions { ChunkSize = ChunkSize, Kdf = RepositoryKdf.Cheapest, Immutability = new RepositoryImmutability { Mode = RetentionMode.Governance, Days = 10 } };
         await using var target = await Repository.InitAsync(store, "t", options, source.Clock, Ct);
         var (id, _) = await source.BackupAsync("vm", RandomChunk(), TextChunk("locked"));
         source.Clock.Advance(TimeSpan.FromDays(30)); // an old backup: the copy is locked from when it is written

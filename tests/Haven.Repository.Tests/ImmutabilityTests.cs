@@ -16,7 +16,7 @@ public sealed class ImmutabilityTests
     private static RepositoryOptions Options(int days, RetentionMode mode = RetentionMode.Compliance) => new()
     {
         ChunkSize = ChunkSize,
-        KdfIterations = 1000,
+        Kdf = RepositoryKdf.Cheapest,
         GcGracePeriod = TimeSpan.FromMinutes(10),
         Immutability = new RepositoryImmutability { Mode = mode, Days = days },
     };

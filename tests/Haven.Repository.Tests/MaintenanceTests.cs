@@ -31,6 +31,9 @@ public sealed class MaintenanceTests
         var garbage = await AbandonedChunksAsync(f, 3);
         f.Clock.Advance(TimeSpan.FromMinutes(11));
         var young = await AbandonedChunksAsync(f, 2);
+        // GC starts 9 minutes after the young chunks were written: inside the 10-minute grace window, but not
+        // at the same instant, so a GC that ignored the grace period (cutoff = its start) would delete them.
+        f.Clock.Advance(Grace - TimeSpan.FromMinutes(1));
 
         var result = await f.Repo.CollectGarbageAsync(Ct);
         Assert.Equal((3L, 2L, 2L, 1, 0), (result.ChunksDeleted, result.ChunksKeptYoung, result.ChunksReferenced, result.BackupsMarked, result.LiveWriters));
@@ -39,10 +42,63 @@ public sealed class MaintenanceTests
         foreach (var id in young.Concat(kept.Select(k => k!.Value))) Assert.True(File.Exists(f.ChunkPath(id)));
         Assert.True((await f.Repo.VerifyAsync(readData: true, Ct)).IsHealthy);
 
-        f.Clock.Advance(Grace + TimeSpan.FromMinutes(1));
+        f.Clock.Advance(TimeSpan.FromMinutes(2)); // now 11 minutes old: outside the window
         Assert.Equal(2, (await f.Repo.CollectGarbageAsync(Ct)).ChunksDeleted);
         Assert.Equal(2, f.CountChunkFiles());
         Assert.False(File.Exists(Path.Combine(f.StorePath, "locks", "exclusive")));
+    }
+
+    [Fact]
+    public async Task One_unreadable_manifest_is_reported_and_kept_by_list_prune_and_gc_and_gc_then_deletes_nothing()
+    {
+        await using var f = await CreateAsync(Grace);
+        var (old, oldIndex) = await f.BackupAsync("vm", RandomChunk());
+        f.Clock.Advance(TimeSpan.FromHours(1));
+        var (bad, badIndex) = await f.BackupAsync("vm", RandomChunk(), TextChunk("only the damaged backup has this"));
+        f.Clock.Advance(TimeSpan.FromHours(1));
+        var (newest, _) = await f.BackupAsync("vm", RandomChunk());
+        var garbage = await AbandonedChunksAsync(f, 2);
+        f.Clock.Advance(TimeSpan.FromHours(1));
+        var badBytes = await File.ReadAllBytesAsync(f.ManifestPath(bad), Ct);
+        badBytes[40] ^= 0x04;
+        await File.WriteAllBytesAsync(f.ManifestPath(bad), badBytes, Ct);
+        // And a manifest of a format this Haven does not know, sealed with the real key (a newer writer's).
+        const string future = "20250301-143000-0000f00d";
+        var futureManifest = f.Manifest("vm", [], 0) with { Id = future, FormatVersion = BackupManifest.CurrentVersion + 1 };
+        Assert.True(await f.Store.TryCreateAsync("backups/" + future, f.Repo.SealManifest(futureManifest), Ct));
+        var chunkFiles = f.CountChunkFiles();
+
+        var list = await f.Repo.ListBackupsAsync(Ct);
+        Assert.Equal([old, newest], list.Select(b => b.Id));
+        Assert.Equal([bad, future], list.Unreadable.Select(u => u.BackupId));
+        Assert.Equal("authentication failed (AES-GCM tag mismatch)", list.Unreadable[0].Reason);
+        Assert.Contains("manifest version 2", list.Unreadable[1].Reason);
+
+        foreach (var dryRun in new[] { true, false })
+        {
+            var prune = await f.Repo.PruneAsync(new RetentionPolicy { KeepLast = 1 }, dryRun, Ct);
+            Assert.Equal([old], prune.Removed.Select(b => b.Id));
+            Assert.Equal([newest], prune.Kept.Select(k => k.Backup.Id));
+            Assert.Equal(list.Unreadable, prune.Unreadable);
+        }
+        Assert.Equal(badBytes, await File.ReadAllBytesAsync(f.ManifestPath(bad), Ct)); // left exactly as it was
+        Assert.True(File.Exists(f.ManifestPath(future)));
+
+        // GC: the damaged backup's chunks are referenced by no readable manifest, yet it deletes nothing at all.
+        var gc = await f.Repo.CollectGarbageAsync(Ct);
+        Assert.True(gc.SweepSkipped);
+        Assert.Equal(list.Unreadable, gc.UnreadableManifests);
+        Assert.Equal((0L, 5L, 1), (gc.ChunksDeleted, gc.ChunksKeptUnreadable, gc.BackupsMarked)); // old's, bad's two, the abandoned two
+        Assert.Equal(chunkFiles, f.CountChunkFiles());
+        foreach (var id in badIndex.Concat(oldIndex).OfType<ChunkId>().Concat(garbage)) Assert.True(File.Exists(f.ChunkPath(id)));
+        Assert.False(File.Exists(Path.Combine(f.StorePath, "chunk-epoch"))); // no deletion was even announced
+
+        // Once the operator removes the damaged manifests, GC sweeps as usual.
+        File.Delete(f.ManifestPath(bad));
+        File.Delete(f.ManifestPath(future));
+        var after = await f.Repo.CollectGarbageAsync(Ct);
+        Assert.Equal((false, 5L), (after.SweepSkipped, after.ChunksDeleted));
+        Assert.True((await f.Repo.VerifyAsync(readData: true, Ct)).IsHealthy);
     }
 
     [Fact]

@@ -43,7 +43,7 @@ public sealed class RepoFixture : IAsyncDisposable
         dir ??= new TempDir();
         clock ??= new ManualClock(new DateTimeOffset(2025, 3, 1, 12, 0, 0, TimeSpan.Zero));
         var store = new LocalDirectoryStore(path ?? dir.File("repo"), clock);
-        var options = new RepositoryOptions { ChunkSize = chunkSize, KdfIterations = 1000, GcGracePeriod = grace ?? TimeSpan.FromMinutes(10) };
+        var options = new RepositoryOptions { ChunkSize = chunkSize, Kdf = RepositoryKdf.Cheapest, GcGracePeriod = grace ?? TimeSpan.FromMinutes(10) };
         var repo = await Repository.InitAsync(store, passphrase, options, clock, Ct);
         return new RepoFixture(dir, clock, store, repo);
     }

@@ -91,7 +91,9 @@ public sealed class RepositoryTests
         }
         var config = JsonDocument.Parse(await File.ReadAllBytesAsync(Path.Combine(f.StorePath, "config"), Ct)).RootElement;
         Assert.Equal("haven-backup-repository", config.GetProperty("format").GetString());
-        Assert.Equal(1000, config.GetProperty("kdf").GetProperty("iterations").GetInt32());
+        var kdf = config.GetProperty("kdf");
+        Assert.Equal(("argon2id", 19, RepositoryKdf.MinArgon2MemoryKiB, 2, 1, 16), (kdf.GetProperty("algorithm").GetString(), kdf.GetProperty("version").GetInt32(),
+            kdf.GetProperty("memoryKiB").GetInt32(), kdf.GetProperty("iterations").GetInt32(), kdf.GetProperty("parallelism").GetInt32(), kdf.GetProperty("salt").GetBytesFromBase64().Length));
         Assert.Equal(ChunkSize, config.GetProperty("chunkSize").GetInt32());
         Assert.True(File.Exists(f.ManifestPath(backupId)));
     }
@@ -113,7 +115,7 @@ public sealed class RepositoryTests
         await empty.PutAsync("config", "not json"u8.ToArray(), Ct);
         await Assert.ThrowsAsync<NotARepositoryException>(() => Repository.OpenAsync(empty, "x", Ct));
 
-        await Assert.ThrowsAsync<RepositoryExistsException>(() => Repository.InitAsync(f.Store, "other", new RepositoryOptions { KdfIterations = 1000 }, Ct));
+        await Assert.ThrowsAsync<RepositoryExistsException>(() => Repository.InitAsync(f.Store, "other", new RepositoryOptions { Kdf = RepositoryKdf.Cheapest }, Ct));
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => Repository.InitAsync(empty, "x", new RepositoryOptions { ChunkSize = 100_000 }, Ct));
 
         // Editing a fixed parameter breaks the key wrap: it cannot silently change how the repository behaves.
@@ -160,16 +162,81 @@ public sealed class RepositoryTests
         Assert.True((await f.Repo.VerifyAsync(readData: true, Ct)).IsHealthy);
     }
 
+    /// <summary>Reads <paramref name="id"/> into a buffer filled with a marker; asserts the read fails and leaves no plaintext in it.</summary>
+    private static async Task<CorruptChunkException> AssertReadRefusedAsync(RepoFixture f, ChunkId id)
+    {
+        var buffer = new byte[ChunkSize];
+        Array.Fill(buffer, (byte)0xA5);
+        var read = -1;
+        var e = await Assert.ThrowsAsync<CorruptChunkException>(async () => read = await f.Repo.ReadChunkAsync(id, buffer, Ct));
+        Assert.Equal(-1, read); // nothing was returned...
+        Assert.True(buffer.AsSpan().IndexOfAnyExcept((byte)0) < 0, "the caller's buffer holds bytes of a refused chunk"); // ...nor left in the buffer
+        Assert.Equal(id, e.ChunkId);
+        Assert.Contains(id.ToString(), e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        return e;
+    }
+
     [Fact]
-    public async Task A_chunk_file_swapped_for_another_fails_authentication()
+    public async Task A_changed_gcm_tag_or_a_swapped_chunk_file_fails_authentication_and_returns_nothing()
     {
         await using var f = await CreateAsync();
-        var (_, index) = await f.BackupAsync("vm", TextChunk("one"), TextChunk("two"));
-        File.Copy(f.ChunkPath(index[1]!.Value), f.ChunkPath(index[0]!.Value), overwrite: true);
-        var e = await Assert.ThrowsAsync<CorruptChunkException>(() => f.Repo.ReadChunkAsync(index[0]!.Value, new byte[ChunkSize], Ct));
-        Assert.Contains("authentication", e.Message);
-        File.WriteAllBytes(f.ChunkPath(index[1]!.Value), new byte[10]);
-        await Assert.ThrowsAsync<CorruptChunkException>(() => f.Repo.ReadChunkAsync(index[1]!.Value, new byte[ChunkSize], Ct));
+        var (_, index) = await f.BackupAsync("vm", TextChunk("one"), TextChunk("two"), RandomChunk());
+        var (one, two, random) = (index[0]!.Value, index[1]!.Value, index[2]!.Value);
+
+        // Another chunk's intact object under this id: it is bound to the other id, so the tag fails.
+        File.Copy(f.ChunkPath(two), f.ChunkPath(one), overwrite: true);
+        Assert.Equal("authentication failed (AES-GCM tag mismatch)", (await AssertReadRefusedAsync(f, one)).Reason);
+
+        // Only the tag changes: the ciphertext and so the plaintext are intact (the id would still match), so
+        // the GCM tag check alone must refuse it — for a compressed (text) and a raw (random) payload.
+        foreach (var id in new[] { two, random })
+        {
+            var bytes = await File.ReadAllBytesAsync(f.ChunkPath(id), Ct);
+            bytes[^1] ^= 0x01;
+            await File.WriteAllBytesAsync(f.ChunkPath(id), bytes, Ct);
+            Assert.Equal("authentication failed (AES-GCM tag mismatch)", (await AssertReadRefusedAsync(f, id)).Reason);
+        }
+        File.WriteAllBytes(f.ChunkPath(two), new byte[10]);
+        await AssertReadRefusedAsync(f, two);
+    }
+
+    [Fact]
+    public async Task A_chunk_that_authenticates_but_holds_other_data_is_refused_by_read_restore_and_verify()
+    {
+        await using var f = await CreateAsync();
+        var planted = TextChunk("PLANTED-B");
+        var (backupId, index) = await f.BackupAsync("vm", RandomChunk(), TextChunk("chunk A"), RandomChunk(500));
+        var a = index[1]!.Value;
+        // Plaintext B sealed under chunk id A with the repository's own key: the object authenticates as chunk A
+        // (tag, binding and envelope are all right); only the id check can tell it is not A's data.
+        var sealedB = new byte[SealedObject.Overhead + planted.Length];
+        var length = f.Repo.SealChunk(a, planted, sealedB);
+        await File.WriteAllBytesAsync(f.ChunkPath(a), sealedB[..length], Ct);
+
+        // Read.
+        Assert.Equal("plaintext does not hash to the chunk id", (await AssertReadRefusedAsync(f, a)).Reason);
+
+        // Restore, through the restore data path (DiskRestore, as havend runs it) into a raw file.
+        var manifest = await f.Repo.ReadManifestAsync(backupId, Ct);
+        var disk = manifest.Disks[0];
+        var target = f.Dir.File("restored.raw");
+        using (var handle = File.OpenHandle(target, FileMode.CreateNew, FileAccess.ReadWrite))
+        {
+            var e = await Assert.ThrowsAsync<CorruptChunkException>(() => Haven.Backup.DiskRestore.RunAsync(
+                f.Repo, disk.Chunks, disk.ChunkSize, disk.SizeBytes, new Haven.Backup.RawFileBlockTarget(handle), targetIsZeroed: true, progress: null, Ct));
+            Assert.Equal(a, e.ChunkId);
+        }
+        Assert.DoesNotContain("PLANTED-B", Encoding.ASCII.GetString(await File.ReadAllBytesAsync(target, Ct)));
+
+        // verify --read-data: names the chunk and the backup, and sets the object aside.
+        var verify = await f.Repo.VerifyAsync(readData: true, Ct);
+        var problem = Assert.Single(verify.CorruptChunks);
+        Assert.Equal((a, "plaintext does not hash to the chunk id"), (problem.ChunkId, problem.Reason));
+        Assert.Equal([backupId], problem.BackupIds);
+        Assert.Equal([backupId], verify.DamagedBackups);
+        Assert.False(File.Exists(f.ChunkPath(a)));
+        Assert.Equal(sealedB[..length], await File.ReadAllBytesAsync(f.ChunkPath(a) + ".bad", Ct));
     }
 
     [Fact]
@@ -200,8 +267,11 @@ public sealed class RepositoryTests
             Assert.Equal(id, e.BackupId);
             Assert.DoesNotContain('\n', e.Message);
         }
-        await Assert.ThrowsAsync<CorruptManifestException>(() => f.Repo.ListBackupsAsync(Ct));
-        await Assert.ThrowsAsync<CorruptManifestException>(() => f.Repo.CollectGarbageAsync(Ct)); // GC cannot know what they reference
+        var list = await f.Repo.ListBackupsAsync(Ct);
+        Assert.Empty(list);
+        Assert.Equal(new[] { a, b, c, d }.Order(StringComparer.Ordinal), list.Unreadable.Select(m => m.BackupId));
+        var gc = await f.Repo.CollectGarbageAsync(Ct); // GC cannot know what they reference: it deletes nothing
+        Assert.Equal((true, 0L), (gc.SweepSkipped, gc.ChunksDeleted));
         var verify = await f.Repo.VerifyAsync(readData: false, Ct);
         Assert.Equal(new[] { a, b, c, d }.Order(StringComparer.Ordinal), verify.CorruptManifests.Select(m => m.BackupId));
         Assert.False(verify.IsHealthy);

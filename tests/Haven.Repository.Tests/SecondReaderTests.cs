@@ -7,11 +7,34 @@ using static Haven.Repository.Tests.RepoFixture;
 namespace Haven.Repository.Tests;
 
 /// <summary>
-/// An independent reader written from docs/repository-format.md alone (framework crypto, Blake3, zstd;
-/// none of Haven.Repository's code): if the document and the implementation drift apart, this fails.
+/// An independent reader written from docs/repository-format.md alone (framework crypto, Blake3, zstd,
+/// Konscious Argon2id; none of Haven.Repository's code): if the document and the implementation drift apart, this fails.
 /// </summary>
 public sealed class SecondReaderTests
 {
+    /// <summary>The key-encryption key as the document defines it, chosen by <c>kdf.algorithm</c>.</summary>
+    internal static byte[] DocumentKek(JsonElement config, string passphrase)
+    {
+        var kdf = config.GetProperty("kdf");
+        var salt = kdf.GetProperty("salt").GetBytesFromBase64();
+        var password = Encoding.UTF8.GetBytes(passphrase);
+        var iterations = kdf.GetProperty("iterations").GetInt32();
+        switch (kdf.GetProperty("algorithm").GetString())
+        {
+            case "pbkdf2-hmac-sha256":
+                return Rfc2898DeriveBytes.Pbkdf2(password, salt, iterations, HashAlgorithmName.SHA256, 32);
+            case "argon2id":
+                Assert.Equal(19, kdf.GetProperty("version").GetInt32());
+                using (var argon2 = new Konscious.Security.Cryptography.Argon2id(password)
+                {
+                    Salt = salt, MemorySize = kdf.GetProperty("memoryKiB").GetInt32(), Iterations = iterations, DegreeOfParallelism = kdf.GetProperty("parallelism").GetInt32(),
+                })
+                    return argon2.GetBytes(32);
+            default:
+                throw new InvalidDataException("unknown kdf");
+        }
+    }
+
     [Fact]
     public async Task A_reader_following_the_format_document_restores_a_backup()
     {
@@ -19,12 +42,11 @@ public sealed class SecondReaderTests
         var data = new[] { TextChunk("second reader"), RandomChunk(), RandomChunk(777) };
         var (backupId, _) = await f.BackupAsync("vm-x", data[0], data[1], null, data[2]);
 
-        // config → master key: PBKDF2-HMAC-SHA256(passphrase UTF-8, salt, iterations, 32), AES-256-GCM unwrap,
+        // config → master key: Argon2id(passphrase UTF-8, salt, memoryKiB, passes, 1 lane, 32), AES-256-GCM unwrap,
         // associated data "haven-backup-repository/1/<id>/<chunkSize>/<grace s>/<stale s>".
         var config = JsonDocument.Parse(await File.ReadAllBytesAsync(Path.Combine(f.StorePath, "config"), Ct)).RootElement;
-        var kdf = config.GetProperty("kdf");
-        var kek = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(Passphrase), kdf.GetProperty("salt").GetBytesFromBase64(),
-            kdf.GetProperty("iterations").GetInt32(), HashAlgorithmName.SHA256, 32);
+        Assert.Equal("argon2id", config.GetProperty("kdf").GetProperty("algorithm").GetString());
+        var kek = DocumentKek(config, Passphrase);
         var wrapped = config.GetProperty("masterKey");
         var ad = Encoding.ASCII.GetBytes($"haven-backup-repository/1/{config.GetProperty("id").GetString()}/{config.GetProperty("chunkSize").GetInt32()}/{config.GetProperty("gcGracePeriodSeconds").GetInt64()}/{config.GetProperty("lockStaleSeconds").GetInt64()}");
         var master = new byte[32];
@@ -83,13 +105,11 @@ public sealed class SecondReaderTests
     {
         var clock = new ManualClock(new DateTimeOffset(2025, 3, 1, 12, 0, 0, TimeSpan.Zero));
         var store = new FakeLockStore(clock);
-        var options = new RepositoryOptions { ChunkSize = ChunkSize, KdfIterations = 1000, Immutability = new RepositoryImmutability { Mode = Haven.Storage.RetentionMode.Compliance, Days = 30 } };
+        var options = new RepositoryOptions { ChunkSize = ChunkSize, Kdf = RepositoryKdf.Cheapest, Immutability = new RepositoryImmutability { Mode = Haven.Storage.RetentionMode.Compliance, Days = 30 } };
         await (await Repository.InitAsync(store, Passphrase, options, clock, Ct)).DisposeAsync();
         var config = JsonDocument.Parse((await store.GetAsync("config", Ct))!).RootElement;
         var immutability = config.GetProperty("immutability");
-        var kdf = config.GetProperty("kdf");
-        var kek = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(Passphrase), kdf.GetProperty("salt").GetBytesFromBase64(),
-            kdf.GetProperty("iterations").GetInt32(), HashAlgorithmName.SHA256, 32);
+        var kek = DocumentKek(config, Passphrase);
         var ad = Encoding.ASCII.GetBytes($"haven-backup-repository/1/{config.GetProperty("id").GetString()}/{config.GetProperty("chunkSize").GetInt32()}/{config.GetProperty("gcGracePeriodSeconds").GetInt64()}/{config.GetProperty("lockStaleSeconds").GetInt64()}"
             + $"/immutability/{immutability.GetProperty("mode").GetString()}/{immutability.GetProperty("days").GetInt32()}");
         Assert.EndsWith("/immutability/compliance/30", Encoding.ASCII.GetString(ad));

@@ -108,10 +108,20 @@ public sealed class RepositoryAccess(HavenHost host) : IDisposable
     {
         await using var repo = await OpenAsync(req, ct);
         var list = new List<BackupInfo>();
-        foreach (var b in await repo.ListBackupsAsync(ct))
+        var backups = await repo.ListBackupsAsync(ct);
+        foreach (var b in backups)
             list.Add(new BackupInfo { Id = b.Id, Vm = b.VmName, CreatedAt = b.CreatedAt, Mode = b.Mode, Host = b.HostName, SizeBytes = b.SizeBytes });
+        // Shown, not hidden: an unreadable manifest is a damaged backup the user has to know about.
+        foreach (var u in backups.Unreadable)
+            list.Add(new BackupInfo { Id = u.BackupId, Vm = "", CreatedAt = TimeOfBackupId(u.BackupId), Mode = "", Host = "", SizeBytes = 0, Unreadable = u.Reason });
+        list.Sort((a, b) => a.CreatedAt != b.CreatedAt ? a.CreatedAt.CompareTo(b.CreatedAt) : string.CompareOrdinal(a.Id, b.Id));
         return list;
     }
+
+    /// <summary>A backup id starts with its creation time, "yyyyMMdd-HHmmss" in UTC.</summary>
+    private static DateTimeOffset TimeOfBackupId(string id)
+        => DateTimeOffset.TryParseExact(id.Length >= 15 ? id[..15] : id, "yyyyMMdd-HHmmss", System.Globalization.CultureInfo.InvariantCulture,
+            System.Globalization.DateTimeStyles.AssumeUniversal, out var t) ? t : DateTimeOffset.UnixEpoch;
 
     public async Task<VerifyResult> VerifyAsync(RepositoryVerifyRequest req, CancellationToken ct)
     {

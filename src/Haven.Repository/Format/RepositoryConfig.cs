@@ -15,8 +15,8 @@ internal sealed record RepositoryConfig
 {
     public const string FormatName = "haven-backup-repository";
     public const int CurrentVersion = 1;
-    public const int MaxKdfIterations = 100_000_000;
-    public const string KdfAlgorithm = "pbkdf2-hmac-sha256";
+    /// <summary>A config is a few hundred bytes; anything much larger is not one (and is not read whole).</summary>
+    public const int MaxConfigBytes = 64 * 1024;
     public const string WrapAlgorithm = "aes-256-gcm";
 
     public required string Format { get; init; }
@@ -44,11 +44,30 @@ internal sealed record RepositoryConfig
         public RepositoryImmutability ToPolicy() => new() { Mode = Mode == Compliance ? Haven.Storage.RetentionMode.Compliance : Haven.Storage.RetentionMode.Governance, Days = Days };
     }
 
+    /// <summary>
+    /// The <c>kdf</c> field. <c>algorithm</c> says which fields follow: "pbkdf2-hmac-sha256" (iterations, salt)
+    /// or "argon2id" (version 19, memoryKiB, iterations = passes, parallelism 1, salt of 16 bytes).
+    /// </summary>
     internal sealed record KdfParameters
     {
         public required string Algorithm { get; init; }
+        public int? Version { get; init; }
+        public int? MemoryKiB { get; init; }
         public required int Iterations { get; init; }
+        public int? Parallelism { get; init; }
         public required byte[] Salt { get; init; }
+
+        public static KdfParameters New(RepositoryKdf kdf) => kdf.Algorithm == RepositoryKdf.Argon2idAlgorithm
+            ? new()
+            {
+                Algorithm = kdf.Algorithm, Version = RepositoryKdf.Argon2Version, MemoryKiB = kdf.MemoryKiB, Iterations = kdf.Iterations, Parallelism = 1,
+                Salt = RandomNumberGenerator.GetBytes(RepositoryKdf.Argon2SaltBytes),
+            }
+            : new() { Algorithm = kdf.Algorithm, Iterations = kdf.Iterations, Salt = RandomNumberGenerator.GetBytes(32) };
+
+        public string? Problem() => RepositoryKdf.Problem(Algorithm, Iterations, MemoryKiB, Parallelism, Version, Salt.Length);
+
+        public override string ToString() => $"{Algorithm}/{Version}/{MemoryKiB}/{Iterations}/{Parallelism}/{Convert.ToBase64String(Salt)}";
     }
 
     internal sealed record WrappedKey
@@ -75,7 +94,7 @@ internal sealed record RepositoryConfig
             ChunkSize = options.ChunkSize,
             GcGracePeriodSeconds = (long)options.GcGracePeriod.TotalSeconds,
             LockStaleSeconds = (long)options.LockStaleAfter.TotalSeconds,
-            Kdf = new KdfParameters { Algorithm = KdfAlgorithm, Iterations = options.KdfIterations, Salt = RandomNumberGenerator.GetBytes(32) },
+            Kdf = KdfParameters.New(options.Kdf),
             MasterKey = new WrappedKey { Algorithm = WrapAlgorithm, Nonce = [], Ciphertext = [], Tag = [] },
             Immutability = options.Immutability is { } imm ? ImmutabilityConfig.Of(imm) : null,
         };
@@ -103,6 +122,8 @@ internal sealed record RepositoryConfig
             throw new UnsupportedFormatException($"{location}: repository format version {config.Version} is not supported (this Haven reads version {CurrentVersion})");
         var why = config.Problem();
         if (why is not null) throw new NotARepositoryException($"{location}: the repository config is malformed: {why}");
+        // Before any derivation: the cost comes from an object anyone with write access to the store can edit.
+        if (config.Kdf.Problem() is { } kdf) throw new NotARepositoryException($"{location}: refusing the repository config's key derivation: {kdf}");
         return config;
     }
 
@@ -111,9 +132,6 @@ internal sealed record RepositoryConfig
         if (Id.Length != 64 || !Id.All(char.IsAsciiHexDigitLower)) return "id is not 64 lower-case hex digits";
         if (ChunkSize < RepositoryOptions.MinChunkSize || ChunkSize > RepositoryOptions.MaxChunkSize || (ChunkSize & (ChunkSize - 1)) != 0) return $"chunk size {ChunkSize} is not a power of two from 64 KiB to 16 MiB";
         if (GcGracePeriodSeconds < 0 || LockStaleSeconds < 1) return "GC grace period or lock staleness out of range";
-        if (Kdf.Algorithm != KdfAlgorithm) return $"unknown KDF \"{Kdf.Algorithm}\"";
-        if (Kdf.Iterations < 1 || Kdf.Iterations > MaxKdfIterations) return $"KDF iterations {Kdf.Iterations} out of range";
-        if (Kdf.Salt.Length < 16) return "KDF salt is shorter than 16 bytes";
         if (MasterKey.Algorithm != WrapAlgorithm) return $"unknown key wrap \"{MasterKey.Algorithm}\"";
         if (Immutability is { } imm && (imm.Mode is not (ImmutabilityConfig.Governance or ImmutabilityConfig.Compliance) || imm.Days < 1 || imm.Days > RepositoryImmutability.MaxDays))
             return $"immutability {imm.Mode}/{imm.Days} days is not valid";
@@ -137,19 +155,19 @@ internal sealed record RepositoryConfig
     }
 
     /// <summary>
-    /// PBKDF2 is slow on purpose (hundreds of milliseconds), which a daemon running a backup every few
-    /// minutes would pay each time. A process keeps the derived key of each (repository, salt,
-    /// iterations, passphrase) it has opened, in memory only; a wrong passphrase derives a key that
+    /// Key derivation is slow on purpose (hundreds of milliseconds), which a daemon running a backup every few
+    /// minutes would pay each time. A process keeps the derived key of each (repository, KDF parameters,
+    /// passphrase) it has opened, in memory only; a wrong passphrase derives a key that
     /// cannot unwrap the master key, so the cache never changes what is accepted.
     /// </summary>
     private byte[] DeriveKek(string passphrase)
     {
-        var cacheKey = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes($"{Id}\n{Convert.ToBase64String(Kdf.Salt)}\n{Kdf.Iterations}\n{passphrase}")));
+        var cacheKey = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes($"{Id}\n{Kdf}\n{passphrase}")));
         lock (KekCache)
         {
             if (KekCache.TryGetValue(cacheKey, out var cached)) return (byte[])cached.Clone();
         }
-        var kek = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(passphrase), Kdf.Salt, Kdf.Iterations, HashAlgorithmName.SHA256, 32);
+        var kek = RepositoryKdf.Derive(Kdf.Algorithm, passphrase, Kdf.Salt, Kdf.Iterations, Kdf.MemoryKiB ?? 0);
         lock (KekCache)
         {
             if (KekCache.Count >= 64) KekCache.Clear();

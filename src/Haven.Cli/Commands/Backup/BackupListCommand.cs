@@ -34,7 +34,7 @@ public sealed class BackupListCommand : Command
         S3 = Repo.S3(parseResult),
     };
 
-    /// <summary>The backups of <paramref name="vm"/> (all when null), in havend's order.</summary>
+    /// <summary>The backups of <paramref name="vm"/> (all when null), in havend's order; unreadable ones always (their VM is unknown).</summary>
     public static List<BackupInfo> Filter(List<BackupInfo> backups, string? vm) =>
-        vm is null ? backups : backups.FindAll(b => string.Equals(b.Vm, vm, StringComparison.Ordinal));
+        vm is null ? backups : backups.FindAll(b => b.Unreadable is not null || string.Equals(b.Vm, vm, StringComparison.Ordinal));
 }

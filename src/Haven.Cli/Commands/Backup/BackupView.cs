@@ -17,8 +17,13 @@ public static class BackupView
         }
         var table = Human.Table("ID", "VM", "CREATED", "MODE", "HOST", "SIZE");
         foreach (var b in backups.OrderBy(b => b.CreatedAt).ThenBy(b => b.Id, StringComparer.Ordinal))
-            table.AddTextRow(b.Id, b.Vm, Human.Time(b.CreatedAt), b.Mode, b.Host, SizeParser.Format(b.SizeBytes));
+        {
+            if (b.Unreadable is null) table.AddTextRow(b.Id, b.Vm, Human.Time(b.CreatedAt), b.Mode, b.Host, SizeParser.Format(b.SizeBytes));
+            else table.AddTextRow(b.Id, "?", Human.Time(b.CreatedAt), "UNREADABLE", "?", "-");
+        }
         console.Write(table);
+        foreach (var b in backups.Where(b => b.Unreadable is not null))
+            console.Line($"Backup {b.Id} is unreadable: {b.Unreadable}. Prune leaves it; gc deletes nothing until it is repaired or removed.");
     }
 
     public static void RenderResult(IAnsiConsole console, BackupResult r)
