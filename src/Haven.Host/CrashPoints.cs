@@ -14,7 +14,7 @@ public static class CrashPoints
     public static readonly IReadOnlyList<string> All =
     [
         "create.after-overlays", "create.while-frozen", "create.after-snapshot", "apply.after-overlays",
-        "remove.before-live-commit", "remove.after-merge", "subtree.after-one",
+        "remove.before-live-commit", "remove.after-merge", "remove.after-commit", "subtree.after-one",
         "backup.before-point-in-time", "backup.after-point-in-time", "backup.after-disk", "backup.after-manifest",
         "replication.before-point-in-time", "replication.after-point-in-time", "replication.after-ack",
         "resync.after-hashes", "replica.while-hashing",

@@ -175,9 +175,14 @@ public sealed class BadInputTests(BadInputFixture f) : IClassFixture<BadInputFix
     public async Task Plain_images_of_the_given_format_are_imported()
     {
         var vm = "plain-" + Guid.NewGuid().ToString("N")[..6];
-        await W.OkAsync("vm", "create", vm, "--disk", f.PlainQcow2, "--disk-format", "qcow2", "--disk", f.PlainRaw, "--accel", "tcg", "--memory", "64");
-        Assert.Equal([1L << 20, 1L << 20], (await W.ShowAsync(vm)).Disks.Select(d => d.SizeBytes));
-        await W.OkAsync("vm", "remove", vm);
+        // --disk-format applies to every --disk of the command: one VM per format, and one with the format probed.
+        await W.OkAsync("vm", "create", vm, "--disk", f.PlainQcow2, "--disk-format", "qcow2", "--accel", "tcg", "--memory", "64");
+        await W.OkAsync("vm", "create", vm + "-raw", "--disk", f.PlainRaw, "--disk-format", "raw", "--accel", "tcg", "--memory", "64");
+        await W.OkAsync("vm", "create", vm + "-probed", "--disk", f.PlainQcow2, "--disk", f.PlainRaw, "--accel", "tcg", "--memory", "64");
+        Assert.Equal([1L << 20], (await W.ShowAsync(vm)).Disks.Select(d => d.SizeBytes));
+        Assert.Equal([1L << 20], (await W.ShowAsync(vm + "-raw")).Disks.Select(d => d.SizeBytes));
+        Assert.Equal([1L << 20, 1L << 20], (await W.ShowAsync(vm + "-probed")).Disks.Select(d => d.SizeBytes));
+        foreach (var name in new[] { vm, vm + "-raw", vm + "-probed" }) await W.OkAsync("vm", "remove", name);
     }
 
     /// <summary>Every path under the data folder except the state database's (SQLite may touch its -wal/-shm).</summary>

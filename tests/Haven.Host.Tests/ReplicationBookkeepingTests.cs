@@ -201,9 +201,13 @@ public sealed class ReplicationBookkeepingTests
         {
             c.Open();
             using var cmd = c.CreateCommand();
-            // The v4 tables the migration reads (the others are not touched by it).
+            // The v4 tables the migration reads or alters (the others are not touched by it).
             cmd.CommandText = """
                 CREATE TABLE vms (id TEXT PRIMARY KEY);
+                CREATE TABLE replicas (
+                  vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, primary_host TEXT NOT NULL, primary_vm_id TEXT NOT NULL,
+                  trust_group TEXT NOT NULL, last_cycle INTEGER NOT NULL, additional_points INTEGER NOT NULL, created_at TEXT NOT NULL,
+                  state TEXT NOT NULL, last_test_failover TEXT);
                 CREATE TABLE replications (
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
                   last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
