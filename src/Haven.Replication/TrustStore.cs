@@ -99,6 +99,15 @@ public sealed class TrustStore
             return null;
         }
         var trusted = snapshot;
+        // A self-signed certificate trusted as itself needs no chain. Building one anyway is ambiguous when the store
+        // also holds an older self-signed certificate of the same name (a host that made a new one): the builder may
+        // pick the old one as the issuer and refuse a certificate that is trusted exactly.
+        if (peer.SubjectName.RawData.AsSpan().SequenceEqual(peer.IssuerName.RawData) && peer.NotBefore <= DateTime.Now && DateTime.Now <= peer.NotAfter
+            && trusted.Any(t => t.RawData.AsSpan().SequenceEqual(peer.RawData)))
+        {
+            error = "";
+            return new PeerCredential(HostIdentity.CommonName(peer), HostIdentity.ThumbprintOf(peer), []);
+        }
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.CustomTrustStore.AddRange(trusted);

@@ -76,6 +76,25 @@ public sealed class IdentityAndTrustTests : IDisposable
         Assert.Equal(thumbprint, identity.Thumbprint);
     }
 
+    /// <summary>
+    /// A host that made a new certificate under the same name while its old one is still trusted: each is valid as
+    /// itself, whatever order the store lists them in (a chain builder may pick the other one as the issuer).
+    /// </summary>
+    [Fact]
+    public void Two_trusted_self_signed_certificates_of_one_name_are_each_valid()
+    {
+        var trust = new TrustStore(Tls("replica"));
+        var certs = Enumerable.Range(0, 6).Select(i => HostIdentity.LoadOrCreate(Tls("peer" + i), "same-name.test")).ToList();
+        foreach (var c in certs) trust.Add(c.CertificatePem);
+        foreach (var c in certs)
+        {
+            Assert.True(trust.Validate(c.Certificate, out var error), error);
+            Assert.Equal(c.Thumbprint, trust.Identify(c.Certificate, out _)!.Thumbprint);
+        }
+        var stranger = HostIdentity.LoadOrCreate(Tls("stranger"), "same-name.test");
+        Assert.False(trust.Validate(stranger.Certificate, out _));
+    }
+
     [Fact]
     public void A_trusted_self_signed_peer_is_valid_and_an_untrusted_one_is_refused_with_one_line()
     {
