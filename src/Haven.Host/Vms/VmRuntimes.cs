@@ -30,7 +30,7 @@ public sealed class VmRuntimes : IAsyncDisposable
     public VmRuntimes(HavenHost host, TimeProvider? time = null)
     {
         _host = host;
-        _time = time ?? TimeProvider.System;
+        _time = time ?? host.Time; // the host's one clock (HavenHostOptions.Time)
     }
 
     private HostPaths Paths => _host.Paths;
