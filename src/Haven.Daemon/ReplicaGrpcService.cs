@@ -237,7 +237,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         var replica = FindOwned(peer, request.VmId);
         try
         {
-            await Host.Replicas.FailoverAsync(Host.Store.FindVm(replica.VmId)!.Name, null, request.Start, context.CancellationToken);
+            await Host.Replicas.FailoverForPrimaryAsync(Host.Store.FindVm(replica.VmId)!.Name, request.Start, context.CancellationToken);
             return State(Host.Store.FindReplica(replica.VmId)!);
         }
         catch (HavenException e) { throw ToRpc(e); }
@@ -252,6 +252,9 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
     public override async Task<ReverseReply> Reverse(ReverseRequest request, ServerCallContext context)
     {
         var (peer, _) = Authorize(context);
+        // Asked again (the caller's planned failover was interrupted after this step): the same answer, to the same caller only.
+        if (FindOwnedOrNull(peer, request.VmId) is null && Host.Replications.FindReversed(request.VmId, peer.Thumbprint) is { } done)
+            return new ReverseReply { NewPrimaryVmId = done };
         var replica = FindOwned(peer, request.VmId);
         try
         {

@@ -58,6 +58,42 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
     }
 
     /// <summary>
+    /// Planned failover to the VM's replica (see ReplicationService.PlannedFailoverAsync), or the rest of one that was
+    /// interrupted: the same call finishes it.
+    /// </summary>
+    public async Task<CycleResult> PlannedFailoverAsync(string vmName, bool reverse, int shutdownTimeoutSeconds, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        if (host.Store.FindReplication(vm.Id) is null) throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        if (reverse && endpoint.Settings.Listen is null)
+            throw HavenException.Conflict("reverse replication needs this host's replica server enabled (haven replica-server enable)");
+        var target = (GrpcReplicaTarget)await TargetOfAsync(vm.Name, ct);
+        // The name the pinned certificate carries, not the one the replica reports: it becomes the primary this host accepts,
+        // and only that certificate may send this VM cycles once it is the replica.
+        var (replicaHost, _) = await target.IdentifyAsync(ct);
+        var identity = reverse && target.ReplicaThumbprint is { } thumbprint
+            ? ReplicaAuthorization.OwnerOf(new PeerCredential(replicaHost, thumbprint, []), null)
+            : null;
+        return await host.Replications.PlannedFailoverAsync(vm.Name, target, replicaHost, reverse, ct,
+            shutdownTimeoutSeconds: shutdownTimeoutSeconds, reverseAddress: endpoint.Settings.Listen, replicaIdentity: identity);
+    }
+
+    /// <summary>
+    /// Finishes the planned failovers a crash interrupted (their journal rows; the Reconciler leaves them, since their
+    /// remaining steps are on the replica). Failures are logged and retried on the next call.
+    /// </summary>
+    public async Task ResumePlannedFailoversAsync(CancellationToken ct)
+    {
+        foreach (var op in host.Store.ListOperations().FindAll(o => o.Kind == ReplicationService.PlannedFailoverOperation))
+        {
+            if (host.Store.FindVm(op.VmId) is not { } vm) continue;
+            var plan = Haven.Host.Checkpoints.PlanJson.Read<PlannedFailoverPlan>(op.Payload);
+            try { await host.RunOperationAsync("planned failover (resumed)", vm.Name, () => PlannedFailoverAsync(vm.Name, plan.Reverse, 0, ct)); }
+            catch (Exception) when (!ct.IsCancellationRequested) { } // logged by RunOperationAsync; tried again later
+        }
+    }
+
+    /// <summary>
     /// The settings with the replica's certificate to pin: the one the user gave, or the one the replica server at
     /// <paramref name="address"/> presents now (it must be trusted, and carry the expected name when one is given).
     /// </summary>
@@ -138,21 +174,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             return await h.Replications.StatusAsync(name, ct);
         });
         v1.MapPost("/vms/{name}/replication/planned-failover", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, PlannedFailoverRequest req, CancellationToken ct) =>
-        {
-            var vm = h.Vms.Find(name);
-            var record = h.Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
-            if (req.Reverse && e.Settings.Listen is null)
-                throw HavenException.Conflict("reverse replication needs this host's replica server enabled (haven replica-server enable)");
-            var target = (GrpcReplicaTarget)await r.TargetOfAsync(name, ct);
-            // The name the pinned certificate carries, not the one the replica reports: it becomes the primary this host accepts.
-            var (replicaHost, _) = await target.IdentifyAsync(ct);
-            var last = await h.Replications.PlannedFailoverAsync(name, target, replicaHost, req.Reverse, ct,
-                shutdownTimeoutSeconds: req.ShutdownTimeoutSeconds, reverseAddress: e.Settings.Listen);
-            // This VM is now the replica of the host it failed over to: only that host's certificate may send it cycles.
-            if (req.Reverse && target.ReplicaThumbprint is { } replicaThumbprint)
-                h.Store.Write(w => w.SetReplicaIdentity(vm.Id, ReplicaAuthorization.OwnerOf(new PeerCredential(replicaHost, replicaThumbprint, []), null)));
-            return ToApi(last);
-        });
+            ToApi(await r.PlannedFailoverAsync(name, req.Reverse, req.ShutdownTimeoutSeconds, ct)));
 
         // Replica side.
         v1.MapPost("/vms/{name}/replication/test-failover", (HavenHost h, string name, ReplicaFailoverRequest req, CancellationToken ct) =>
@@ -226,7 +248,16 @@ public sealed class ReplicationScheduler(HavenHost host, VmReplication replicati
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1), host.Time);
+        var resumeAt = host.Time.GetUtcNow();
+        Task? resuming = null;
         while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            // Interrupted planned failovers: at start, then every 30 s until the replica answers.
+            if (host.Time.GetUtcNow() >= resumeAt && (resuming is null || resuming.IsCompleted))
+            {
+                resumeAt = host.Time.GetUtcNow().AddSeconds(30);
+                resuming = Task.Run(() => replication.ResumePlannedFailoversAsync(stoppingToken), CancellationToken.None);
+            }
             host.Schedule.Tick(vm => Task.Run(async () =>
             {
                 // RunOperationAsync has logged the failure, with the VM, operation id and duration.
@@ -234,5 +265,6 @@ public sealed class ReplicationScheduler(HavenHost host, VmReplication replicati
                 catch (Exception) when (stoppingToken.IsCancellationRequested) { }
                 catch (Exception) { }
             }, CancellationToken.None));
+        }
     }
 }

@@ -21,6 +21,7 @@ public static class CrashPoints
         "replica.after-data", "replica.after-checkpoint", "replica.after-commit",
         "failover.after-apply", "failover.after-tracking", "failover.after-state",
         "test-failover.after-export", "test-failover.after-create",
+        "planned-failover.after-journal", "planned-failover.after-replica-failover", "planned-failover.after-reverse",
         "prune.after-lock", "prune.after-delete",
         "gc.after-lock", "gc.after-announce", "gc.after-delete",
         "copy.after-lock", "copy.after-chunks", "copy.after-commit",

@@ -117,6 +117,9 @@ public sealed class Reconciler(HavenHost host)
                     // A cycle that had not committed never happened: back to empty active layers.
                     await host.Replicas.DiscardAsync(op.VmId, op, PlanJson.Read<Replication.ReplicaCyclePlan>(op.Payload), ct);
                     break;
+                case Replication.ReplicationService.PlannedFailoverOperation:
+                    // Its steps are on the replica: havend finishes it once the replica answers (ReplicationScheduler).
+                    continue;
                 default:
                     throw new InvalidDataException($"unknown operation kind '{op.Kind}' in the journal");
             }

@@ -281,7 +281,7 @@ internal static class ReplicationSetup
     }
 
     /// <summary>Enables <paramref name="server"/>'s replica server on a free port, allowing <paramref name="primaries"/> (trust group g1).</summary>
-    private static async Task<string> ServeAsync(HavenWorld server, string primaries)
+    public static async Task<string> ServeAsync(HavenWorld server, string primaries)
     {
         var url = $"https://127.0.0.1:{ReplicaServerFixture.FreePort()}";
         var storage = server.Dir.File("replicas");

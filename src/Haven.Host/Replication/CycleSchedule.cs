@@ -37,6 +37,7 @@ public sealed class CycleSchedule(HavenHost host)
             foreach (var record in host.Store.ListReplications())
             {
                 seen.Add(record.VmId);
+                if (host.Replications.InterruptedPlannedFailover(record.VmId) is not null) continue; // no cycle until it is finished
                 var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
                 var frequency = TimeSpan.FromSeconds(settings.FrequencySeconds);
                 if (!_entries.TryGetValue(record.VmId, out var e))

@@ -87,6 +87,17 @@ public sealed partial class ReplicaService
         return start ? await host.Vms.StartAsync(vm.Name, ct) : await host.Vms.DescribeAsync(vm, ct);
     }
 
+    /// <summary>
+    /// Failover asked for by the primary (the last step of its planned failover): a replica already failed over counts as
+    /// done (and is started if asked), so a primary interrupted after this step can ask again.
+    /// </summary>
+    public async Task FailoverForPrimaryAsync(string vmName, bool start, CancellationToken ct)
+    {
+        var replica = Find(vmName);
+        if (replica.State != ReplicaState.FailedOver) { await FailoverAsync(vmName, null, start, ct); return; }
+        if (start && host.Runtimes.Get(replica.VmId) is null) await host.Vms.StartAsync(vmName, ct);
+    }
+
     /// <summary>Cancel failover: the VM stops, what it wrote is discarded, and it goes back to taking cycles.</summary>
     public async Task CancelFailoverAsync(string vmName, CancellationToken ct)
     {

@@ -5,7 +5,9 @@ using Haven.Api;
 using Haven.Backup;
 using Haven.Host.Backups;
 using Haven.Host.State;
+using Haven.Host.Checkpoints;
 using Haven.Nbd;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Host.Replication;
 
@@ -88,6 +90,7 @@ public sealed class ReplicationService(HavenHost host)
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         vm = Store.FindVm(vm.Id)!;
         var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        CheckNoPlannedFailover(vm, "replicate");
         var disks = Store.ListDisks(vm.Id);
         var key = TrackingKey(vm.Id);
         var tracked = !forceResync && record.LastCycle > 0 && TrackingIntact(vm.Id, key, disks);
@@ -152,30 +155,97 @@ public sealed class ReplicationService(HavenHost host)
         }
     }
 
+    /// <summary>Journal kind of a planned failover on the primary, between its last cycle and the roles recorded on both hosts.</summary>
+    public const string PlannedFailoverOperation = "planned-failover";
+
     /// <summary>
     /// Planned failover from this (primary) side: the VM is shut down, a last cycle sends what is left (no
     /// data loss), the replica fails over to it and starts. With <paramref name="reverse"/> the roles swap:
     /// the replica replicates back, and this VM becomes its replica — from the same cycle, so only what
     /// changes from now on moves.
+    /// <para>
+    /// Two hosts change roles, so no single write can do it. After the last cycle a journal row (kind
+    /// <see cref="PlannedFailoverOperation"/>) records the plan; while it stands the VM does not start and takes no
+    /// cycle (a second running copy would be split brain). Each remote step is idempotent on the replica, so an
+    /// interrupted failover is finished by running this again (havend does so by itself, see
+    /// <see cref="InterruptedPlannedFailover"/>); the last local write swaps the role and deletes the row together.
+    /// </para>
+    /// <paramref name="replicaIdentity"/>: with <paramref name="reverse"/>, the identity (ReplicaAuthorization owner) that
+    /// alone may send this VM cycles once it is the replica.
     /// </summary>
     public async Task<CycleResult> PlannedFailoverAsync(string vmName, IReplicaTarget replica, string replicaHostName, bool reverse, CancellationToken ct,
-        int shutdownTimeoutSeconds = 60, string? reverseAddress = null)
+        int shutdownTimeoutSeconds = 60, string? reverseAddress = null, string? replicaIdentity = null)
     {
         var vm = host.Vms.Find(vmName);
         var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
-        if (host.Runtimes.Get(vm.Id) is not null) await host.Vms.StopAsync(vm.Name, new VmStopRequest { TimeoutSeconds = shutdownTimeoutSeconds }, ct);
-        var last = await RunCycleAsync(vm.Name, replica, ct);
-        await replica.FailoverAsync(vm.Id, start: true, ct);
-        if (!reverse) return last;
-        var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
-        var replicaVmId = await replica.ReverseAsync(vm.Id, reverseAddress ?? settings.PrimaryHostName ?? Environment.MachineName, settings, ct);
-        await using var _ = await host.LockVmAsync(vm.Id, ct);
-        Store.Write(w =>
+        await _plannedFailovers.WaitAsync(ct);
+        try
         {
-            w.DeleteReplication(vm.Id);
-            w.InsertReplica(new ReplicaRecord(vm.Id, replicaHostName, replicaVmId, "", last.Cycle, settings.AdditionalPoints, DateTimeOffset.UtcNow));
-        });
-        return last;
+            CycleResult last;
+            PlannedFailoverPlan plan;
+            if (InterruptedPlannedFailover(vm.Id) is { } op)
+            {
+                plan = PlanJson.Read<PlannedFailoverPlan>(op.Payload);
+                if (plan.Reverse != reverse)
+                    throw HavenException.Conflict($"the interrupted planned failover of '{vm.Name}' was {(plan.Reverse ? "with" : "without")} --reverse; finish it the same way");
+                host.Log.LogInformation("resuming the interrupted planned failover of VM {Vm} at cycle {Cycle}", vm.Name, plan.Cycle);
+                last = new CycleResult(plan.Cycle, false, plan.Consistency, 0, 0, 0, TimeSpan.Zero);
+            }
+            else
+            {
+                if (host.Runtimes.Get(vm.Id) is not null) await host.Vms.StopAsync(vm.Name, new VmStopRequest { TimeoutSeconds = shutdownTimeoutSeconds }, ct);
+                last = await RunCycleAsync(vm.Name, replica, ct);
+                plan = new PlannedFailoverPlan(last.Cycle, last.Consistency, reverse, replicaHostName, reverseAddress, ReplicaFailedOver: false);
+                op = new OperationRecord(HostPaths.NewId(), vm.Id, PlannedFailoverOperation, PlanJson.Write(plan), host.Time.GetUtcNow());
+                Store.Write(w => w.InsertOperation(op));
+                await StepAsync("planned-failover.after-journal");
+            }
+
+            if (!plan.ReplicaFailedOver)
+            {
+                await replica.FailoverAsync(vm.Id, start: true, ct);
+                await StepAsync("planned-failover.after-replica-failover");
+                plan = plan with { ReplicaFailedOver = true };
+                var payload = PlanJson.Write(plan);
+                Store.Write(w => w.UpdateOperation(op.Id, payload));
+            }
+            if (!plan.Reverse)
+            {
+                Store.Write(w => w.DeleteOperation(op.Id));
+                return last;
+            }
+            var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
+            var replicaVmId = await replica.ReverseAsync(vm.Id, plan.ReverseAddress ?? settings.PrimaryHostName ?? Environment.MachineName, settings, ct);
+            await StepAsync("planned-failover.after-reverse");
+            await using var _ = await host.LockVmAsync(vm.Id, ct);
+            Store.Write(w =>
+            {
+                w.DeleteReplication(vm.Id);
+                w.InsertReplica(new ReplicaRecord(vm.Id, plan.ReplicaHostName, replicaVmId, "", plan.Cycle, settings.AdditionalPoints, host.Time.GetUtcNow()));
+                if (replicaIdentity is not null) w.SetReplicaIdentity(vm.Id, replicaIdentity);
+                w.DeleteOperation(op.Id);
+            });
+            return last;
+        }
+        finally { _plannedFailovers.Release(); }
+    }
+
+    /// <summary>One planned failover at a time on this host: a user's rerun and havend's own resumption never interleave.</summary>
+    private readonly SemaphoreSlim _plannedFailovers = new(1, 1);
+
+    /// <summary>
+    /// The journal row of a planned failover of this VM that started (its last cycle reached the replica) and has not
+    /// finished; null when there is none.
+    /// </summary>
+    public OperationRecord? InterruptedPlannedFailover(string vmId)
+        => Store.ListOperations().Find(o => o.VmId == vmId && o.Kind == PlannedFailoverOperation);
+
+    /// <summary>Refuses what must wait while a planned failover of the VM is unfinished (starting it, a cycle).</summary>
+    internal void CheckNoPlannedFailover(VmRecord vm, string what)
+    {
+        if (InterruptedPlannedFailover(vm.Id) is not null)
+            throw HavenException.Conflict($"cannot {what} VM '{vm.Name}': its planned failover was interrupted and is not finished; "
+                + $"run 'haven replication planned-failover {vm.Name}' again (havend also retries it every 30 s)");
     }
 
     /// <summary>
@@ -199,11 +269,20 @@ public sealed class ReplicationService(HavenHost host)
         {
             w.DeleteReplica(vm.Id);
             // The new replica is the caller: pinned to its certificate, whatever address it named.
-            var reverse = settings with { PrimaryHostName = null, ReplicaName = null, ReplicaThumbprint = callerThumbprint };
+            var reverse = settings with { PrimaryHostName = null, ReplicaName = null, ReplicaThumbprint = callerThumbprint, ReversedFromVmId = replica.PrimaryVmId };
             w.InsertReplication(new ReplicationRecord(vm.Id, newReplicaHost, JsonSerializer.Serialize(reverse, ApiJson.Options), cycle));
         });
         return vm.Id;
     }
+
+    /// <summary>
+    /// The VM that already replicates back to the caller after reversing the replica of <paramref name="primaryVmId"/>
+    /// (the caller's VM id), pinned to <paramref name="callerThumbprint"/>; null when there is none. A primary whose planned
+    /// failover was interrupted after the reverse asks again: it gets the same answer, and nobody else gets one.
+    /// </summary>
+    public string? FindReversed(string primaryVmId, string? callerThumbprint)
+        => Store.ListReplications().Find(r => JsonSerializer.Deserialize<ReplicationSettings>(r.Settings, ApiJson.Options) is { } s
+            && s.ReversedFromVmId == primaryVmId && s.ReplicaThumbprint == callerThumbprint)?.VmId;
 
     /// <summary>A VM's replication as Hyper-V's "replication health" shows it, from whichever side this host is.</summary>
     public async Task<ReplicationStatusInfo> StatusAsync(string vmName, CancellationToken ct)
@@ -464,10 +543,12 @@ public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost
     }
 
     public async Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct)
-        => await replicaHost.Replicas.FailoverAsync(Name(primaryVmId), null, start, ct);
+        => await replicaHost.Replicas.FailoverForPrimaryAsync(Name(primaryVmId), start, ct);
 
     public async Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
-        => await replicaHost.Replications.AdoptReverseAsync(Name(primaryVmId), newReplicaHost, null, settings, ct);
+        => replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId) is null && replicaHost.Replications.FindReversed(primaryVmId, null) is { } done
+            ? done
+            : await replicaHost.Replications.AdoptReverseAsync(Name(primaryVmId), newReplicaHost, null, settings, ct);
 
     private string Name(string primaryVmId)
     {
@@ -496,6 +577,8 @@ public sealed record ReplicationSettings
     /// refused, even a trusted one. Changed only by an explicit re-pin. Null: not contacted yet (export initial copy).
     /// </summary>
     public string? ReplicaThumbprint { get; init; }
+    /// <summary>Reverse replication: the old primary's VM id (now this VM's replica), so a repeated reverse request finds it.</summary>
+    public string? ReversedFromVmId { get; init; }
     /// <summary>When to start the initial replication; null: at once.</summary>
     public DateTimeOffset? StartAt { get; init; }
     /// <summary>Extended replication: this host is a replica and sends its recovery points on to a third host.</summary>
@@ -541,5 +624,8 @@ public sealed record ReplicationSettings
             throw HavenException.Invalid("a resync window needs a start and a different end hour, 0..23 UTC");
     }
 }
+
+/// <summary>The journal of a planned failover on the primary: the last cycle and how far the replica got.</summary>
+public sealed record PlannedFailoverPlan(long Cycle, Consistency Consistency, bool Reverse, string ReplicaHostName, string? ReverseAddress, bool ReplicaFailedOver);
 
 public sealed record CycleResult(long Cycle, bool Full, Consistency Consistency, long DataBytes, long ZeroBytes, long Extents, TimeSpan Elapsed, bool Resync = false);
