@@ -223,8 +223,12 @@ public sealed partial class Repository
                 {
                     throw new UpgradeRefusedException($"cannot upgrade {Location}: {e.Message}; nothing was changed (restore or delete backups/{id}, then run upgrade again)");
                 }
+                // An immutable repository's converted backup keeps its manifest's lock (retain-until and mode).
+                var retention = Immutability is not null && Store is IObjectLockStore lockStore
+                    ? await lockStore.GetRetentionAsync(RepoKeys.Backup(id), ct) : null;
+                if (retention is not null && retention.RetainUntil <= Clock.GetUtcNow()) retention = null;
                 // Same names on every run: a rerun after a crash finds its own objects and keeps them.
-                await WriteSummaryAndIndexesAsync(manifest, retention: null, reuseExisting: true, ct);
+                await WriteSummaryAndIndexesAsync(manifest, retention, reuseExisting: true, ct);
                 converted++;
                 Step("upgrade.after-summary");
             }
@@ -242,7 +246,11 @@ public sealed partial class Repository
         foreach (var id in manifests)
         {
             exclusive.ThrowIfLost();
-            if (await Store.DeleteAsync(RepoKeys.Backup(id), ct)) deleted++;
+            try
+            {
+                if (await Store.DeleteAsync(RepoKeys.Backup(id), ct)) deleted++;
+            }
+            catch (ObjectLockedException) { } // still under retention: version-2 readers ignore it; a later upgrade deletes it
             Step("upgrade.after-delete");
         }
         return new UpgradeResult(fromVersion, FormatVersion, converted, deleted);
