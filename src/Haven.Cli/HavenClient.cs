@@ -154,6 +154,9 @@ public sealed partial class HavenClient : IDisposable
     public Task<JsonElement> GcRepositoryAsync(RepositoryRef request, CancellationToken ct) =>
         SendAsync<JsonElement>(HttpMethod.Post, "/v1/repo/gc", request, ct);
 
+    public Task<JsonElement> UpgradeRepositoryAsync(RepositoryRef request, CancellationToken ct) =>
+        SendAsync<JsonElement>(HttpMethod.Post, "/v1/repo/upgrade", request, ct);
+
     public Task<RepositoryCopyResult> CopyBackupsAsync(RepositoryCopyRequest request, CancellationToken ct) =>
         SendStreamingAsync<RepositoryCopyResult>(HttpMethod.Post, "/v1/repo/copy", request, null, ct);
 

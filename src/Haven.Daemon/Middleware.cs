@@ -61,6 +61,7 @@ public sealed class ErrorMiddleware(RequestDelegate next, ILogger<ErrorMiddlewar
             BadHttpRequestException b => (400, "invalid_argument", "malformed request: " + (b.InnerException?.Message ?? b.Message)),
             System.Text.Json.JsonException j => (400, "invalid_argument", "malformed JSON: " + j.Message),
             Haven.Repository.RepositoryLockedException => (409, "conflict", e.Message),
+            Haven.Repository.RepositoryReadOnlyException or Haven.Repository.UpgradeRefusedException => (409, "conflict", e.Message),
             Haven.Storage.StoreAccessDeniedException => (400, "invalid_argument", e.Message),
             Haven.Host.Replication.ReplicaOutOfSyncException => (409, "conflict", e.Message),
             Haven.Replication.ReplicationException => (500, "failed", e.Message),

@@ -46,6 +46,7 @@ public static class Routes
         v1.MapPost("/repo/verify", (HavenHost h, RepositoryVerifyRequest req, CancellationToken ct) => h.Repositories.VerifyAsync(req, ct));
         v1.MapPost("/repo/prune", (HavenHost h, RepositoryPruneRequest req, CancellationToken ct) => h.Repositories.PruneAsync(req, ct));
         v1.MapPost("/repo/gc", (HavenHost h, RepositoryRef req, CancellationToken ct) => h.Repositories.CollectGarbageAsync(req, ct));
+        v1.MapPost("/repo/upgrade", (HavenHost h, RepositoryRef req, CancellationToken ct) => h.Repositories.UpgradeAsync(req, ct));
         v1.MapPost("/repo/copy", (HttpContext ctx, HavenHost h, RepositoryCopyRequest req) =>
             Streaming.RunAsync(ctx, (progress, ct) => h.Repositories.CopyAsync(req, ct, progress)));
         v1.MapPost("/repo/restore", (HavenHost h, RestoreRequest req, CancellationToken ct) => h.Restores.RestoreAsync(req, ct));

@@ -25,6 +25,7 @@ public static class CrashPoints
         "prune.after-lock", "prune.after-delete",
         "gc.after-lock", "gc.after-announce", "gc.after-delete",
         "copy.after-lock", "copy.after-chunks", "copy.after-commit",
+        "upgrade.after-lock", "upgrade.after-summary", "upgrade.after-staged-config", "upgrade.after-config", "upgrade.after-delete",
     ];
 
     public static void Hit(string name)

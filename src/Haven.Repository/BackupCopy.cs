@@ -30,6 +30,7 @@ public static class BackupCopy
         if (source.ChunkSize != target.ChunkSize)
             throw new RepositoryFormatMismatchException($"cannot copy between repositories with different chunk sizes (source {source.ChunkSize} bytes, target {target.ChunkSize} bytes)");
 
+        target.ThrowIfReadOnly("copy into it");
         var manifest = await source.ReadManifestAsync(backupId, ct);
         if (await FindCopyAsync(target, source.Id, manifest, ct) is { } existing)
             return new CopyResult(existing, AlreadyPresent: true, 0, 0, 0);
@@ -136,20 +137,21 @@ public static class BackupCopy
     /// </summary>
     private static async Task<string?> FindCopyAsync(Repository target, string sourceId, BackupManifest original, CancellationToken ct)
     {
-        var prefix = RepoKeys.BackupsPrefix + BackupIds.TimePrefix(original.CreatedAt);
+        var root = target.FormatVersion >= 2 ? RepoKeys.SummariesPrefix : RepoKeys.BackupsPrefix;
+        var prefix = root + BackupIds.TimePrefix(original.CreatedAt);
         var candidates = new List<string>();
         await foreach (var o in target.Store.ListAsync(prefix, ct))
         {
-            var id = o.Key[RepoKeys.BackupsPrefix.Length..];
+            var id = o.Key[root.Length..];
             if (BackupIds.IsValid(id)) candidates.Add(id);
         }
         candidates.Sort(StringComparer.Ordinal);
         foreach (var id in candidates)
         {
-            BackupManifest m;
-            try { m = await target.ReadManifestAsync(id, ct); }
-            catch (Exception e) when (e is BackupNotFoundException or CorruptManifestException or UnsupportedFormatException) { continue; }
-            if (m.CopiedFrom is { } from && from.RepositoryId == sourceId && from.BackupId == original.Id) return id;
+            SummaryDocument? m;
+            try { m = await target.ReadSummaryAsync(id, ct); }
+            catch (Exception e) when (e is CorruptManifestException or UnsupportedFormatException) { continue; }
+            if (m?.CopiedFrom is { } from && from.RepositoryId == sourceId && from.BackupId == original.Id) return id;
         }
         return null;
     }

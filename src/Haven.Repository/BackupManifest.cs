@@ -11,6 +11,7 @@ namespace Haven.Repository;
 /// </summary>
 public sealed record BackupManifest
 {
+    /// <summary>Version of the v1 manifest JSON (<c>backups/&lt;id&gt;</c>); format version 2 stores a summary and index objects instead.</summary>
     public const int CurrentVersion = 1;
 
     [JsonPropertyName("version")]
@@ -102,8 +103,56 @@ public sealed record BackupSummary(
     string Consistency,
     int DiskCount,
     long SizeBytes,
-    long StoredBytesNew)
+    long StoredBytesNew);
+
+/// <summary>
+/// The summary object of format version 2 (<c>summaries/&lt;id&gt;</c>): everything about a backup but its chunk
+/// indexes, which are separate objects it names (with their SHA-256). Listing and prune read only these.
+/// </summary>
+internal sealed record SummaryDocument
 {
-    internal static BackupSummary Of(BackupManifest m) => new(m.Id, m.VmName, m.HostName, m.CreatedAt, m.Mode, m.ParentBackupId,
-        m.Consistency, m.Disks.Count, m.Stats.SizeBytes, m.Stats.StoredBytesNew);
+    public const int CurrentVersion = 2;
+
+    public int Version { get; init; } = CurrentVersion;
+    public required string Id { get; init; }
+    public required string VmName { get; init; }
+    public JsonElement VmDefinition { get; init; }
+    public string HostName { get; init; } = "";
+    public DateTimeOffset CreatedAt { get; init; }
+    public string? ParentBackupId { get; init; }
+    public string Mode { get; init; } = "full";
+    public string? ModeReason { get; init; }
+    public string Consistency { get; init; } = "";
+    public JsonElement? Checkpoint { get; init; }
+    public BackupOrigin? CopiedFrom { get; init; }
+    public ManifestStats Stats { get; init; } = new();
+    public required List<DiskSummary> Disks { get; init; }
+
+    public static SummaryDocument Of(BackupManifest m, List<DiskSummary> disks) => new()
+    {
+        Id = m.Id, VmName = m.VmName, VmDefinition = m.VmDefinition, HostName = m.HostName, CreatedAt = m.CreatedAt,
+        ParentBackupId = m.ParentBackupId, Mode = m.Mode, ModeReason = m.ModeReason, Consistency = m.Consistency,
+        Checkpoint = m.Checkpoint, CopiedFrom = m.CopiedFrom, Stats = m.Stats, Disks = disks,
+    };
+
+    public BackupManifest ToManifest(List<DiskManifest> disks) => new()
+    {
+        FormatVersion = BackupManifest.CurrentVersion, Id = Id, VmName = VmName, VmDefinition = VmDefinition, HostName = HostName,
+        CreatedAt = CreatedAt, ParentBackupId = ParentBackupId, Mode = Mode, ModeReason = ModeReason, Consistency = Consistency,
+        Checkpoint = Checkpoint, CopiedFrom = CopiedFrom, Stats = Stats, Disks = disks,
+    };
+
+    public BackupSummary ToListing() => new(Id, VmName, HostName, CreatedAt, Mode, ParentBackupId, Consistency, Disks.Count, Stats.SizeBytes, Stats.StoredBytesNew);
+}
+
+/// <summary>One disk in a summary: its size and the index object that holds its chunk ids.</summary>
+internal sealed record DiskSummary
+{
+    public required string Name { get; init; }
+    public required long SizeBytes { get; init; }
+    public required int ChunkSize { get; init; }
+    /// <summary>Name of the index object (key <c>indexes/&lt;name&gt;</c>).</summary>
+    public required string Index { get; init; }
+    /// <summary>SHA-256 (hex) of the index object's whole plaintext: ties the summary to exactly that index.</summary>
+    public required string IndexSha256 { get; init; }
 }

@@ -77,6 +77,7 @@ public sealed class BackupWriter : IAsyncDisposable
 
     internal static async Task<BackupWriter> StartAsync(Repository repo, string hostName, CancellationToken ct)
     {
+        repo.ThrowIfReadOnly("backup");
         if (repo.Immutability is not null && repo.Store is not IObjectLockStore)
             throw new ImmutabilityUnsupportedException($"repository {repo.Id} is immutable but {repo.Location} does not support object lock; backups cannot be written through it");
         // Order matters: lock, then epoch, then the exclusive lock, then the listing (see the format doc).
@@ -243,11 +244,19 @@ public sealed class BackupWriter : IAsyncDisposable
             Stats = ComputeStats(manifest),
         };
         string id;
+        var v1 = _repo.FormatVersion < 2; // only tests write version 1 (Repository.WriteVersion1ForTests)
         while (true)
         {
             id = BackupIds.New(final.CreatedAt);
             final = final with { Id = id };
-            var created = manifestRetention is not null
+            bool created;
+            if (!v1)
+            {
+                // Index objects first, the summary last: the summary is the commit point (an index without
+                // one is garbage GC removes after the grace period).
+                created = await _repo.WriteSummaryAndIndexesAsync(final, manifestRetention, reuseExisting: false, ct);
+            }
+            else created = manifestRetention is not null
                 ? await _lockStore!.TryCreateAsync(RepoKeys.Backup(id), _repo.SealManifest(final), manifestRetention, ct)
                 : await _repo.Store.TryCreateAsync(RepoKeys.Backup(id), _repo.SealManifest(final), ct);
             if (created) break;
@@ -257,15 +266,15 @@ public sealed class BackupWriter : IAsyncDisposable
         try { missing = await CheckAfterWriteAsync(final, ct); }
         catch
         {
-            // Unchecked after an overlapping deletion it might be broken: a failed commit leaves no manifest.
-            await DeleteQuietlyAsync(RepoKeys.Backup(id));
+            // Unchecked after an overlapping deletion it might be broken: a failed commit leaves no backup.
+            await WithdrawAsync(id, final.Disks.Count, v1);
             throw;
         }
         if (missing.Count > 0)
         {
-            // Under object lock the withdrawal fails (ObjectLockedException) and the manifest stays; that needs
+            // Under object lock the withdrawal fails (ObjectLockedException) and the backup stays; that needs
             // a chunk gone despite its retention, i.e. retention bypassed by hand (see "Immutability").
-            await DeleteQuietlyAsync(RepoKeys.Backup(id));
+            await WithdrawAsync(id, final.Disks.Count, v1);
             Forget(missing);
             throw new ChunksMissingException(missing);
         }
@@ -420,6 +429,18 @@ public sealed class BackupWriter : IAsyncDisposable
             foreach (var entry in disk.Chunks)
                 if (entry is { } id && !present.Contains(id) && reported.Add(id)) missing.Add(id);
         return missing;
+    }
+
+    /// <summary>Removes a just-committed backup: the summary first (the backup is gone at once), then its indexes.</summary>
+    private async Task WithdrawAsync(string backupId, int disks, bool v1)
+    {
+        if (v1)
+        {
+            await DeleteQuietlyAsync(RepoKeys.Backup(backupId));
+            return;
+        }
+        await DeleteQuietlyAsync(RepoKeys.Summary(backupId));
+        for (var i = 0; i < disks; i++) await DeleteQuietlyAsync(RepoKeys.Index($"{backupId}.{i}"));
     }
 
     private async Task DeleteQuietlyAsync(string key)

@@ -16,6 +16,7 @@ public sealed partial class Repository
     {
         ArgumentNullException.ThrowIfNull(policy);
         if (policy.IsEmpty) throw new ArgumentException("the retention policy keeps nothing; set at least one keep rule", nameof(policy));
+        if (!dryRun) ThrowIfReadOnly("prune");
         var exclusive = dryRun ? null : await HeldLock.AcquireExclusiveAsync(this, "prune", ct);
         try
         {
@@ -35,7 +36,7 @@ public sealed partial class Repository
                 if (exclusive is null)
                 {
                     // Dry run: say which removals object lock would refuse.
-                    var retention = lockStore is null ? null : await lockStore.GetRetentionAsync(RepoKeys.Backup(b.Id), ct);
+                    var retention = lockStore is null ? null : await lockStore.GetRetentionAsync(FormatVersion >= 2 ? RepoKeys.Summary(b.Id) : RepoKeys.Backup(b.Id), ct);
                     if (retention is not null && retention.RetainUntil > Clock.GetUtcNow()) locked.Add(new LockedBackup(b, retention.RetainUntil));
                     else removed.Add(b);
                     continue;
@@ -43,7 +44,8 @@ public sealed partial class Repository
                 exclusive.ThrowIfLost();
                 try
                 {
-                    await Store.DeleteAsync(RepoKeys.Backup(b.Id), ct);
+                    // Version 2: the summary is the backup; its index objects become garbage for GC.
+                    await Store.DeleteAsync(FormatVersion >= 2 ? RepoKeys.Summary(b.Id) : RepoKeys.Backup(b.Id), ct);
                     removed.Add(b);
                     Step("prune.after-delete");
                 }
@@ -66,6 +68,7 @@ public sealed partial class Repository
     /// </summary>
     public async Task<GcResult> CollectGarbageAsync(CancellationToken ct = default)
     {
+        ThrowIfReadOnly("gc");
         await using var exclusive = await HeldLock.AcquireExclusiveAsync(this, "gc", ct);
         Step("gc.after-lock");
         var start = Clock.GetUtcNow();
@@ -76,15 +79,16 @@ public sealed partial class Repository
 
         var referenced = new HashSet<ChunkId>();
         var marked = new HashSet<string>(StringComparer.Ordinal);
+        var indexes = new HashSet<string>(StringComparer.Ordinal);
         var unreadable = new List<ManifestProblem>();
-        await MarkAsync(referenced, marked, unreadable, ct);
+        await MarkAsync(referenced, marked, indexes, unreadable, ct);
         if (unreadable.Count == 0)
         {
             // Announce deletions, then mark again: a manifest committed during the first pass is seen now, and
             // any later commit sees the announcement and re-checks its chunks (BackupWriter.CommitAsync).
             await BeginDeletingChunksAsync(exclusive, ct);
             Step("gc.after-announce");
-            await MarkAsync(referenced, marked, unreadable, ct);
+            await MarkAsync(referenced, marked, indexes, unreadable, ct);
         }
         // An unreadable manifest may reference any chunk: sweeping anything could destroy its backup.
         var sweep = unreadable.Count == 0;
@@ -98,14 +102,22 @@ public sealed partial class Repository
             if (sweep) candidates.Add(info);
             else { notSwept++; notSweptBytes += info.Size; }
         }
+        // Index objects no summary names (a writer that died before its summary, a pruned backup): same cutoff.
+        await foreach (var o in Store.ListAsync(RepoKeys.IndexesPrefix, ct))
+        {
+            var name = o.Key[RepoKeys.IndexesPrefix.Length..];
+            if (sweep && IsIndexName(name) && !indexes.Contains(name) && o.LastModified < cutoff) candidates.Add(o);
+        }
         if (sweep) await exclusive.EnsureHeldAsync(ct);
-        long deleted = 0, deletedBytes = 0, locked = 0, lockedBytes = 0;
+        long deleted = 0, deletedBytes = 0, locked = 0, lockedBytes = 0, indexesDeleted = 0;
         foreach (var c in candidates)
         {
             exclusive.ThrowIfLost();
             try
             {
-                if (await Store.DeleteAsync(c.Key, ct)) { deleted++; deletedBytes += c.Size; }
+                var isChunk = c.Key.StartsWith(RepoKeys.ChunksPrefix, StringComparison.Ordinal);
+                if (await Store.DeleteAsync(c.Key, ct) && isChunk) { deleted++; deletedBytes += c.Size; }
+                else if (!isChunk) indexesDeleted++;
                 Step("gc.after-delete");
             }
             catch (ObjectLockedException) { locked++; lockedBytes += c.Size; } // retention not over yet: a later GC takes it
@@ -127,6 +139,7 @@ public sealed partial class Repository
             UnreadableManifests = [.. unreadable.OrderBy(m => m.BackupId, StringComparer.Ordinal)],
             ChunksKeptUnreadable = notSwept,
             BytesKeptUnreadable = notSweptBytes,
+            IndexesDeleted = indexesDeleted,
         };
     }
 
@@ -134,16 +147,13 @@ public sealed partial class Repository
     /// Adds the chunks of every manifest not yet in <paramref name="marked"/>; one that cannot be read goes to
     /// <paramref name="unreadable"/> (what it references is unknown, so the caller must not sweep).
     /// </summary>
-    private async Task MarkAsync(HashSet<ChunkId> referenced, HashSet<string> marked, List<ManifestProblem> unreadable, CancellationToken ct)
+    private async Task MarkAsync(HashSet<ChunkId> referenced, HashSet<string> marked, HashSet<string> indexes, List<ManifestProblem> unreadable, CancellationToken ct)
     {
         foreach (var backupId in await ListBackupIdsAsync(ct))
         {
             if (marked.Contains(backupId)) continue;
-            if (await TryReadManifestAsync(backupId, unreadable, ct) is not { } manifest) continue; // pruned meanwhile, or unreadable
-            foreach (var disk in manifest.Disks)
-                foreach (var entry in disk.Chunks)
-                    if (entry is { } id) referenced.Add(id);
-            marked.Add(backupId);
+            // Pruned meanwhile, or unreadable (then in unreadable). Each index object is read once per run.
+            if (await VisitReferencesAsync(backupId, id => referenced.Add(id), indexes, unreadable, ct)) marked.Add(backupId);
         }
     }
 
@@ -186,15 +196,12 @@ public sealed partial class Repository
             var backupsChecked = 0;
             foreach (var backupId in await ListBackupIdsAsync(ct))
             {
-                if (await TryReadManifestAsync(backupId, corruptManifests, ct) is not { } manifest) continue;
-                backupsChecked++;
-                foreach (var disk in manifest.Disks)
-                    foreach (var entry in disk.Chunks)
-                    {
-                        if (entry is not { } id) continue;
-                        if (!users.TryGetValue(id, out var list)) users[id] = list = [];
-                        if (list.Count == 0 || list[^1] != backupId) list.Add(backupId);
-                    }
+                var found = await VisitReferencesAsync(backupId, id =>
+                {
+                    if (!users.TryGetValue(id, out var list)) users[id] = list = [];
+                    if (list.Count == 0 || list[^1] != backupId) list.Add(backupId);
+                }, null, corruptManifests, ct);
+                if (found) backupsChecked++;
             }
 
             var present = new Dictionary<ChunkId, ObjectInfo>();

@@ -19,7 +19,7 @@ public sealed partial class Repository : IAsyncDisposable
 
     private static readonly JsonElement JsonNull = JsonDocument.Parse("null").RootElement.Clone();
 
-    private readonly RepositoryConfig _config;
+    private RepositoryConfig _config; // replaced once, by UpgradeAsync
     private readonly KeySet _keys;
 
     /// <summary>Where clean-up failures (a lock not released, a copy not deleted) are reported; nothing by default.</summary>
@@ -114,6 +114,8 @@ public sealed partial class Repository : IAsyncDisposable
         var location = store.ToString() ?? store.GetType().Name;
         var buffer = new byte[RepositoryConfig.MaxConfigBytes + 1];
         var length = await store.ReadAsync(RepoKeys.Config, buffer, ct);
+        // No config but a staged one: an upgrade was replacing it on a store whose replace is not atomic.
+        if (length < 0) length = await store.ReadAsync(RepoKeys.StagedConfig, buffer, ct);
         if (length < 0) throw new NotARepositoryException($"{location} holds no Haven repository (no config object)");
         if (length > RepositoryConfig.MaxConfigBytes)
             throw new NotARepositoryException($"{location}: the config object is {length} bytes, larger than any Haven repository config ({RepositoryConfig.MaxConfigBytes})");
@@ -138,15 +140,26 @@ public sealed partial class Repository : IAsyncDisposable
     public async Task<BackupListing> ListBackupsAsync(CancellationToken ct = default)
     {
         var unreadable = new List<ManifestProblem>();
-        var manifests = await ReadAllManifestsAsync(unreadable, ct);
-        var list = new List<BackupSummary>(manifests.Count);
-        foreach (var m in manifests) list.Add(BackupSummary.Of(m));
+        var list = new List<BackupSummary>();
+        // Version 2 reads only the small summaries, never an index.
+        foreach (var id in await ListBackupIdsAsync(ct))
+        {
+            try
+            {
+                if (await ReadSummaryAsync(id, ct) is { } s) list.Add(s.ToListing());
+            }
+            catch (CorruptManifestException e) { unreadable.Add(new ManifestProblem(id, e.Reason)); }
+            catch (UnsupportedFormatException e) { unreadable.Add(new ManifestProblem(id, e.Message)); }
+        }
+        list.Sort((a, b) => a.CreatedAt != b.CreatedAt ? a.CreatedAt.CompareTo(b.CreatedAt) : string.CompareOrdinal(a.Id, b.Id));
         return new BackupListing(list, unreadable);
     }
 
+    /// <summary>A backup with every disk's chunk index (version 2: its summary and index objects; version 1: its manifest).</summary>
     public async Task<BackupManifest> ReadManifestAsync(string backupId, CancellationToken ct = default)
     {
         if (!BackupIds.IsValid(backupId)) throw new BackupNotFoundException(backupId);
+        if (FormatVersion >= 2) return await ReadManifestV2Async(backupId, ct);
         var sealedBytes = await Store.GetAsync(RepoKeys.Backup(backupId), ct) ?? throw new BackupNotFoundException(backupId);
         return OpenManifest(backupId, sealedBytes);
     }
@@ -234,40 +247,9 @@ public sealed partial class Repository : IAsyncDisposable
         return manifest;
     }
 
-    /// <summary>Every readable manifest, oldest first; unreadable ones go to <paramref name="unreadable"/>, ones deleted while listing are skipped.</summary>
-    internal async Task<List<BackupManifest>> ReadAllManifestsAsync(List<ManifestProblem> unreadable, CancellationToken ct)
-    {
-        var manifests = new List<BackupManifest>();
-        foreach (var id in await ListBackupIdsAsync(ct))
-            if (await TryReadManifestAsync(id, unreadable, ct) is { } m) manifests.Add(m);
-        manifests.Sort((a, b) => a.CreatedAt != b.CreatedAt ? a.CreatedAt.CompareTo(b.CreatedAt) : string.CompareOrdinal(a.Id, b.Id));
-        return manifests;
-    }
-
-    /// <summary>
-    /// A manifest for listing and maintenance: null when it was deleted meanwhile (pruned) or cannot be read;
-    /// an unreadable one (corrupt, or a manifest version this code does not know) is added to
-    /// <paramref name="unreadable"/> with the reason, never dropped silently. Store failures still throw.
-    /// </summary>
-    internal async Task<BackupManifest?> TryReadManifestAsync(string backupId, List<ManifestProblem> unreadable, CancellationToken ct)
-    {
-        try { return await ReadManifestAsync(backupId, ct); }
-        catch (BackupNotFoundException) { }
-        catch (CorruptManifestException e) { unreadable.Add(new ManifestProblem(backupId, e.Reason)); }
-        catch (UnsupportedFormatException e) { unreadable.Add(new ManifestProblem(backupId, e.Message)); }
-        return null;
-    }
-
-    internal async Task<List<string>> ListBackupIdsAsync(CancellationToken ct)
-    {
-        var ids = new List<string>();
-        await foreach (var o in Store.ListAsync(RepoKeys.BackupsPrefix, ct))
-        {
-            var id = o.Key[RepoKeys.BackupsPrefix.Length..];
-            if (BackupIds.IsValid(id)) ids.Add(id);
-        }
-        return ids;
-    }
+    /// <summary>Ids of the backups: summaries in version 2 (leftover v1 manifests of an unfinished upgrade are ignored), manifests in version 1.</summary>
+    internal Task<List<string>> ListBackupIdsAsync(CancellationToken ct)
+        => ListKeysAsync(FormatVersion >= 2 ? RepoKeys.SummariesPrefix : RepoKeys.BackupsPrefix, ct);
 
     /// <summary>Every chunk object (valid "chunks/xx/&lt;id&gt;" keys only), with its store info.</summary>
     internal async IAsyncEnumerable<(ChunkId Id, ObjectInfo Info)> ListChunksAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)

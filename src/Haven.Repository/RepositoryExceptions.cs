@@ -72,3 +72,9 @@ public sealed class ImmutabilityUnsupportedException(string message) : Repositor
 
 /// <summary>Two repositories cannot exchange backups (e.g. their chunk sizes differ).</summary>
 public sealed class RepositoryFormatMismatchException(string message) : RepositoryException(message);
+
+/// <summary>A version-1 repository is read-only: backup, prune and GC into it are refused until <c>haven repo upgrade</c>.</summary>
+public sealed class RepositoryReadOnlyException(string message) : RepositoryException(message);
+
+/// <summary><see cref="Repository.UpgradeAsync"/> cannot convert the repository (an unreadable manifest); nothing was changed.</summary>
+public sealed class UpgradeRefusedException(string message) : RepositoryException(message);

@@ -27,8 +27,16 @@ public sealed record RepositoryOptions
     /// </summary>
     public RepositoryImmutability? Immutability { get; init; }
 
+    /// <summary>
+    /// Format version of the new repository: 2. Version 1 exists only so tests can make the older layout that
+    /// <c>repo upgrade</c> converts (a version-1 repository is read-only).
+    /// </summary>
+    internal int FormatVersion { get; init; } = RepositoryConfig.CurrentVersion;
+
     internal void Validate()
     {
+        if (FormatVersion is < 1 or > RepositoryConfig.CurrentVersion)
+            throw new ArgumentOutOfRangeException(nameof(FormatVersion), FormatVersion, "unknown repository format version");
         if (ChunkSize < MinChunkSize || ChunkSize > MaxChunkSize || (ChunkSize & (ChunkSize - 1)) != 0)
             throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "chunk size must be a power of two from 64 KiB to 16 MiB");
         ArgumentNullException.ThrowIfNull(Kdf);

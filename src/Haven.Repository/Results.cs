@@ -54,6 +54,8 @@ public sealed record GcResult
     /// <summary>Unreferenced chunks older than the cutoff that were kept only because the sweep was skipped.</summary>
     public long ChunksKeptUnreadable { get; init; }
     public long BytesKeptUnreadable { get; init; }
+    /// <summary>Index objects no summary names any more (pruned backups, writers that died before their summary), deleted after the grace period.</summary>
+    public long IndexesDeleted { get; init; }
 }
 
 /// <summary>What verify found. Healthy means nothing is missing or corrupt.</summary>

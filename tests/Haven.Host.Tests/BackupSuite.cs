@@ -282,8 +282,8 @@ public sealed class LocalBackupTests : BackupSuite
         var verify = await t.Host.Repositories.VerifyAsync(new RepositoryVerifyRequest { Repository = repo, Passphrase = Pass, ReadData = true }, t.Ct);
         Assert.Contains(b.BackupId, verify.CorruptChunks.SelectMany(c => c.BackupIds));
 
-        // A truncated manifest is refused, not half-read.
-        var manifest = Directory.GetFiles(Path.Combine(repo, "backups")).Single();
+        // A truncated backup summary is refused, not half-read.
+        var manifest = Directory.GetFiles(Path.Combine(repo, "summaries")).Single();
         var mbytes = await File.ReadAllBytesAsync(manifest, t.Ct);
         await File.WriteAllBytesAsync(manifest, mbytes[..(mbytes.Length - 7)], t.Ct);
         await Assert.ThrowsAsync<Haven.Repository.CorruptManifestException>(() => t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, NewName = "x" }, t.Ct));

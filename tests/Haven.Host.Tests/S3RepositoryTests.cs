@@ -214,9 +214,9 @@ public sealed class S3RepositoryTests
         // The store itself refuses: a compromised host with the same credentials cannot delete it either.
         using (var store = new S3ObjectStore(S3Location.Parse(repo), rgw.Settings()))
         {
-            var refused = await Assert.ThrowsAsync<ObjectLockedException>(() => store.DeleteAsync("backups/" + first.BackupId, Ct));
+            var refused = await Assert.ThrowsAsync<ObjectLockedException>(() => store.DeleteAsync("summaries/" + first.BackupId, Ct));
             Assert.NotNull(refused.RetainUntil);
-            Assert.NotNull(await store.StatAsync("backups/" + first.BackupId, Ct));
+            Assert.NotNull(await store.StatAsync("summaries/" + first.BackupId, Ct));
         }
 
         var prune = await t.Host.Repositories.PruneAsync(new RepositoryPruneRequest { Repository = repo, Passphrase = Pass, KeepLast = 1 }, Ct);

@@ -149,10 +149,10 @@ public sealed class BackupCopyTests
         source.Clock.Advance(TimeSpan.FromDays(30)); // an old backup: the copy is locked from when it is written
 
         var result = await BackupCopy.CopyAsync(source.Repo, id, target, "h", null, Ct);
-        var manifestLock = store.RetentionOf("backups/" + result.TargetBackupId)!;
+        var manifestLock = store.RetentionOf("summaries/" + result.TargetBackupId)!;
         Assert.Equal(new ObjectRetention(RetentionMode.Governance, source.Clock.GetUtcNow().AddDays(10)), manifestLock);
         foreach (var key in store.Keys("chunks/")) Assert.True(store.RetentionOf(key)!.RetainUntil >= manifestLock.RetainUntil);
-        await Assert.ThrowsAsync<ObjectLockedException>(() => store.DeleteAsync("backups/" + result.TargetBackupId, Ct));
+        await Assert.ThrowsAsync<ObjectLockedException>(() => store.DeleteAsync("summaries/" + result.TargetBackupId, Ct));
         Assert.True((await target.VerifyAsync(readData: true, Ct)).IsHealthy);
     }
 }

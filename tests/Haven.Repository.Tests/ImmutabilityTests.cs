@@ -26,7 +26,7 @@ public sealed class ImmutabilityTests
     {
         foreach (var b in await repo.ListBackupsAsync(Ct))
         {
-            var manifestLock = store.RetentionOf("backups/" + b.Id)!;
+            var manifestLock = store.RetentionOf("summaries/" + b.Id)!;
             foreach (var id in (await repo.ReadManifestAsync(b.Id, Ct)).Disks.SelectMany(d => d.Chunks).OfType<ChunkId>())
             {
                 var chunkLock = store.RetentionOf($"chunks/{id.ToString()[..2]}/{id}")!;
@@ -98,7 +98,7 @@ public sealed class ImmutabilityTests
         var (a, b, c) = (RandomChunk(), TextChunk("b"), RandomChunk());
 
         var first = await BackupAsync(repo, "vm", clock.GetUtcNow(), a, b);
-        Assert.Equal(new ObjectRetention(RetentionMode.Compliance, Start.AddDays(8)), store.RetentionOf("backups/" + first.Id));
+        Assert.Equal(new ObjectRetention(RetentionMode.Compliance, Start.AddDays(8)), store.RetentionOf("summaries/" + first.Id));
         Assert.Equal(Start.AddDays(10), store.RetentionOf($"chunks/{first.Index[0].ToString()![..2]}/{first.Index[0]}")!.RetainUntil);
         Assert.Equal(0, store.Extends); // its own chunks already outlive it
 

@@ -64,15 +64,15 @@ public sealed class MaintenanceTests
         await File.WriteAllBytesAsync(f.ManifestPath(bad), badBytes, Ct);
         // And a manifest of a format this Haven does not know, sealed with the real key (a newer writer's).
         const string future = "20250301-143000-0000f00d";
-        var futureManifest = f.Manifest("vm", [], 0) with { Id = future, FormatVersion = BackupManifest.CurrentVersion + 1 };
-        Assert.True(await f.Store.TryCreateAsync("backups/" + future, f.Repo.SealManifest(futureManifest), Ct));
+        var futureSummary = SummaryDocument.Of(f.Manifest("vm", [], 0) with { Id = future }, []) with { Version = SummaryDocument.CurrentVersion + 1 };
+        Assert.True(await f.Store.TryCreateAsync("summaries/" + future, f.Repo.SealSummary(futureSummary), Ct));
         var chunkFiles = f.CountChunkFiles();
 
         var list = await f.Repo.ListBackupsAsync(Ct);
         Assert.Equal([old, newest], list.Select(b => b.Id));
         Assert.Equal([bad, future], list.Unreadable.Select(u => u.BackupId));
-        Assert.Equal("authentication failed (AES-GCM tag mismatch)", list.Unreadable[0].Reason);
-        Assert.Contains("manifest version 2", list.Unreadable[1].Reason);
+        Assert.Equal("summary: authentication failed (AES-GCM tag mismatch)", list.Unreadable[0].Reason);
+        Assert.Contains("summary version 3", list.Unreadable[1].Reason);
 
         foreach (var dryRun in new[] { true, false })
         {

@@ -38,13 +38,15 @@ public sealed class RepoFixture : IAsyncDisposable
     public static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     public static async Task<RepoFixture> CreateAsync(TimeSpan? grace = null, string? path = null, TempDir? dir = null,
-        string passphrase = Passphrase, int chunkSize = ChunkSize, ManualClock? clock = null)
+        string passphrase = Passphrase, int chunkSize = ChunkSize, ManualClock? clock = null, int formatVersion = 2)
     {
         dir ??= new TempDir();
         clock ??= new ManualClock(new DateTimeOffset(2025, 3, 1, 12, 0, 0, TimeSpan.Zero));
         var store = new LocalDirectoryStore(path ?? dir.File("repo"), clock);
-        var options = new RepositoryOptions { ChunkSize = chunkSize, Kdf = RepositoryKdf.Cheapest, GcGracePeriod = grace ?? TimeSpan.FromMinutes(10) };
+        var options = new RepositoryOptions { ChunkSize = chunkSize, Kdf = RepositoryKdf.Cheapest, GcGracePeriod = grace ?? TimeSpan.FromMinutes(10), FormatVersion = formatVersion };
         var repo = await Repository.InitAsync(store, passphrase, options, clock, Ct);
+        // A version-1 repository is read-only; tests fill it through the old writer path to have something to read and upgrade.
+        repo.WriteVersion1ForTests = formatVersion == 1;
         return new RepoFixture(dir, clock, store, repo);
     }
 
@@ -53,7 +55,10 @@ public sealed class RepoFixture : IAsyncDisposable
         => Repository.OpenAsync(new LocalDirectoryStore(StorePath, Clock), passphrase, Clock, Ct);
 
     public string ChunkPath(ChunkId id) => Path.Combine(StorePath, "chunks", id.ToString()[..2], id.ToString());
-    public string ManifestPath(string backupId) => Path.Combine(StorePath, "backups", backupId);
+    /// <summary>The object that is the backup: its summary (version 2) or its manifest (version 1).</summary>
+    public string ManifestPath(string backupId) => Path.Combine(StorePath, Repo.FormatVersion >= 2 ? "summaries" : "backups", backupId);
+
+    public string IndexPath(string backupId, int disk = 0) => Path.Combine(StorePath, "indexes", $"{backupId}.{disk}");
 
     public int CountChunkFiles() => Directory.Exists(Path.Combine(StorePath, "chunks"))
         ? Directory.GetFiles(Path.Combine(StorePath, "chunks"), "*", SearchOption.AllDirectories).Count(f => !Path.GetFileName(f).Contains('.'))

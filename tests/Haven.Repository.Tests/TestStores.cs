@@ -4,21 +4,41 @@ using Haven.Storage;
 
 namespace Haven.Repository.Tests;
 
-/// <summary>Passes everything to an inner store and counts ListAsync calls per prefix.</summary>
+/// <summary>Passes everything to an inner store and counts ListAsync calls per prefix, and reads per first key segment.</summary>
 public sealed class CountingStore(IObjectStore inner) : IObjectStore
 {
     private readonly ConcurrentDictionary<string, int> _lists = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int> _reads = new(StringComparer.Ordinal);
+
+    /// <summary>Get and Read calls of keys in folder <paramref name="folder"/> (e.g. "indexes").</summary>
+    public int Reads(string folder) => _reads.TryGetValue(folder, out var n) ? n : 0;
+
+    private void CountRead(string key) => _reads.AddOrUpdate(key.Split('/')[0], 1, (_, n) => n + 1);
 
     public IObjectStore Inner => inner;
 
     public int Lists(string prefix) => _lists.TryGetValue(prefix, out var n) ? n : 0;
 
-    public void Reset() => _lists.Clear();
+    public void Reset()
+    {
+        _lists.Clear();
+        _reads.Clear();
+    }
 
     public Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> data, CancellationToken ct = default) => inner.TryCreateAsync(key, data, ct);
     public Task PutAsync(string key, ReadOnlyMemory<byte> data, CancellationToken ct = default) => inner.PutAsync(key, data, ct);
-    public Task<byte[]?> GetAsync(string key, CancellationToken ct = default) => inner.GetAsync(key, ct);
-    public Task<int> ReadAsync(string key, Memory<byte> into, CancellationToken ct = default) => inner.ReadAsync(key, into, ct);
+    public Task<byte[]?> GetAsync(string key, CancellationToken ct = default)
+    {
+        CountRead(key);
+        return inner.GetAsync(key, ct);
+    }
+
+    public Task<int> ReadAsync(string key, Memory<byte> into, CancellationToken ct = default)
+    {
+        CountRead(key);
+        return inner.ReadAsync(key, into, ct);
+    }
+
     public Task<bool> DeleteAsync(string key, CancellationToken ct = default) => inner.DeleteAsync(key, ct);
     public Task<ObjectInfo?> StatAsync(string key, CancellationToken ct = default) => inner.StatAsync(key, ct);
 

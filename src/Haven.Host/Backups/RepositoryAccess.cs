@@ -153,6 +153,13 @@ public sealed class RepositoryAccess(HavenHost host) : IDisposable
         return await repo.CollectGarbageAsync(ct);
     }
 
+    /// <summary>Converts a version-1 repository to version 2 in place (docs/repository-format.md, "Upgrading from version 1").</summary>
+    public async Task<UpgradeResult> UpgradeAsync(RepositoryRef req, CancellationToken ct)
+    {
+        await using var repo = await OpenAsync(req, ct);
+        return await repo.UpgradeAsync(req.Passphrase, ct);
+    }
+
     /// <summary>Copies the chosen backups, oldest first, so each copy dedups against the ones before it.</summary>
     public async Task<RepositoryCopyResult> CopyAsync(RepositoryCopyRequest req, CancellationToken ct, Action<OperationEvent>? progress = null)
     {

@@ -12,10 +12,14 @@ internal sealed class KeySet : IDisposable
     public const string ChunkIdLabel = "haven/v1/chunk-id";
     public const string ChunkEncryptionLabel = "haven/v1/chunk-encryption";
     public const string ManifestEncryptionLabel = "haven/v1/manifest-encryption";
+    public const string SummaryEncryptionLabel = "haven/v2/summary-encryption";
+    public const string IndexEncryptionLabel = "haven/v2/index-encryption";
 
     private readonly byte[] _chunkId;
     private readonly byte[] _chunkEncryption;
     private readonly byte[] _manifestEncryption;
+    private readonly byte[] _summaryEncryption;
+    private readonly byte[] _indexEncryption;
     private volatile bool _disposed;
 
     public KeySet(ReadOnlySpan<byte> masterKey)
@@ -23,11 +27,15 @@ internal sealed class KeySet : IDisposable
         _chunkId = Derive(masterKey, ChunkIdLabel);
         _chunkEncryption = Derive(masterKey, ChunkEncryptionLabel);
         _manifestEncryption = Derive(masterKey, ManifestEncryptionLabel);
+        _summaryEncryption = Derive(masterKey, SummaryEncryptionLabel);
+        _indexEncryption = Derive(masterKey, IndexEncryptionLabel);
     }
 
     // Keys are zeroed on dispose; using them afterwards would silently write data nobody can read.
     public byte[] ChunkEncryption => _disposed ? throw Disposed() : _chunkEncryption;
     public byte[] ManifestEncryption => _disposed ? throw Disposed() : _manifestEncryption;
+    public byte[] SummaryEncryption => _disposed ? throw Disposed() : _summaryEncryption;
+    public byte[] IndexEncryption => _disposed ? throw Disposed() : _indexEncryption;
 
     private static ObjectDisposedException Disposed() => new(nameof(Repository), "the repository was disposed");
 
@@ -60,5 +68,7 @@ internal sealed class KeySet : IDisposable
         CryptographicOperations.ZeroMemory(_chunkId);
         CryptographicOperations.ZeroMemory(_chunkEncryption);
         CryptographicOperations.ZeroMemory(_manifestEncryption);
+        CryptographicOperations.ZeroMemory(_summaryEncryption);
+        CryptographicOperations.ZeroMemory(_indexEncryption);
     }
 }

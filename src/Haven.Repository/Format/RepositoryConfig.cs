@@ -14,7 +14,8 @@ namespace Haven.Repository;
 internal sealed record RepositoryConfig
 {
     public const string FormatName = "haven-backup-repository";
-    public const int CurrentVersion = 1;
+    /// <summary>Version 2: summaries and binary chunk indexes. Version 1 (manifests) is read, never written to.</summary>
+    public const int CurrentVersion = 2;
     /// <summary>A config is a few hundred bytes; anything much larger is not one (and is not read whole).</summary>
     public const int MaxConfigBytes = 64 * 1024;
     public const string WrapAlgorithm = "aes-256-gcm";
@@ -88,7 +89,7 @@ internal sealed record RepositoryConfig
         var config = new RepositoryConfig
         {
             Format = FormatName,
-            Version = CurrentVersion,
+            Version = options.FormatVersion,
             Id = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32)),
             CreatedAt = now,
             ChunkSize = options.ChunkSize,
@@ -109,6 +110,31 @@ internal sealed record RepositoryConfig
         }
         finally { CryptographicOperations.ZeroMemory(kek); }
         return (config with { MasterKey = new WrappedKey { Algorithm = WrapAlgorithm, Nonce = nonce, Ciphertext = ciphertext, Tag = tag } }, masterKey);
+    }
+
+    /// <summary>
+    /// This config at <paramref name="version"/>: the same master key unwrapped with <paramref name="passphrase"/> and
+    /// wrapped again under the same KEK (fresh nonce), with the new version in the associated data.
+    /// </summary>
+    public RepositoryConfig WithVersion(int version, string passphrase)
+    {
+        var masterKey = UnwrapMasterKey(passphrase);
+        var next = this with { Version = version };
+        var nonce = RandomNumberGenerator.GetBytes(12);
+        var ciphertext = new byte[32];
+        var tag = new byte[16];
+        var kek = DeriveKek(passphrase);
+        try
+        {
+            using var aes = new AesGcm(kek, 16);
+            aes.Encrypt(nonce, masterKey, ciphertext, tag, next.AssociatedData());
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(kek);
+            CryptographicOperations.ZeroMemory(masterKey);
+        }
+        return next with { MasterKey = new WrappedKey { Algorithm = WrapAlgorithm, Nonce = nonce, Ciphertext = ciphertext, Tag = tag } };
     }
 
     public static RepositoryConfig Parse(byte[] json, string location)

@@ -21,6 +21,10 @@ internal static class RepositoryJson
 internal static class RepoKeys
 {
     public const string Config = "config";
+    /// <summary>The new config while <c>repo upgrade</c> replaces <c>config</c> (docs: "Upgrading from version 1").</summary>
+    public const string StagedConfig = "config.v2";
+    public const string SummariesPrefix = "summaries/";
+    public const string IndexesPrefix = "indexes/";
     public const string ChunksPrefix = "chunks/";
     public const string BackupsPrefix = "backups/";
     public const string LocksPrefix = "locks/";
@@ -52,4 +56,8 @@ internal static class RepoKeys
     private static bool IsLowerHex(ReadOnlySpan<char> s) => !s.ContainsAnyInRange('A', 'F');
 
     public static string Backup(string backupId) => BackupsPrefix + backupId;
+
+    public static string Summary(string backupId) => SummariesPrefix + backupId;
+
+    public static string Index(string indexName) => IndexesPrefix + indexName;
 }

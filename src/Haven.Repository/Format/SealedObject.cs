@@ -23,6 +23,8 @@ internal static class SealedObject
 
     public static ReadOnlySpan<byte> ChunkMagic => "HVCK"u8;
     public static ReadOnlySpan<byte> ManifestMagic => "HVMF"u8;
+    public static ReadOnlySpan<byte> SummaryMagic => "HVSM"u8;
+    public static ReadOnlySpan<byte> IndexMagic => "HVIX"u8;
 
     /// <summary>zstd level 1: on disk images it compresses nearly as well as the default level 3 at about twice the speed (bench/Haven.Bench.Chunking).</summary>
     public const int CompressionLevel = 1;
@@ -97,6 +99,21 @@ internal static class SealedObject
         if (DeclaredSize(payload, maxPlaintext, ref problem) is not { } size) return null;
         var plaintext = new byte[size];
         return Decompress(payload, plaintext, maxPlaintext, ref problem) is null ? null : plaintext;
+    }
+
+    /// <summary>
+    /// As <see cref="OpenToArray"/>, but a raw payload is decrypted in place and returned as a slice of
+    /// <paramref name="sealedObject"/> (no copy of a large index object).
+    /// </summary>
+    public static ArraySegment<byte>? OpenInPlace(ReadOnlySpan<byte> magic, byte[] key, ReadOnlySpan<byte> binding, byte[] sealedObject, int maxPlaintext, out string problem)
+    {
+        if (!TryDecrypt(magic, key, binding, sealedObject, [], maxPlaintext, out var flags, out var payloadLength, out problem)) return null;
+        if (flags == FlagRaw) return new ArraySegment<byte>(sealedObject, HeaderSize, payloadLength);
+        var payload = sealedObject.AsSpan(HeaderSize, payloadLength);
+        if (DeclaredSize(payload, maxPlaintext, ref problem) is not { } size) return null;
+        var plaintext = new byte[size];
+        if (Decompress(payload, plaintext, maxPlaintext, ref problem) is null) return null;
+        return new ArraySegment<byte>(plaintext);
     }
 
     /// <summary>

@@ -13,6 +13,7 @@ public static class RepoCommand
             new RepoPruneCommand(ctx),
             new RepoGcCommand(ctx),
             new RepoCopyCommand(ctx),
+            new RepoUpgradeCommand(ctx),
         };
         HavenCli.ShowHelpWhenBare(repo);
         return repo;
