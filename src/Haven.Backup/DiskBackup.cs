@@ -70,8 +70,9 @@ public static class DiskBackup
                         progress?.Invoke(length);
                         continue;
                     }
-                    var id = writer.ComputeId(data.Span);
-                    if (await writer.PutChunkAsync(id, data, failed.Token)) stats.AddNew(length);
+                    // Hashed once; stored without its own fsync, durable with the others before the manifest.
+                    var (id, created) = await writer.PutChunkAsync(data, failed.Token);
+                    if (created) stats.AddNew(length);
                     index[chunk] = id;
                     progress?.Invoke(length);
                 }
