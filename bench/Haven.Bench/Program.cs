@@ -13,6 +13,19 @@ using Haven.Qemu.Qmp;
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
+if (args.Length > 0 && args[0] == "--chunk-study")
+{
+    long studySize = 1L << 30;
+    var studyDir = "/tmp/haven-chunk-study";
+    for (var i = 1; i + 1 < args.Length; i += 2)
+    {
+        if (args[i] == "--size") studySize = long.Parse(args[i + 1].TrimEnd('M', 'm'), CultureInfo.InvariantCulture) << 20;
+        else if (args[i] == "--dir") studyDir = args[i + 1];
+    }
+    Console.WriteLine(await ChunkStudy.RunAsync(studySize, studyDir, 42, m => Console.Error.WriteLine(m)));
+    return 0;
+}
+
 Options o;
 try { o = Options.Parse(args); }
 catch (ArgumentException e)

@@ -77,6 +77,16 @@ public static class ReportWriter
         var img = r.Image;
         var text = r.TextRatio is { } t ? $" (zstd -1 {t.Level1:F1}×, zstd -3 {t.Level3:F1}×)" : "";
         var holes = img.BytesOf(RegionKind.Hole) + o.Size % DiskImage.RegionSize;
+        L($"{o.Size / MiB:F0} MiB virtual, 4 MiB regions in a fixed-seed order (seed {o.Seed}): {img.BytesOf(RegionKind.Random) / MiB:F0} MiB random (incompressible), " +
+          $"{img.BytesOf(RegionKind.Text) / MiB:F0} MiB log-like text{text}, {img.BytesOf(RegionKind.Duplicate) / MiB:F0} MiB exact copies of earlier random regions, " +
+          $"{holes / MiB:F0} MiB never written. The raw file restic and borg back up is sparse ({r.RawAllocated / MiB:F0} MiB allocated after the change); " +
+          $"the VM's disk is a qcow2 in havend's data folder ({r.QcowAllocated / MiB:F0} MiB allocated), written through QEMU.");
+        L();
+        var churn = o.Churn == Churn.Random ? "random bytes (incompressible, like encrypted or compressed pages)" : "its own pattern byte (`--churn constant`: compresses to nothing)";
+        L($"Change between the backups: {r.BlocksChanged} of {o.Size / (64 << 10)} 64 KiB blocks (1%), chosen at random, each rewritten with {churn} " +
+          $"(`qemu-io` inside the running QEMU, same bytes into the raw file); they touch {r.ChunksTouched} of {o.Size >> 20} 1 MiB chunks, which is what Haven reads.");
+        L();
+
         if (r.Floor is { } f && r.RawRead.Seconds > 0)
         {
             L("### The machine's limit");
@@ -90,16 +100,6 @@ public static class ReportWriter
               $"({r.HavenFull.Cost.Wall / Math.Max(f.Wall, r.RawRead.Seconds):F1}× that), restic {r.ResticFull.Wall:F2} s.");
             L();
         }
-
-        L($"{o.Size / MiB:F0} MiB virtual, 4 MiB regions in a fixed-seed order (seed {o.Seed}): {img.BytesOf(RegionKind.Random) / MiB:F0} MiB random (incompressible), " +
-          $"{img.BytesOf(RegionKind.Text) / MiB:F0} MiB log-like text{text}, {img.BytesOf(RegionKind.Duplicate) / MiB:F0} MiB exact copies of earlier random regions, " +
-          $"{holes / MiB:F0} MiB never written. The raw file restic and borg back up is sparse ({r.RawAllocated / MiB:F0} MiB allocated after the change); " +
-          $"the VM's disk is a qcow2 in havend's data folder ({r.QcowAllocated / MiB:F0} MiB allocated), written through QEMU.");
-        L();
-        var churn = o.Churn == Churn.Random ? "random bytes (incompressible, like encrypted or compressed pages)" : "its own pattern byte (`--churn constant`: compresses to nothing)";
-        L($"Change between the backups: {r.BlocksChanged} of {o.Size / (64 << 10)} 64 KiB blocks (1%), chosen at random, each rewritten with {churn} " +
-          $"(`qemu-io` inside the running QEMU, same bytes into the raw file); they touch {r.ChunksTouched} of {o.Size >> 20} 1 MiB chunks, which is what Haven reads.");
-        L();
 
         Phase(sb, "Full backup", r.HavenFull.Cost, r.ResticFull, r.BorgFull, stored: true);
         Row(sb, "cold daemon: wall s", r.HavenColdFull.Cost.Wall, r.ResticFull.Wall, r.BorgFull.Wall, "F2");

@@ -26,12 +26,7 @@ public sealed class RawFileBlockTarget(SafeFileHandle file) : IBlockTarget
 {
     private static readonly byte[] Zeros = new byte[1 << 20];
 
-    public async Task WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
-    {
-        await RandomAccess.WriteAsync(file, data, offset, ct);
-        // The disk writes while the next chunks are fetched and decrypted: the one flush at the end waits less.
-        Haven.Storage.FileWriteback.Start(file, offset, data.Length);
-    }
+    public async Task WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct) => await RandomAccess.WriteAsync(file, data, offset, ct);
 
     public async Task WriteZeroesAsync(long offset, long length, CancellationToken ct)
     {

@@ -68,13 +68,3 @@ internal static partial class Native
 
     public static string Describe(int errno) => Marshal.GetPInvokeErrorMessage(errno);
 }
-
-/// <summary>For writers of large files outside the store (restores): start writeback early so the final fsync waits less.</summary>
-public static class FileWriteback
-{
-    /// <summary>Asks the kernel to start writing <paramref name="length"/> bytes at <paramref name="offset"/> to disk now, without waiting; a hint only.</summary>
-    public static void Start(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long length)
-    {
-        if (OperatingSystem.IsLinux()) Native.StartWriteback(file, offset, length);
-    }
-}
