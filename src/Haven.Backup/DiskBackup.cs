@@ -28,7 +28,9 @@ public static class DiskBackup
             }
         }
 
-        var workers = Math.Max(1, Environment.ProcessorCount);
+        // One more worker than cores (at least two more): a worker waiting for the disk (writing its chunk
+        // file) must not leave a core without a chunk to hash, compress and encrypt.
+        var workers = Environment.ProcessorCount + 2;
         var channel = Channel.CreateBounded<(int Index, byte[] Buffer, int Length)>(new BoundedChannelOptions(workers * 2) { SingleWriter = false, SingleReader = false });
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var next = -1;
