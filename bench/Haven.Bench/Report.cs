@@ -158,7 +158,7 @@ public static class ReportWriter
             foreach (var w in r.WarmUps) L($"| {w.When} | {w.Wall:F2} | {w.Daemon.CpuSeconds:F2} ({w.Daemon.UserSeconds:F2} + {w.Daemon.SystemSeconds:F2}); by thread: {w.Daemon.ThreadSummary} |");
             L();
             L("After the restart the benchmark also lists the benchmark repository's backups (`POST /v1/repo/backups`), so the restarted daemon has derived " +
-              "the repository key (PBKDF2, about 0.2 s here, cached per process) as the daemon that took the full backup had. " +
+              "the repository key (Argon2id, about 0.15 s here, cached per process) as the daemon that took the full backup had. " +
               "`--cold-daemon` skips all of this: the full and incremental then run on a daemon started just before them.");
             L();
         }
