@@ -2,10 +2,11 @@
 # Haven vs restic vs borgbackup on one VM disk: full backup, 1% of blocks changed, incremental, restore.
 # Prints a markdown report (also saved to <dir>/report.md). bench/README.md explains the method.
 #
-#   bash bench/backup-vs-peers.sh [--size 2G] [--dir /tmp/haven-bench] [--warm] [--keep] [--cold-daemon] [--seed N]
+#   bash bench/backup-vs-peers.sh [--size 2G] [--dir /tmp/haven-bench] [--warm] [--keep] [--cold-daemon] [--seed N] [--churn random|constant]
 #
 # Run as root for honest cold-cache numbers (the page cache is dropped before every timed phase).
 # --warm keeps the page cache; --cold-daemon skips havend's JIT warm-up rounds; --keep keeps the images and repositories.
+# --churn constant rewrites changed blocks with one byte each (compresses to nothing) instead of random bytes.
 # Needs about 5x --size of free space in --dir while it runs; big files are deleted at the end unless --keep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,9 @@ while (($#)); do
     --size) size="$2"; shift 2 ;;
     --dir) dir="$2"; shift 2 ;;
     --seed) extra+=(--seed "$2"); shift 2 ;;
+    --churn) extra+=(--churn "$2"); shift 2 ;;
     --warm|--keep|--cold-daemon) extra+=("$1"); shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "backup-vs-peers: unknown argument $1" >&2; exit 2 ;;
   esac
 done

@@ -21,3 +21,14 @@ if ! command -v dotnet >/dev/null; then
 fi
 echo "install: building" >&2
 dotnet build Haven.slnx -c Release -v quiet -nologo -clp:ErrorsOnly >&2
+
+# havend and the CLI precompiled (ReadyToRun) in place of the plain build, at the same paths: a freshly started
+# daemon's first backup and every CLI command otherwise wait for the JIT (docs/performance.md, "Cold start").
+# ReadyToRun needs `dotnet publish`; HAVEN_READY_TO_RUN=0 skips it (scripts/test.sh: the tests run Debug builds).
+if [ "${HAVEN_READY_TO_RUN:-1}" != 0 ]; then
+  echo "install: ReadyToRun havend and haven" >&2
+  for app in src/Haven.Daemon src/Haven.Cli; do
+    dotnet publish "$app" -c Release -r linux-x64 --self-contained false -p:PublishReadyToRun=true \
+      -o "$app/bin/Release/net10.0" -v quiet -nologo -clp:ErrorsOnly >&2
+  done
+fi

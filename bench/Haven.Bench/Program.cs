@@ -8,17 +8,30 @@ using Haven.Qemu.Qmp;
 // End-to-end backup benchmark: Haven (through havend, live VM) against restic and borgbackup backing up
 // the same disk as a file. Full backup, 1% of blocks changed, incremental, restore. bench/README.md.
 //   dotnet bench/Haven.Bench/bin/Release/net10.0/Haven.Bench.dll [--size 2G] [--dir /tmp/haven-bench]
-//       [--havend path/to/havend.dll] [--seed 42] [--warm] [--keep] [--cold-daemon] [--command "what to print as the command"]
+//       [--havend path/to/havend.dll] [--seed 42] [--warm] [--keep] [--cold-daemon] [--churn random|constant] [--command "what to print as the command"]
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+
+if (args.Length > 0 && args[0] == "--chunk-study")
+{
+    long studySize = 1L << 30;
+    var studyDir = "/tmp/haven-chunk-study";
+    for (var i = 1; i + 1 < args.Length; i += 2)
+    {
+        if (args[i] == "--size") studySize = long.Parse(args[i + 1].TrimEnd('M', 'm'), CultureInfo.InvariantCulture) << 20;
+        else if (args[i] == "--dir") studyDir = args[i + 1];
+    }
+    Console.WriteLine(await ChunkStudy.RunAsync(studySize, studyDir, 42, m => Console.Error.WriteLine(m)));
+    return 0;
+}
 
 Options o;
 try { o = Options.Parse(args); }
 catch (ArgumentException e)
 {
     Console.Error.WriteLine("haven-bench: " + e.Message);
-    Console.Error.WriteLine("usage: Haven.Bench [--size 2G] [--dir /tmp/haven-bench] [--havend havend.dll] [--seed N] [--warm] [--keep] [--cold-daemon] [--command TEXT]");
+    Console.Error.WriteLine("usage: Haven.Bench [--size 2G] [--dir /tmp/haven-bench] [--havend havend.dll] [--seed N] [--warm] [--keep] [--cold-daemon] [--churn random|constant] [--command TEXT]");
     return 2;
 }
 
@@ -40,7 +53,10 @@ catch (Exception e)
 
 namespace Haven.Bench
 {
-    public sealed record Options(long Size, string Dir, string Havend, string RepoRoot, ulong Seed, bool Warm, bool Keep, bool ColdDaemon, string Command)
+    /// <summary>What a changed 64 KiB block is rewritten with: random bytes (what real writes look like) or one pattern byte per block.</summary>
+    public enum Churn { Random, Constant }
+
+    public sealed record Options(long Size, string Dir, string Havend, string RepoRoot, ulong Seed, bool Warm, bool Keep, bool ColdDaemon, Churn Churn, string Command)
     {
         public static Options Parse(string[] args)
         {
@@ -49,6 +65,7 @@ namespace Haven.Bench
             string? havend = null, command = null;
             ulong seed = 42;
             bool warm = false, keep = false, coldDaemon = false;
+            var churn = Churn.Random;
             for (var i = 0; i < args.Length; i++)
             {
                 string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -61,6 +78,14 @@ namespace Haven.Bench
                     case "--warm": warm = true; break;
                     case "--keep": keep = true; break;
                     case "--cold-daemon": coldDaemon = true; break;
+                    case "--churn":
+                        churn = Value() switch
+                        {
+                            "random" => Churn.Random,
+                            "constant" => Churn.Constant,
+                            var v => throw new ArgumentException($"--churn is random or constant, not {v}"),
+                        };
+                        break;
                     case "--command": command = Value(); break;
                     default: throw new ArgumentException($"unknown argument {args[i]}");
                 }
@@ -70,7 +95,7 @@ namespace Haven.Bench
             havend ??= Path.Combine(root, "src/Haven.Daemon/bin/Release/net10.0/havend.dll");
             if (!File.Exists(havend)) throw new ArgumentException($"havend not found at {havend} (build with: dotnet build Haven.slnx -c Release)");
             command ??= "dotnet bench/Haven.Bench/bin/Release/net10.0/Haven.Bench.dll " + string.Join(' ', args);
-            return new Options(size, Path.GetFullPath(dir), Path.GetFullPath(havend), root, seed, warm, keep, coldDaemon, command);
+            return new Options(size, Path.GetFullPath(dir), Path.GetFullPath(havend), root, seed, warm, keep, coldDaemon, churn, command);
         }
 
         private static long ParseSize(string s)
@@ -114,6 +139,7 @@ namespace Haven.Bench
         private string WarmRaw => Path.Combine(o.Dir, "warmup.raw");
         private string HavenData => Path.Combine(o.Dir, "haven");
         private string HavenRepo => Path.Combine(o.Dir, "haven-repo");
+        private string HavenColdRepo => Path.Combine(o.Dir, "haven-repo-cold");
         private string HavenRestore => Path.Combine(o.Dir, "haven-restore.raw");
         private string ResticRepo => Path.Combine(o.Dir, "restic-repo");
         private string ResticRestore => Path.Combine(o.Dir, "restic-restore");
@@ -180,6 +206,7 @@ namespace Haven.Bench
                 }
                 Log($"VM {Vm} running (QEMU pid {qemuPid}, disk {info.Disks[0].Chain[0].Path})");
                 await havend.PostAsync<RepositoryInfo>("/v1/repo/init", new RepositoryInitRequest { Repository = HavenRepo, Passphrase = Passphrase });
+                await havend.PostAsync<RepositoryInfo>("/v1/repo/init", new RepositoryInitRequest { Repository = HavenColdRepo, Passphrase = Passphrase });
                 await Exec.RunAsync("restic", ["init"], ResticEnv);
                 await Exec.RunAsync("borg", ["init", "-e", "repokey", BorgRepo], BorgEnv);
                 r.QemuIdleCpuPerSecond = await IdleRateAsync(qemuPid.Value);
@@ -187,9 +214,10 @@ namespace Haven.Bench
                 // A long-running havend has JIT-compiled its backup path long before a given backup; a fresh one
                 // has not. Warm-up rounds on a scratch VM after every start; the first rounds show what a cold
                 // daemon pays extra.
+                // 3. Full backups: first the cold daemon (its first backup, into a repository of its own), then
+                // after the warm-up the measured one. Both repositories were initialised (key derived) before.
+                r.HavenColdFull = await HavenBackupAsync(havend, qemuPid.Value, "full", HavenColdRepo);
                 if (!o.ColdDaemon) await WarmUpDaemonAsync(havend, "fresh havend", r.WarmUps);
-
-                // 3. Full backups.
                 r.HavenFull = await HavenBackupAsync(havend, qemuPid.Value, "full");
                 r.ResticFull = await PeerAsync("restic full", "restic", ["backup", "--quiet", "--host", "bench", Raw], ResticEnv, ResticRepo);
                 r.BorgFull = await PeerAsync("borg full", "borg", ["create", "--compression", "zstd,3", BorgRepo + "::full", Raw], BorgEnv, BorgRepo);
@@ -239,6 +267,7 @@ namespace Haven.Bench
                 r.QcowRead = await ReadLimitAsync(top);
                 r.RawAllocated = await AllocatedAsync(Raw);
                 r.QcowAllocated = await AllocatedAsync(top);
+                r.Floor = await CpuFloor.MeasureAsync(Raw, Log);
 
                 Log("stopping the VM");
                 await havend.PostAsync<VmInfo>($"/v1/vms/{Vm}/stop", new VmStopRequest { Force = true });
@@ -283,7 +312,7 @@ namespace Haven.Bench
         private void Cleanup()
         {
             foreach (var f in new[] { Raw, Qcow2, HavenRestore, WarmRaw }) File.Delete(f);
-            foreach (var d in new[] { HavenData, HavenRepo, ResticRepo, ResticRestore, BorgRepo, BorgRestore, Path.Combine(o.Dir, "restic-cache"), Path.Combine(o.Dir, "borg-base") })
+            foreach (var d in new[] { HavenData, HavenRepo, HavenColdRepo, ResticRepo, ResticRestore, BorgRepo, BorgRestore, Path.Combine(o.Dir, "restic-cache"), Path.Combine(o.Dir, "borg-base") })
                 if (Directory.Exists(d)) Directory.Delete(d, recursive: true);
             foreach (var d in Directory.GetDirectories(o.Dir, "warmup-repo-*")) Directory.Delete(d, recursive: true);
         }
@@ -305,21 +334,22 @@ namespace Haven.Bench
             return (Proc.Cpu(pid)!.Value.Self - a) / 3;
         }
 
-        private async Task<HavenBackup> HavenBackupAsync(Havend havend, int qemuPid, string expect)
+        private async Task<HavenBackup> HavenBackupAsync(Havend havend, int qemuPid, string expect, string? repository = null)
         {
+            repository ??= HavenRepo;
             var cold = await DropCachesAsync();
             Log($"Haven {expect} backup");
             var daemon = ProcMeter.Start(havend.Pid);
             var qemu = ProcMeter.Start(qemuPid, sampleChildren: false);
             var sw = Stopwatch.StartNew();
-            var (result, timeline) = await havend.BackupAsync(Vm, new BackupRequest { Repository = HavenRepo, Passphrase = Passphrase });
+            var (result, timeline) = await havend.BackupAsync(Vm, new BackupRequest { Repository = repository, Passphrase = Passphrase });
             var wall = sw.Elapsed.TotalSeconds;
             var d = await daemon.StopAsync();
             var q = await qemu.StopAsync();
             await daemon.DisposeAsync();
             await qemu.DisposeAsync();
             if (result.Mode != expect) _notes.Add($"Haven's {expect} backup ran as {result.Mode}: {result.Reason}");
-            var stored = await Exec.DiskUsageAsync(HavenRepo);
+            var stored = await Exec.DiskUsageAsync(repository);
             Log($"  {wall:F2} s, {result.Mode}, read {result.BytesRead >> 20} MiB, new {result.BytesNew >> 20} MiB, repo {stored >> 20} MiB");
             return new HavenBackup(new Cost(wall, d.CpuSeconds + d.ChildCpuSeconds, d.PeakRssMiB, stored, cold), result, timeline, d, q);
         }
@@ -391,7 +421,10 @@ namespace Haven.Bench
             return new Cost(t.WallSeconds, t.CpuSeconds, t.PeakRssMiB, stored, cold);
         }
 
-        /// <summary>1% of the disk's 64 KiB blocks, at random, each filled with its own pattern byte.</summary>
+        /// <summary>
+        /// 1% of the disk's 64 KiB blocks, at random, each rewritten with random bytes (default) or its own pattern
+        /// byte (<c>--churn constant</c>, which compresses to nothing and hides the cost of storing changed data).
+        /// </summary>
         private async Task<(int Blocks, int Chunks)> ChangeBlocksAsync(VmInfo info)
         {
             var blocks = o.Size / Block;
@@ -401,6 +434,8 @@ namespace Haven.Bench
             while (chosen.Count < count) chosen.Add((long)rng.Below((ulong)blocks));
             Log($"changing {count} of {blocks} 64 KiB blocks through QEMU (havend stopped: QMP takes one client)");
             var device = info.Disks[0].DeviceId;
+            var source = Path.Combine(o.Dir, "churn-block");
+            var bytes = new Xoshiro(o.Seed ^ 0xB10C5);
             await using (var qmp = await QmpClient.ConnectAsync(info.QmpSocket, TimeSpan.FromSeconds(30)))
             using (var raw = File.OpenHandle(Raw, FileMode.Open, FileAccess.ReadWrite))
             {
@@ -408,14 +443,24 @@ namespace Haven.Bench
                 var i = 0;
                 foreach (var block in chosen)
                 {
-                    var pattern = (byte)(1 + i++ % 255);
-                    await Hmp(qmp, $"qemu-io -d /machine/peripheral/{device}/virtio-backend \"write -P 0x{pattern:x2} {block * Block} {Block}\"");
-                    Array.Fill(buffer, pattern);
+                    if (o.Churn == Churn.Constant)
+                    {
+                        var pattern = (byte)(1 + i++ % 255);
+                        await Hmp(qmp, $"qemu-io -d /machine/peripheral/{device}/virtio-backend \"write -P 0x{pattern:x2} {block * Block} {Block}\"");
+                        Array.Fill(buffer, pattern);
+                    }
+                    else
+                    {
+                        for (var k = 0; k < Block; k += 8) System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(buffer.AsSpan(k), bytes.Next());
+                        await File.WriteAllBytesAsync(source, buffer);
+                        await Hmp(qmp, $"qemu-io -d /machine/peripheral/{device}/virtio-backend \"write -s {source} {block * Block} {Block}\"");
+                    }
                     RandomAccess.Write(raw, buffer, block * Block);
                 }
                 await Hmp(qmp, $"qemu-io -d /machine/peripheral/{device}/virtio-backend \"flush\"");
                 RandomAccess.FlushToDisk(raw);
             }
+            File.Delete(source);
             var chunks = chosen.Select(b => b * Block >> 20).Distinct().Count();
             return (count, chunks);
         }

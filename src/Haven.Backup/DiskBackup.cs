@@ -28,7 +28,9 @@ public static class DiskBackup
             }
         }
 
-        var workers = Math.Max(1, Environment.ProcessorCount);
+        // One more worker than cores (at least two more): a worker waiting for the disk (writing its chunk
+        // file) must not leave a core without a chunk to hash, compress and encrypt.
+        var workers = Environment.ProcessorCount + 2;
         var channel = Channel.CreateBounded<(int Index, byte[] Buffer, int Length)>(new BoundedChannelOptions(workers * 2) { SingleWriter = false, SingleReader = false });
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var next = -1;
@@ -70,8 +72,9 @@ public static class DiskBackup
                         progress?.Invoke(length);
                         continue;
                     }
-                    var id = writer.ComputeId(data.Span);
-                    if (await writer.PutChunkAsync(id, data, failed.Token)) stats.AddNew(length);
+                    // Hashed once; stored without its own fsync, durable with the others before the manifest.
+                    var (id, created) = await writer.PutChunkAsync(data, failed.Token);
+                    if (created) stats.AddNew(length);
                     index[chunk] = id;
                     progress?.Invoke(length);
                 }

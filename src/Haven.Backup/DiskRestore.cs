@@ -14,7 +14,9 @@ public static class DiskRestore
     public static async Task RunAsync(Repository.Repository repository, IReadOnlyList<ChunkId?> chunks, int chunkSize, long diskSize,
         IBlockTarget target, bool targetIsZeroed, Action<long>? progress, CancellationToken ct)
     {
-        var parallelism = Math.Max(4, Environment.ProcessorCount * 2);
+        // Fetches wait on the store (a disk read after the page cache is gone, or a request): more in flight
+        // than cores keep both the disk and the cores busy; each holds one chunk buffer.
+        var parallelism = Math.Max(8, Environment.ProcessorCount * 4);
         var repeatOf = LinkRepeats(chunks, out var nextSame);
         var next = -1;
         Exception? firstFailure = null;

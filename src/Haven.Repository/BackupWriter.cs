@@ -40,6 +40,9 @@ public sealed class BackupWriter : IAsyncDisposable
     private long _chunksNew, _bytesNew, _storedBytesNew, _retentionsExtended;
     private int _state; // 0 open, 1 committed, 2 disposed
     private int _cacheUpdated;
+    // Chunks stored by PutChunkAsync(plaintext): durable together at commit (docs/repository-format.md, "Batched durability").
+    private IObjectBatch? _batch;
+    private readonly Lock _batchLock = new();
 
     private BackupWriter(Repository repo, string hostName, HeldLock held, long epoch, bool deletions, Dictionary<ChunkId, long> known,
         bool fromCache, bool cacheable, DateTimeOffset cacheBuiltAt)
@@ -134,7 +137,23 @@ public sealed class BackupWriter : IAsyncDisposable
     /// once; compression and encryption run on the calling thread. The plaintext must not be all zeros
     /// (zero chunks are null in the index, never stored) and must match <paramref name="id"/>.
     /// </summary>
-    public async Task<bool> PutChunkAsync(ChunkId id, ReadOnlyMemory<byte> plaintext, CancellationToken ct = default)
+    public Task<bool> PutChunkAsync(ChunkId id, ReadOnlyMemory<byte> plaintext, CancellationToken ct = default)
+        => PutAsync(id, plaintext, batched: false, ct);
+
+    /// <summary>
+    /// The backup's hot path: computes the chunk's id (once) and stores it unless the repository has it; returns
+    /// the id and whether this call stored it. The chunk is written without its own sync and made durable with
+    /// every other such chunk before <see cref="CommitAsync"/> writes the manifest (one sync for the batch); until
+    /// then it may not be visible in the store. Same rules otherwise as <see cref="PutChunkAsync(ChunkId, ReadOnlyMemory{byte}, CancellationToken)"/>;
+    /// the caller must not change <paramref name="plaintext"/> until the task completes.
+    /// </summary>
+    public async Task<(ChunkId Id, bool Created)> PutChunkAsync(ReadOnlyMemory<byte> plaintext, CancellationToken ct = default)
+    {
+        var id = _repo.ComputeId(plaintext.Span);
+        return (id, await PutAsync(id, plaintext, batched: true, ct));
+    }
+
+    private async Task<bool> PutAsync(ChunkId id, ReadOnlyMemory<byte> plaintext, bool batched, CancellationToken ct)
     {
         ThrowIfNotOpen();
         if (plaintext.Length == 0 || plaintext.Length > _repo.ChunkSize)
@@ -159,7 +178,7 @@ public sealed class BackupWriter : IAsyncDisposable
 
         try
         {
-            var (blob, length) = Seal(id, plaintext.Span);
+            var (blob, length) = Seal(id, plaintext.Span, checkId: !batched);
             bool created;
             try
             {
@@ -170,6 +189,7 @@ public sealed class BackupWriter : IAsyncDisposable
                     created = await _lockStore.TryCreateAsync(RepoKeys.Chunk(id), blob.AsMemory(0, length), _immutability.Retention(until), ct);
                     if (created) _retainUntil[id] = until;
                 }
+                else if (batched) created = await Batch().TryCreateAsync(RepoKeys.Chunk(id), blob.AsMemory(0, length), ct);
                 else created = await _repo.Store.TryCreateAsync(RepoKeys.Chunk(id), blob.AsMemory(0, length), ct);
             }
             finally { ArrayPool<byte>.Shared.Return(blob); }
@@ -192,13 +212,13 @@ public sealed class BackupWriter : IAsyncDisposable
     }
 
     /// <summary>CPU part of a put (no awaits, so spans are fine): check, then compress and encrypt into a pooled buffer.</summary>
-    private (byte[] Blob, int Length) Seal(ChunkId id, ReadOnlySpan<byte> plaintext)
+    private (byte[] Blob, int Length) Seal(ChunkId id, ReadOnlySpan<byte> plaintext, bool checkId)
     {
         if (plaintext.IndexOfAnyExcept((byte)0) < 0)
             throw new ArgumentException("all-zero chunks are not stored: mark them null in the disk's chunk index", nameof(plaintext));
-        // Recomputing the id catches a buffer reused before its put finished, which would otherwise store
-        // data under the wrong id and surface only at restore.
-        if (_repo.ComputeId(plaintext) != id)
+        // Recomputing a caller's id catches a buffer reused before its put finished, which would otherwise store
+        // data under the wrong id and surface only at restore. (The batched put computed the id itself, just now.)
+        if (checkId && _repo.ComputeId(plaintext) != id)
             throw new ArgumentException($"chunk id {id} does not match the data given", nameof(id));
         var blob = SealedObject.Rent(plaintext.Length);
         try { return (blob, _repo.SealChunk(id, plaintext, blob)); }
@@ -219,6 +239,8 @@ public sealed class BackupWriter : IAsyncDisposable
     {
         ThrowIfNotOpen();
         ArgumentNullException.ThrowIfNull(manifest);
+        // Every batched chunk durable (and visible) before anything can name it.
+        if (_batch is { } batch) await batch.FlushAsync(ct);
         var notStored = Validate(manifest);
         if (notStored.Count > 0) throw new ChunksMissingException(notStored);
 
@@ -464,6 +486,12 @@ public sealed class BackupWriter : IAsyncDisposable
         _known = known;
     }
 
+    private IObjectBatch Batch()
+    {
+        if (_batch is { } b) return b;
+        lock (_batchLock) return _batch ??= _repo.Store.BeginBatch();
+    }
+
     private void ThrowIfNotOpen()
     {
         if (_state == 1) throw new InvalidOperationException("this backup was already committed");
@@ -475,6 +503,17 @@ public sealed class BackupWriter : IAsyncDisposable
     {
         if (_state == 2) return;
         _state = 2;
+        if (_batch is { } batch)
+        {
+            // Batched chunks of a backup that was not committed are kept like the others (a retry reuses them).
+            try { await batch.FlushAsync(CancellationToken.None); }
+            catch (Exception e) when (e is StoreException or IOException)
+            {
+                _repo.Log.LogWarning(e, "chunks of an uncommitted backup were not kept: {Error}", e.Message);
+                Forget([.. _mine.Keys]);
+            }
+            await batch.DisposeAsync();
+        }
         await UpdateCacheAsync();
         await _lock.DisposeAsync();
     }

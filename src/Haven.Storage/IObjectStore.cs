@@ -59,6 +59,45 @@ public interface IObjectStore
 
     /// <summary>Size and modification time of one object, or null if it does not exist.</summary>
     Task<ObjectInfo?> StatAsync(string key, CancellationToken ct = default);
+
+    /// <summary>
+    /// Starts a batch of create-only writes made durable together by <see cref="IObjectBatch.FlushAsync"/>
+    /// (one sync for many objects instead of one or two per object). Stores that are durable per write
+    /// (S3) need nothing more than this default, whose creates are plain <see cref="TryCreateAsync"/> calls
+    /// and whose flush does nothing.
+    /// </summary>
+    IObjectBatch BeginBatch() => new PerWriteBatch(this);
+}
+
+/// <summary>
+/// Create-only writes of content-addressed objects (two creates of one key carry equivalent data) whose
+/// durability is deferred. Contract (tests/Haven.Storage.Tests checks it):
+/// <list type="bullet">
+/// <item><see cref="TryCreateAsync"/> returns false when the key already exists (the object is left untouched),
+///   true when this batch will create it.</item>
+/// <item>Until <see cref="FlushAsync"/> completes, a staged object may or may not be visible, but a visible one
+///   is always whole and durable: no reader, and no create-only writer after a crash or power loss, ever sees a
+///   key whose bytes are not on stable storage.</item>
+/// <item>After <see cref="FlushAsync"/> completes, every object this batch staged exists, whole and durable
+///   (holding this batch's data, or that of another creator that published the key first).</item>
+/// <item>Disposing without a flush drops what is not yet published and leaves no debris a listing shows.</item>
+/// </list>
+/// </summary>
+public interface IObjectBatch : IAsyncDisposable
+{
+    Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> data, CancellationToken ct = default);
+
+    Task FlushAsync(CancellationToken ct = default);
+}
+
+/// <summary>The batch of a store whose every write is already durable: pass-through creates, nothing to flush.</summary>
+internal sealed class PerWriteBatch(IObjectStore store) : IObjectBatch
+{
+    public Task<bool> TryCreateAsync(string key, ReadOnlyMemory<byte> data, CancellationToken ct = default) => store.TryCreateAsync(key, data, ct);
+
+    public Task FlushAsync(CancellationToken ct = default) => Task.CompletedTask;
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }
 
 /// <summary>

@@ -10,7 +10,7 @@ namespace Haven.Storage;
 /// folder is fsynced. Readers therefore never see a partial object, and a crash leaves at most a
 /// ".tmp-*" file, which listings ignore.
 /// </summary>
-public sealed class LocalDirectoryStore : IObjectStore
+public sealed partial class LocalDirectoryStore : IObjectStore
 {
     private readonly TimeProvider? _stampClock;
 

@@ -26,6 +26,20 @@ internal static partial class Native
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int FsyncNative(int fd);
 
+    [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
+    private static partial int SyncFileRangeNative(nint fd, long offset, long nbytes, uint flags);
+
+    private const uint SYNC_FILE_RANGE_WRITE = 2;
+
+    /// <summary>Starts writeback of a file's dirty pages without waiting (a hint: errors are ignored; fsync later is what counts).</summary>
+    public static void StartWriteback(SafeHandle file, long offset = 0, long length = 0)
+    {
+        var added = false;
+        file.DangerousAddRef(ref added);
+        try { SyncFileRangeNative(file.DangerousGetHandle(), offset, length, SYNC_FILE_RANGE_WRITE); }
+        finally { if (added) file.DangerousRelease(); }
+    }
+
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int CloseNative(int fd);
 
@@ -36,7 +50,10 @@ internal static partial class Native
     public static int Unlink(string path) => UnlinkNative(path) == 0 ? 0 : Marshal.GetLastPInvokeError();
 
     /// <summary>fsync of a directory; 0 on success (or where the file system cannot sync directories), otherwise errno.</summary>
-    public static int SyncDirectory(string path)
+    public static int SyncDirectory(string path) => SyncPath(path);
+
+    /// <summary>fsync of a file or directory by path (opened read-only; Linux syncs the inode whatever the open mode); 0 or errno.</summary>
+    public static int SyncPath(string path)
     {
         var fd = OpenNative(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) return Marshal.GetLastPInvokeError();

@@ -45,4 +45,41 @@ public sealed class LocalDirectoryStoreTests : ObjectStoreConformance, IDisposab
         // Room is back once the failed write is gone: nothing was left holding it.
         Assert.True(await store.TryCreateAsync("big/c", RandomBytes(1024 * 1024), Ct));
     }
+
+    [Fact]
+    public async Task A_batch_names_nothing_before_its_flush_and_leaves_no_staging_files()
+    {
+        // The power-loss rule: a key only ever names bytes that were fsynced first, so nothing staged is visible
+        // (to readers, listings or create-only writers) until the flush synced it.
+        var store = (LocalDirectoryStore)CreateStore();
+        var data = RandomBytes(300_000);
+        await using (var batch = store.BeginBatch())
+        {
+            Assert.True(await batch.TryCreateAsync("chunks/cc/one", data, Ct));
+            Assert.Null(await store.StatAsync("chunks/cc/one", Ct));
+            Assert.True(await store.TryCreateAsync("chunks/cc/two", data, Ct)); // unaffected by the batch
+            await batch.FlushAsync(Ct);
+            Assert.Equal(data, await store.GetAsync("chunks/cc/one", Ct));
+        }
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(store.RootPath, ".staging")));
+        Assert.Equal(["one", "two"], Directory.GetFileSystemEntries(Path.Combine(store.RootPath, "chunks", "cc")).Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public async Task A_killed_writers_staging_folder_is_removed_by_the_next_batch_and_a_live_one_is_kept()
+    {
+        var store = (LocalDirectoryStore)CreateStore();
+        await using var live = store.BeginBatch();
+        Assert.True(await live.TryCreateAsync("chunks/dd/live", RandomBytes(1000), Ct));
+        // What a kill -9 leaves: a staging folder with files and a lock file nobody holds.
+        var dead = Path.Combine(store.RootPath, ".staging", "deadbeef");
+        Directory.CreateDirectory(dead);
+        File.WriteAllText(Path.Combine(dead, ".lock"), "");
+        File.WriteAllBytes(Path.Combine(dead, "1"), RandomBytes(1000));
+
+        await using (var next = store.BeginBatch()) { }
+        Assert.False(Directory.Exists(dead));
+        await live.FlushAsync(Ct); // the live batch's staging folder survived the clean-up
+        Assert.NotNull(await store.StatAsync("chunks/dd/live", Ct));
+    }
 }

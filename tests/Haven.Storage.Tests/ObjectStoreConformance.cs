@@ -184,4 +184,39 @@ public abstract class ObjectStoreConformance
         Assert.Empty((await store.GetAsync("r/empty", Ct))!);
         Assert.Equal(0, await store.ReadAsync("r/empty", into, Ct));
     }
+
+    [Fact]
+    public async Task A_batch_publishes_every_staged_object_whole_at_flush_and_never_touches_existing_ones()
+    {
+        var store = CreateStore();
+        var existing = RandomBytes(1000);
+        Assert.True(await store.TryCreateAsync("chunks/aa/existing", existing, Ct));
+        var contents = Enumerable.Range(0, 40).Select(i => RandomBytes(64 * 1024 + i)).ToArray();
+        await using (var batch = store.BeginBatch())
+        {
+            Assert.False(await batch.TryCreateAsync("chunks/aa/existing", RandomBytes(500), Ct));
+            var created = await Task.WhenAll(contents.Select((c, i) => Task.Run(() => batch.TryCreateAsync($"chunks/{i % 4:x2}/obj{i}", c, Ct), Ct)));
+            Assert.All(created, Assert.True);
+            await batch.FlushAsync(Ct);
+            // Everything staged is there, whole, right after the flush.
+            for (var i = 0; i < contents.Length; i++) Assert.Equal(contents[i], await store.GetAsync($"chunks/{i % 4:x2}/obj{i}", Ct));
+            await batch.FlushAsync(Ct); // nothing left: a second flush is harmless
+        }
+        Assert.Equal(existing, await store.GetAsync("chunks/aa/existing", Ct));
+        var listed = new List<string>();
+        await foreach (var o in store.ListAsync("", Ct)) listed.Add(o.Key);
+        Assert.Equal(41, listed.Count);
+    }
+
+    [Fact]
+    public async Task A_batch_disposed_without_a_flush_leaves_each_key_absent_or_whole_and_no_stray_objects()
+    {
+        var store = CreateStore();
+        var data = RandomBytes(100_000);
+        await using (var batch = store.BeginBatch())
+            Assert.True(await batch.TryCreateAsync("chunks/bb/dropped", data, Ct));
+        var got = await store.GetAsync("chunks/bb/dropped", Ct);
+        Assert.True(got is null || got.AsSpan().SequenceEqual(data));
+        await foreach (var o in store.ListAsync("", Ct)) Assert.Equal("chunks/bb/dropped", o.Key);
+    }
 }

@@ -51,7 +51,8 @@ internal static class SealedObject
             var compressor = Compressors.TryTake(out var c) ? c : new Compressor(CompressionLevel);
             try
             {
-                if (compressor.TryWrap(plaintext, body[..(plaintext.Length - plaintext.Length / 32)], out var written))
+                if (!LooksIncompressible(compressor, plaintext, body)
+                    && compressor.TryWrap(plaintext, body[..(plaintext.Length - plaintext.Length / 32)], out var written))
                 {
                     payloadLength = written;
                     flags = FlagZstd;
@@ -75,6 +76,28 @@ internal static class SealedObject
             aes.Encrypt(nonce, plaintext, body[..payloadLength], body.Slice(payloadLength, TagSize), ad);
         }
         return HeaderSize + payloadLength + TagSize;
+    }
+
+    private const int SampleSize = 4 << 10, Samples = 8;
+
+    /// <summary>
+    /// True when <see cref="Samples"/> pieces spread over a large plaintext compress by less than 1/32 together:
+    /// then the whole would almost surely miss the 1/32 threshold, and compressing it (about a third of the CPU
+    /// of sealing a random chunk) is skipped. A writer's choice only: the object is still flags 0 or 1.
+    /// <paramref name="scratch"/> (the output body) is free at this point.
+    /// </summary>
+    private static bool LooksIncompressible(Compressor compressor, ReadOnlySpan<byte> plaintext, Span<byte> scratch)
+    {
+        if (plaintext.Length < 4 * SampleSize * Samples) return false;
+        var stride = plaintext.Length / Samples;
+        long saved = 0;
+        for (var i = 0; i < Samples; i++)
+        {
+            var sample = plaintext.Slice(i * stride, SampleSize);
+            if (!compressor.TryWrap(sample, scratch[..SampleSize], out var written)) continue; // no gain at all
+            saved += SampleSize - written;
+        }
+        return saved < SampleSize * Samples / 32;
     }
 
     /// <summary>
