@@ -69,6 +69,18 @@ public sealed class ChunkPlan
         return new ChunkPlan(chunkSize, size, read, zero);
     }
 
+    /// <summary>A plan from maps already known (tests, and callers that track changes themselves).</summary>
+    public static ChunkPlan FromMaps(int chunkSize, long diskSize, bool[] read, bool[] zero)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(chunkSize);
+        ArgumentOutOfRangeException.ThrowIfNegative(diskSize);
+        var count = CountChunks(diskSize, chunkSize);
+        if (read.Length != count || zero.Length != count) throw new ArgumentException($"a disk of {diskSize} bytes has {count} chunks of {chunkSize}");
+        for (var i = 0; i < count; i++)
+            if (read[i] && zero[i]) throw new ArgumentException($"chunk {i} cannot be both read and known zero");
+        return new ChunkPlan(chunkSize, diskSize, read, zero);
+    }
+
     private static void Mark(bool[] chunks, NbdExtent e, int chunkSize)
     {
         var first = (int)(e.Offset / chunkSize);

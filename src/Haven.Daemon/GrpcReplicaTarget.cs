@@ -1,3 +1,4 @@
+using System.Buffers;
 using Google.Protobuf;
 using Grpc.Core;
 using Haven.Api;
@@ -101,15 +102,22 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
             await call.RequestStream.WriteAsync(new CycleMessage { Begin = begin }, ct);
             ulong count = 0, bytes = 0;
             using var zstd = compression ? new ZstdSharp.Compressor(1) : null;
-            await foreach (var e in extents.WithCancellation(ct))
+            var packed = zstd is null ? null : ArrayPool<byte>.Shared.Rent(ZstdSharp.Compressor.GetCompressBound(ReplicaService.MaxExtentBytes));
+            try
             {
-                var extent = new Extent { Disk = (uint)e.Disk, Offset = (ulong)e.Offset, Length = (uint)e.Length, Zero = e.Data is null };
-                if (e.Data is { } data)
-                    extent.Data = zstd is null ? ByteString.CopyFrom(data.Span) : ByteString.CopyFrom(zstd.Wrap(data.Span));
-                await call.RequestStream.WriteAsync(new CycleMessage { Extent = extent }, ct);
-                count++;
-                bytes += (ulong)e.Length;
+                await foreach (var e in extents.WithCancellation(ct))
+                {
+                    var extent = new Extent { Disk = (uint)e.Disk, Offset = (ulong)e.Offset, Length = (uint)e.Length, Zero = e.Data is null };
+                    // No copy: gRPC serializes the message before WriteAsync returns, and the extent's data (a pooled buffer
+                    // of the reader's) stays valid until the next extent is asked for.
+                    if (e.Data is { } data)
+                        extent.Data = zstd is null ? UnsafeByteOperations.UnsafeWrap(data) : UnsafeByteOperations.UnsafeWrap(packed!.AsMemory(0, zstd.Wrap(data.Span, packed)));
+                    await call.RequestStream.WriteAsync(new CycleMessage { Extent = extent }, ct);
+                    count++;
+                    bytes += (ulong)e.Length;
+                }
             }
+            finally { if (packed is not null) ArrayPool<byte>.Shared.Return(packed); }
             await call.RequestStream.WriteAsync(new CycleMessage { End = new CycleEnd { ExtentCount = count, ByteCount = bytes } }, ct);
             await call.RequestStream.CompleteAsync();
             var ack = await call.ResponseAsync;

@@ -140,6 +140,13 @@ public sealed class ReplicaEndpoint : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         DaemonLogging.Configure(builder.Logging);
         builder.WebHost.UseKestrelHttpsConfiguration();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            // A cycle is one stream of extents of up to 1 MiB (4 MiB zeroes): windows of a few extents let the primary
+            // send the next while this side writes the previous one (the defaults, 768 KiB, stall every extent).
+            k.Limits.Http2.InitialStreamWindowSize = 4 << 20;
+            k.Limits.Http2.InitialConnectionWindowSize = 8 << 20;
+        });
         builder.WebHost.ConfigureKestrel(k => k.Listen(endpoint, listen =>
         {
             listen.Protocols = HttpProtocols.Http2;

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.IO.Hashing;
 using Haven.Backup;
 using Haven.Nbd;
@@ -19,36 +18,25 @@ public static class BlockHashes
     /// <summary>The hash of an all-zero block of <paramref name="length"/> bytes (unallocated blocks are not read).</summary>
     public static ReadOnlySpan<byte> Zero(int length) => length == ReplicationService.BlockSize ? ZeroHash : XxHash128.Hash(new byte[length]);
 
-    /// <summary>Hashes every block of the export: allocated ones read in runs of up to 1 MiB, holes as zero blocks.</summary>
+    /// <summary>Hashes every block of the export: allocated ones read in runs of up to 1 MiB (several in flight), holes as zero blocks.</summary>
     public static async Task<byte[]> OfAsync(NbdClient nbd, CancellationToken ct)
     {
         var plan = await ChunkPlan.BuildAsync(nbd, ReplicationService.BlockSize, null, ct);
-        var hashes = new byte[plan.ChunkCount * HashSize];
-        var buffer = ArrayPool<byte>.Shared.Rent(ReplicationService.MaxDataExtent);
-        try
-        {
-            var perRead = ReplicationService.MaxDataExtent / ReplicationService.BlockSize;
-            var i = 0;
-            while (i < plan.ChunkCount)
+        var hashes = new byte[ArrayLength(plan.ChunkCount)];
+        await foreach (var (run, data) in BlockRuns.ReadAsync(nbd, BlockRuns.Of(plan), ct))
+            for (var b = run.FirstBlock; b < run.EndBlock; b++)
             {
-                if (!plan.Read[i])
-                {
-                    Zero(plan.ChunkLength(i)).CopyTo(hashes.AsSpan(i * HashSize, HashSize));
-                    i++;
-                    continue;
-                }
-                var first = i;
-                while (i < plan.ChunkCount && plan.Read[i] && i - first < perRead) i++;
-                var offset = (long)first * ReplicationService.BlockSize;
-                var length = (int)(Math.Min(plan.DiskSize, (long)i * ReplicationService.BlockSize) - offset);
-                await nbd.ReadAsync(offset, buffer.AsMemory(0, length), ct);
-                for (var b = first; b < i; b++)
-                    XxHash128.Hash(buffer.AsSpan((b - first) * ReplicationService.BlockSize, plan.ChunkLength(b)), hashes.AsSpan(b * HashSize, HashSize));
+                var into = hashes.AsSpan(b * HashSize, HashSize);
+                if (run.IsData) XxHash128.Hash(data.Span.Slice((b - run.FirstBlock) * ReplicationService.BlockSize, plan.ChunkLength(b)), into);
+                else Zero(plan.ChunkLength(b)).CopyTo(into);
             }
-            return hashes;
-        }
-        finally { ArrayPool<byte>.Shared.Return(buffer); }
+        return hashes;
     }
+
+    /// <summary>Bytes of hashes for <paramref name="blocks"/> blocks; one array holds them, so a disk has at most 8 TiB for a resync.</summary>
+    private static int ArrayLength(long blocks) => blocks * HashSize <= Array.MaxLength
+        ? (int)(blocks * HashSize)
+        : throw new InvalidDataException($"a disk of {blocks} blocks of 64 KiB is too large for resynchronization (at most {Array.MaxLength / HashSize} blocks)");
 
     /// <summary>
     /// Throws unless <paramref name="theirs"/> holds exactly one hash per block of each of this VM's disks
@@ -80,7 +68,7 @@ public static class BlockHashes
         public Collector(IReadOnlyList<long> diskSizes)
         {
             _hashes = new byte[diskSizes.Count][];
-            for (var d = 0; d < _hashes.Length; d++) _hashes[d] = new byte[ChunkPlan.CountChunks(diskSizes[d], ReplicationService.BlockSize) * HashSize];
+            for (var d = 0; d < _hashes.Length; d++) _hashes[d] = new byte[ArrayLength(ChunkPlan.CountChunks(diskSizes[d], ReplicationService.BlockSize))];
             _filled = new int[_hashes.Length];
         }
 

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Text.Json;
 using Haven.Api;
@@ -112,42 +111,18 @@ public sealed class ExtendedReplication(HavenHost host)
     private static async IAsyncEnumerable<ReplicaExtent> ReadAsync(List<(NbdEndpoint Endpoint, string Export)> sources, byte[][]? bits, bool skipZeroes,
         Action<long, long> sent, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(ReplicationService.MaxDataExtent);
-        try
+        for (var disk = 0; disk < sources.Count; disk++)
         {
-            for (var disk = 0; disk < sources.Count; disk++)
+            await using var nbd = await NbdClient.ConnectAsync(sources[disk].Endpoint, sources[disk].Export, ["base:allocation"], ct);
+            var plan = await ChunkPlan.BuildAsync(nbd, ReplicationService.BlockSize, null, ct);
+            var marks = bits?[disk];
+            bool Wanted(int i) => (marks is null || (marks[i >> 3] & (1 << (i & 7))) != 0) && !(skipZeroes && plan.Zero[i]);
+            await foreach (var (run, data) in BlockRuns.ReadAsync(nbd, BlockRuns.Of(plan, Wanted), ct))
             {
-                await using var nbd = await NbdClient.ConnectAsync(sources[disk].Endpoint, sources[disk].Export, ["base:allocation"], ct);
-                var plan = await ChunkPlan.BuildAsync(nbd, ReplicationService.BlockSize, null, ct);
-                var blocksPerData = ReplicationService.MaxDataExtent / ReplicationService.BlockSize;
-                bool Wanted(int i) => bits is null || (bits[disk][i >> 3] & (1 << (i & 7))) != 0;
-                var i = 0;
-                while (i < plan.ChunkCount)
-                {
-                    if (!Wanted(i)) { i++; continue; }
-                    var first = i;
-                    if (plan.Read[i])
-                    {
-                        while (i < plan.ChunkCount && Wanted(i) && plan.Read[i] && i - first < blocksPerData) i++;
-                        var offset = (long)first * ReplicationService.BlockSize;
-                        var length = (int)(Math.Min(plan.DiskSize, (long)i * ReplicationService.BlockSize) - offset);
-                        await nbd.ReadAsync(offset, buffer.AsMemory(0, length), ct);
-                        sent(length, 0);
-                        yield return new ReplicaExtent(disk, offset, length, buffer.AsMemory(0, length));
-                    }
-                    else
-                    {
-                        while (i < plan.ChunkCount && Wanted(i) && !plan.Read[i] && i - first < ReplicaService.MaxExtentBytes / ReplicationService.BlockSize) i++;
-                        if (skipZeroes) continue;
-                        var offset = (long)first * ReplicationService.BlockSize;
-                        var length = (int)(Math.Min(plan.DiskSize, (long)i * ReplicationService.BlockSize) - offset);
-                        sent(0, length);
-                        yield return new ReplicaExtent(disk, offset, length, null);
-                    }
-                }
+                sent(run.IsData ? run.Length : 0, run.IsData ? 0 : run.Length);
+                yield return new ReplicaExtent(disk, run.Offset, run.Length, run.IsData ? data : null);
             }
         }
-        finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     private byte[][] Load(string vmId, List<DiskRecord> disks)

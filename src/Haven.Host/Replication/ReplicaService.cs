@@ -1,3 +1,4 @@
+using System.Buffers;
 using Haven.Api;
 using Haven.Host.Checkpoints;
 using Haven.Host.State;
@@ -229,12 +230,18 @@ public sealed partial class ReplicaService(HavenHost host)
         }
     }
 
+    /// <summary>NBD writes kept in flight on the replica while the next extent arrives.</summary>
+    private const int WriteDepth = 4;
+
     private async Task WriteExtentsAsync(string vmId, List<DiskRecord> disks, OperationRecord op, ReplicaCyclePlan plan,
         IAsyncEnumerable<ReplicaExtent> extents, List<(int Disk, long Offset, long Length)> ranges, CancellationToken ct)
     {
         var tree = new LayerTree(Paths, Store.ListLayers(vmId));
         var servers = new List<QemuNbdServer>();
         var clients = new List<NbdClient>();
+        // Writes in flight, oldest first: each holds a pooled copy of its data (an extent's data is only valid until
+        // the next extent is asked for), so the next message is received while the previous ones are written.
+        var writing = new Queue<(int Disk, long Offset, long Length, byte[]? Buffer, Task Write)>();
         try
         {
             foreach (var d in disks)
@@ -252,21 +259,53 @@ public sealed partial class ReplicaService(HavenHost host)
                 // Written so that it cannot overflow: a hostile offset near long.MaxValue must not wrap around.
                 if (e.Offset < 0 || e.Length <= 0 || e.Length > MaxExtentBytes || e.Offset > disks[e.Disk].SizeBytes - e.Length)
                     throw HavenException.Invalid($"extent {e.Offset}+{e.Length} does not fit disk {e.Disk} ({disks[e.Disk].SizeBytes} bytes)");
+                if (e.Data is { } checkedData && checkedData.Length != e.Length)
+                    throw HavenException.Invalid($"extent at {e.Offset} says {e.Length} bytes and carries {checkedData.Length}");
                 ranges.Add((e.Disk, e.Offset, e.Length));
-                if (e.Data is null) await clients[e.Disk].WriteZeroesAsync(e.Offset, e.Length, ct);
-                else
+                // Overlapping extents land in the order sent: wait for an earlier write to the same bytes first.
+                while (writing.Count >= WriteDepth || writing.Count > 0 && Overlaps(writing, e))
+                    await FinishOldestAsync(writing);
+                if (e.Data is not { } data)
                 {
-                    if (e.Data.Value.Length != e.Length) throw HavenException.Invalid($"extent at {e.Offset} says {e.Length} bytes and carries {e.Data.Value.Length}");
-                    await clients[e.Disk].WriteAsync(e.Offset, e.Data.Value, ct);
+                    writing.Enqueue((e.Disk, e.Offset, e.Length, null, clients[e.Disk].WriteZeroesAsync(e.Offset, e.Length, ct)));
+                    continue;
                 }
+                var buffer = ArrayPool<byte>.Shared.Rent(e.Length);
+                data.CopyTo(buffer);
+                Task write;
+                try { write = clients[e.Disk].WriteAsync(e.Offset, buffer.AsMemory(0, e.Length), ct); }
+                catch { ArrayPool<byte>.Shared.Return(buffer); throw; }
+                writing.Enqueue((e.Disk, e.Offset, e.Length, buffer, write));
             }
+            while (writing.Count > 0) await FinishOldestAsync(writing);
             foreach (var c in clients) await c.FlushAsync(ct);
         }
         finally
         {
+            // A failure anywhere: the writes still in flight end (the cycle is discarded) before their buffers go back.
+            foreach (var (_, _, _, buffer, write) in writing)
+            {
+                try { await write; }
+                catch (Exception) { /* the cycle fails with the first error; this write's outcome no longer matters */ }
+                if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            }
             foreach (var c in clients) await c.DisposeAsync();
             foreach (var s in servers) await s.DisposeAsync();
             foreach (var d in disks) File.Delete(Path.Combine(Paths.RunDir, $"{vmId}-replica{d.Index}.nbd"));
+        }
+
+        static bool Overlaps(Queue<(int Disk, long Offset, long Length, byte[]? Buffer, Task Write)> writing, ReplicaExtent e)
+        {
+            foreach (var w in writing)
+                if (w.Disk == e.Disk && w.Offset < e.Offset + e.Length && e.Offset < w.Offset + w.Length) return true;
+            return false;
+        }
+
+        static async Task FinishOldestAsync(Queue<(int Disk, long Offset, long Length, byte[]? Buffer, Task Write)> writing)
+        {
+            await writing.Peek().Write; // a failure leaves it queued: the finally above waits for the rest and returns every buffer
+            var done = writing.Dequeue();
+            if (done.Buffer is not null) ArrayPool<byte>.Shared.Return(done.Buffer);
         }
     }
 

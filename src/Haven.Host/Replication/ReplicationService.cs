@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Text.Json;
 using Haven.Api;
@@ -409,77 +408,60 @@ public sealed class ReplicationService(HavenHost host)
 
     /// <summary>
     /// The changed blocks of every disk as extents: runs of data up to <see cref="MaxDataExtent"/>, runs of
-    /// zeroes up to <see cref="ReplicaService.MaxExtentBytes"/>. The initial copy skips zeroes (the replica's new
-    /// disks read as zeroes already); a full resend onto an existing replica includes them. An extent's data is only valid until the next one is asked for.
+    /// zeroes up to <see cref="ReplicaService.MaxExtentBytes"/> (<see cref="BlockRuns"/>), read several at a time ahead of
+    /// the sender. The initial copy skips zeroes (the replica's new disks read as zeroes already); a full resend onto an
+    /// existing replica includes them. An extent's data is only valid until the next one is asked for.
     /// </summary>
     private static async IAsyncEnumerable<ReplicaExtent> ReadChangesAsync(PointInTimeView view, bool skipZeroes, byte[][]? theirs, Action<long, long> sent,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(MaxDataExtent);
         var mine = new byte[BlockHashes.HashSize];
-        try
+        foreach (var d in view.Disks)
         {
-            foreach (var d in view.Disks)
+            var contexts = d.DirtyContext is null ? new List<string> { "base:allocation" } : ["base:allocation", d.DirtyContext];
+            await using var nbd = await NbdClient.ConnectAsync(d.Endpoint, d.Export, contexts, ct);
+            var plan = await ChunkPlan.BuildAsync(nbd, BlockSize, d.DirtyContext, ct);
+            var hashes = theirs?[d.Disk];
+            if (hashes is not null && hashes.Length != (long)plan.ChunkCount * BlockHashes.HashSize)
+                throw new InvalidDataException($"the replica hashed {hashes.Length / BlockHashes.HashSize} blocks of disk {d.Disk}, this disk has {plan.ChunkCount}");
+            bool Same(int block, ReadOnlySpan<byte> hash) => hashes is not null && hash.SequenceEqual(hashes.AsSpan(block * BlockHashes.HashSize, BlockHashes.HashSize));
+            // Zero blocks: all of them unless the initial copy (none) or a resync (those the replica does not have as zeroes).
+            Func<int, bool>? wanted = skipZeroes ? i => !plan.Zero[i]
+                : hashes is null ? null
+                : i => !plan.Zero[i] || !Same(i, BlockHashes.Zero(plan.ChunkLength(i)));
+            await foreach (var (run, data) in BlockRuns.ReadAsync(nbd, BlockRuns.Of(plan, wanted), ct))
             {
-                var contexts = d.DirtyContext is null ? new List<string> { "base:allocation" } : ["base:allocation", d.DirtyContext];
-                await using var nbd = await NbdClient.ConnectAsync(d.Endpoint, d.Export, contexts, ct);
-                var plan = await ChunkPlan.BuildAsync(nbd, BlockSize, d.DirtyContext, ct);
-                var hashes = theirs?[d.Disk];
-                if (hashes is not null && hashes.Length != plan.ChunkCount * BlockHashes.HashSize)
-                    throw new InvalidDataException($"the replica hashed {hashes.Length / BlockHashes.HashSize} blocks of disk {d.Disk}, this disk has {plan.ChunkCount}");
-                bool Same(int block, ReadOnlySpan<byte> hash) => hashes is not null && hash.SequenceEqual(hashes.AsSpan(block * BlockHashes.HashSize, BlockHashes.HashSize));
-                var blocksPerData = MaxDataExtent / BlockSize;
-                var blocksPerZero = ReplicaService.MaxExtentBytes / BlockSize;
-                var i = 0;
-                while (i < plan.ChunkCount)
+                if (!run.IsData)
                 {
-                    if (plan.Read[i])
-                    {
-                        var first = i;
-                        while (i < plan.ChunkCount && plan.Read[i] && i - first < blocksPerData) i++;
-                        var offset = (long)first * BlockSize;
-                        var length = (int)(Math.Min(plan.DiskSize, (long)i * BlockSize) - offset);
-                        await nbd.ReadAsync(offset, buffer.AsMemory(0, length), ct);
-                        if (hashes is null)
-                        {
-                            sent(length, 0);
-                            yield return new ReplicaExtent(d.Disk, offset, length, buffer.AsMemory(0, length));
-                            continue;
-                        }
-                        // Resync: within what was read, send only the runs of blocks the replica has otherwise.
-                        var b = first;
-                        while (b < i)
-                        {
-                            XxHash(buffer.AsSpan((b - first) * BlockSize, plan.ChunkLength(b)), mine);
-                            if (Same(b, mine)) { b++; continue; }
-                            var runStart = b;
-                            do { b++; } while (b < i && !SameAt(b));
-                            var at = (runStart - first) * BlockSize;
-                            var runLength = (int)(Math.Min(plan.DiskSize, (long)b * BlockSize) - (long)runStart * BlockSize);
-                            sent(runLength, 0);
-                            yield return new ReplicaExtent(d.Disk, (long)runStart * BlockSize, runLength, buffer.AsMemory(at, runLength));
-                        }
-                        bool SameAt(int block)
-                        {
-                            Span<byte> h = stackalloc byte[BlockHashes.HashSize];
-                            XxHash(buffer.AsSpan((block - first) * BlockSize, plan.ChunkLength(block)), h);
-                            return Same(block, h);
-                        }
-                    }
-                    else if (plan.Zero[i] && !skipZeroes && (hashes is null || !Same(i, BlockHashes.Zero(plan.ChunkLength(i)))))
-                    {
-                        var first = i;
-                        while (i < plan.ChunkCount && plan.Zero[i] && i - first < blocksPerZero && (hashes is null || !Same(i, BlockHashes.Zero(plan.ChunkLength(i))))) i++;
-                        var offset = (long)first * BlockSize;
-                        var length = (int)(Math.Min(plan.DiskSize, (long)i * BlockSize) - offset);
-                        sent(0, length);
-                        yield return new ReplicaExtent(d.Disk, offset, length, null);
-                    }
-                    else i++;
+                    sent(0, run.Length);
+                    yield return new ReplicaExtent(d.Disk, run.Offset, run.Length, null);
+                    continue;
+                }
+                if (hashes is null)
+                {
+                    sent(run.Length, 0);
+                    yield return new ReplicaExtent(d.Disk, run.Offset, run.Length, data);
+                    continue;
+                }
+                // Resync: within what was read, send only the runs of blocks the replica has otherwise.
+                var b = run.FirstBlock;
+                while (b < run.EndBlock)
+                {
+                    if (SameAt(b)) { b++; continue; }
+                    var from = b;
+                    do b++; while (b < run.EndBlock && !SameAt(b));
+                    var at = (from - run.FirstBlock) * BlockSize;
+                    var length = (int)(Math.Min(plan.DiskSize, (long)b * BlockSize) - (long)from * BlockSize);
+                    sent(length, 0);
+                    yield return new ReplicaExtent(d.Disk, (long)from * BlockSize, length, data.Slice(at, length));
+                }
+                bool SameAt(int block)
+                {
+                    XxHash(data.Span.Slice((block - run.FirstBlock) * BlockSize, plan.ChunkLength(block)), mine);
+                    return Same(block, mine);
                 }
             }
         }
-        finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     private static void XxHash(ReadOnlySpan<byte> data, Span<byte> into) => System.IO.Hashing.XxHash128.Hash(data, into);
