@@ -173,7 +173,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             await h.Extended.EnableAsync(name, req.Replica, settings, r.TargetFor(req.Replica, settings), ct);
             return await h.Replications.StatusAsync(name, ct);
         });
-        v1.MapPost("/vms/{name}/replication/planned-failover", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, PlannedFailoverRequest req, CancellationToken ct) =>
+        v1.MapPost("/vms/{name}/replication/planned-failover", async (VmReplication r, string name, PlannedFailoverRequest req, CancellationToken ct) =>
             ToApi(await r.PlannedFailoverAsync(name, req.Reverse, req.ShutdownTimeoutSeconds, ct)));
 
         // Replica side.

@@ -4,8 +4,8 @@ namespace Haven.EndToEnd.Tests;
 
 /// <summary>
 /// kill -9 of the primary's havend at every step of a planned failover with reverse replication, with the replica down
-/// when the primary comes back: while the failover is unfinished the old primary refuses to start the VM or run a
-/// cycle (two running copies would be split brain); once the replica answers, havend finishes the failover by itself,
+/// when the primary comes back: while the failover is unfinished the old primary refuses to start the VM, run a cycle
+/// or apply a checkpoint (two running copies would be split brain; the disks must stay as the last cycle sent them); once the replica answers, havend finishes the failover by itself,
 /// and both hosts agree on the swapped roles: the reverse cycle moves nothing and the old primary's point equals the
 /// disk it had when it stopped.
 /// </summary>
@@ -45,6 +45,9 @@ public sealed class PlannedFailoverCrashTests
         Assert.True(start.ExitCode != 0 && start.StderrLines.Length == 1 && start.Stderr.Contains("planned failover was interrupted"), start.ToString());
         var cycle = await primary.Cli("replication", "run", "web");
         Assert.True(cycle.ExitCode != 0 && cycle.Stderr.Contains("planned failover was interrupted"), cycle.ToString());
+        // Nor may a checkpoint apply change the disks the last cycle sent (refused before the name is even looked up).
+        var apply = await primary.Cli("checkpoint", "apply", "web", "any");
+        Assert.True(apply.ExitCode != 0 && apply.StderrLines.Length == 1 && apply.Stderr.Contains("planned failover was interrupted"), apply.ToString());
         Assert.Equal(VmState.Off, (await primary.ShowAsync("web")).State);
 
         // The replica comes back: havend retries every 30 s and finishes.

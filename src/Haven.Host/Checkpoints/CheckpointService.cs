@@ -276,6 +276,8 @@ public sealed class CheckpointService(HavenHost host)
     {
         var vm = host.Vms.Find(vmName);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
+        // Its disks must stay as the last cycle sent them: they become the replica of that cycle.
+        host.Replications.CheckNoPlannedFailover(vm, "apply a checkpoint of");
         var cp = Find(vm, checkpointName);
         CheckpointInfo? createdFirst = null;
         if (req.CreateCheckpointFirst)
