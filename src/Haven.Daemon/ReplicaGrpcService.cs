@@ -265,7 +265,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                 Compression = request.Compression,
             };
             if (request.FrequencySeconds > int.MaxValue || request.AdditionalPoints > int.MaxValue) throw Invalid("frequency or additional recovery points out of range");
-            settings.Validate();
+            settings.Validate(Host.Time.GetUtcNow());
             if (!Uri.TryCreate(request.ReplicaAddress, UriKind.Absolute, out var back) || back.Scheme != Uri.UriSchemeHttps || back.AbsolutePath != "/" || back.UserInfo.Length > 0)
                 throw Invalid($"'{Clip(request.ReplicaAddress)}' is not a replica server address (https://HOST:PORT)");
             var id = await Host.Replications.AdoptReverseAsync(Host.Store.FindVm(replica.VmId)!.Name, request.ReplicaAddress, peer.Thumbprint, settings, context.CancellationToken);

@@ -113,7 +113,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
         v1.MapPost("/vms/{name}/replication", async (HavenHost h, VmReplication r, ReplicaEndpoint e, string name, ReplicationEnableRequest req, CancellationToken ct) =>
         {
             var settings = SettingsOf(req, e.Identity.Name, extended: false);
-            settings.Validate();
+            settings.Validate(h.Time.GetUtcNow());
             switch (req.Initial)
             {
                 case "network" or "existing":

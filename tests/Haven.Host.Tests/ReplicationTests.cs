@@ -81,9 +81,12 @@ public sealed class ReplicationTests
     [Fact]
     public async Task Under_continuous_writes_each_recovery_point_equals_the_primarys_point_in_time()
     {
-        await using var primary = new TestHost();
-        await using var replicaHost = new TestHost();
-        await using var thirdHost = new TestHost();
+        // Additional recovery points are one per hour: the three cycles must fall in one hour for only the
+        // latest point to stay, so the hosts' clocks start just after an hour begins.
+        var clock = new HavenHostOptions { Time = new ShiftedClock(new DateTimeOffset(2026, 6, 1, 10, 0, 5, TimeSpan.Zero)) };
+        await using var primary = new TestHost(options: clock);
+        await using var replicaHost = new TestHost(options: clock);
+        await using var thirdHost = new TestHost(options: clock);
         await primary.CreateVmAsync("web", size: 64 * M);
         await primary.Host.Vms.StartAsync("web", primary.Ct);
         var now = new DiskModel(primary.Dir.File("now.raw"), 64 * M);

@@ -93,7 +93,7 @@ public sealed class BackupService(HavenHost host)
                 VmName = vm.Name,
                 VmDefinition = JsonSerializer.SerializeToElement(await host.Vms.DescribeAsync(vm, ct), ApiJson.Options),
                 HostName = Environment.MachineName,
-                CreatedAt = DateTimeOffset.UtcNow,
+                CreatedAt = host.Time.GetUtcNow(),
                 ParentBackupId = previous?.Id,
                 Mode = mode,
                 ModeReason = reason,
@@ -149,7 +149,7 @@ public sealed class BackupService(HavenHost host)
                     "backup-" + fleeceId, $"haven-{vm.Id}-disk{d.Index}", old, "haven-rp-" + fleeceId);
             }),
         };
-        var op = new OperationRecord(HostPaths.NewId(), vm.Id, operationKind, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        var op = new OperationRecord(HostPaths.NewId(), vm.Id, operationKind, PlanJson.Write(plan), host.Time.GetUtcNow());
         Store.Write(w => w.InsertOperation(op));
 
         var consistency = Consistency.ApplicationConsistent;
@@ -301,7 +301,7 @@ public sealed class BackupService(HavenHost host)
                     LayerId = d.LayerId,
                     BackupId = backupId,
                     Consistency = consistency,
-                    CreatedAt = DateTimeOffset.UtcNow,
+                    CreatedAt = host.Time.GetUtcNow(),
                     FileStamp = qemu is null ? FileStamp(tree.PathOf(tree[d.LayerId])) : null,
                 });
             w.DeleteOperation(op.Id);

@@ -34,7 +34,7 @@ public sealed class JobService(HavenHost host)
         return new JobInfo
         {
             Definition = def,
-            NextRun = def.Schedule is null ? null : ParseSchedule(def.Schedule).GetNextOccurrence(DateTimeOffset.UtcNow, TimeZoneInfo.Utc),
+            NextRun = def.Schedule is null ? null : ParseSchedule(def.Schedule).GetNextOccurrence(host.Time.GetUtcNow(), TimeZoneInfo.Utc),
             LastRun = j.LastRun,
             LastStatus = j.LastStatus,
             LastError = j.LastError,
@@ -63,7 +63,7 @@ public sealed class JobService(HavenHost host)
         await _running.WaitAsync(ct);
         try
         {
-            var started = DateTimeOffset.UtcNow;
+            var started = host.Time.GetUtcNow();
             var backups = new List<BackupResult>();
             var errors = new List<string>();
             var pruned = 0;

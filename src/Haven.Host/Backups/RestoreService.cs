@@ -122,7 +122,7 @@ public sealed class RestoreService(HavenHost host)
         return t;
     }
 
-    private static VmRecord ToRecord(VmInfo d, string vmId, string name) => new()
+    private VmRecord ToRecord(VmInfo d, string vmId, string name) => new()
     {
         Id = vmId,
         Name = name,
@@ -135,7 +135,7 @@ public sealed class RestoreService(HavenHost host)
         Network = d.Network,
         Accelerator = d.Accelerator,
         CheckpointType = d.CheckpointType,
-        CreatedAt = DateTimeOffset.UtcNow,
+        CreatedAt = host.Time.GetUtcNow(),
     };
 
     /// <summary>Creates <paramref name="path"/> and writes the disk into it: directly for raw, through qemu-nbd for qcow2/VHDX.</summary>

@@ -35,7 +35,7 @@ public sealed class CheckpointRemoval(HavenHost host)
             var all = Store.ListCheckpoints(vm.Id);
             var order = PostOrder(all, cp.Id);
             var plan = new RemoveSubtreePlan(order);
-            var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.RemoveSubtree, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+            var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.RemoveSubtree, PlanJson.Write(plan), host.Time.GetUtcNow());
             Store.Write(w => w.InsertOperation(op));
             await ContinueSubtreeAsync(vm.Id, op.Id, plan, ct);
             removed.AddRange(order.ConvertAll(id => all.Find(c => c.Id == id)!.Name));
@@ -81,7 +81,7 @@ public sealed class CheckpointRemoval(HavenHost host)
                 return new DiskRemovalPlan(d.Index, layer.Id, layer.ParentId, children, mode);
             }),
         };
-        var op = new OperationRecord(HostPaths.NewId(), vmId, OperationKinds.RemoveCheckpoint, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        var op = new OperationRecord(HostPaths.NewId(), vmId, OperationKinds.RemoveCheckpoint, PlanJson.Write(plan), host.Time.GetUtcNow());
         Store.Write(w => w.InsertOperation(op));
         await ContinueRemoveAsync(vmId, op.Id, plan, ct);
     }

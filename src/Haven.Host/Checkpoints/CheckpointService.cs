@@ -115,7 +115,7 @@ public sealed class CheckpointService(HavenHost host)
             Live = qemu is not null,
             NewLayers = disks.ConvertAll(d => new NewLayerPlan(d.Index, HostPaths.NewId(), d.ActiveLayerId)),
         };
-        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.CreateCheckpoint, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.CreateCheckpoint, PlanJson.Write(plan), host.Time.GetUtcNow());
         Store.Write(w => w.InsertOperation(op));
 
         double? frozenMs = null;
@@ -214,7 +214,7 @@ public sealed class CheckpointService(HavenHost host)
                 ParentId = plan.ParentCheckpointId,
                 Kind = plan.Kind,
                 Consistency = plan.Consistency,
-                CreatedAt = DateTimeOffset.UtcNow,
+                CreatedAt = host.Time.GetUtcNow(),
                 HasState = hasState,
             });
             foreach (var l in plan.NewLayers)
@@ -298,7 +298,7 @@ public sealed class CheckpointService(HavenHost host)
             NewLayers = disks.ConvertAll(d => new NewLayerPlan(d.Index, HostPaths.NewId(), tree.LayerOf(cp.Id, d.Index).Id)),
             DiscardedLayers = disks.ConvertAll(d => d.ActiveLayerId),
         };
-        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.ApplyCheckpoint, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.ApplyCheckpoint, PlanJson.Write(plan), host.Time.GetUtcNow());
         Store.Write(w => w.InsertOperation(op));
         await CompleteApplyAsync(vm.Id, op.Id, plan, ct);
 

@@ -27,7 +27,7 @@ public sealed class ExtendedReplication(HavenHost host)
     /// <summary>Extends the replication of replica VM <paramref name="vmName"/> to a third host (the initial copy is the first cycle).</summary>
     public async Task<ReplicationRecord> EnableAsync(string vmName, string target, ReplicationSettings settings, IReplicaTarget third, CancellationToken ct)
     {
-        settings.Validate();
+        settings.Validate(host.Time.GetUtcNow());
         if (settings.FrequencySeconds is not (300 or 900)) throw HavenException.Invalid("extended replication runs every 5 or 15 minutes (300 or 900 s)");
         var vm = host.Vms.Find(vmName);
         await using var _ = await host.LockVmAsync(vm.Id, ct);

@@ -44,7 +44,7 @@ public sealed partial class ReplicaService
                 CheckpointType = info.CheckpointType,
             }, ct);
             await StepAsync("test-failover.after-create");
-            Store.Write(w => w.SetReplicaTestFailover(vm.Id, DateTimeOffset.UtcNow));
+            Store.Write(w => w.SetReplicaTestFailover(vm.Id, host.Time.GetUtcNow()));
             return start ? await host.Vms.StartAsync(test.Name, ct) : test;
         }
         finally
@@ -158,7 +158,7 @@ public sealed partial class ReplicaService
                 LayerId = d.ActiveLayerId,
                 BackupId = point.Cycle.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 Consistency = point.Consistency,
-                CreatedAt = DateTimeOffset.UtcNow,
+                CreatedAt = host.Time.GetUtcNow(),
                 FileStamp = Backups.BackupService.FileStamp(top),
             });
         }

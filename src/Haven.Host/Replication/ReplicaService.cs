@@ -55,7 +55,7 @@ public sealed partial class ReplicaService(HavenHost host)
             // Recovery points are checkpoints of the replica; Production: taken while the VM is off they are at rest.
             CheckpointType = CheckpointType.Production,
         }, ct, string.IsNullOrEmpty(spec.StorageLocation) ? null : spec.StorageLocation);
-        var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow,
+        var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, host.Time.GetUtcNow(),
             PrimaryIdentity: spec.PrimaryIdentity);
         Store.Write(w => w.InsertReplica(record));
         return record;
@@ -118,7 +118,7 @@ public sealed partial class ReplicaService(HavenHost host)
         var disks = Store.ListDisks(copy.Id);
         if (disks.Count != spec.DiskSizes.Count || disks.Exists(d => d.SizeBytes != spec.DiskSizes[d.Index]))
             throw HavenException.Invalid($"VM '{copy.Name}' on the replica server has other disks than the primary's VM; it cannot be the initial copy");
-        var record = new ReplicaRecord(copy.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, DateTimeOffset.UtcNow,
+        var record = new ReplicaRecord(copy.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, host.Time.GetUtcNow(),
             PrimaryIdentity: spec.PrimaryIdentity);
         Store.Write(w => w.InsertReplica(record));
         return record;
@@ -200,7 +200,7 @@ public sealed partial class ReplicaService(HavenHost host)
             CheckpointName = PointName(header.Cycle),
             ActiveLayers = disks.ConvertAll(d => d.ActiveLayerId),
         };
-        var op = new OperationRecord(HostPaths.NewId(), vmId, CycleOperation, PlanJson.Write(plan), DateTimeOffset.UtcNow);
+        var op = new OperationRecord(HostPaths.NewId(), vmId, CycleOperation, PlanJson.Write(plan), host.Time.GetUtcNow());
         Store.Write(w => w.InsertOperation(op));
         var committed = false;
         try

@@ -45,7 +45,7 @@ public sealed class ReplicationService(HavenHost host)
     /// </summary>
     public async Task<ReplicationRecord> EnableAsync(string vmName, string target, ReplicationSettings settings, IReplicaTarget replica, CancellationToken ct)
     {
-        settings.Validate();
+        settings.Validate(host.Time.GetUtcNow());
         var vm = host.Vms.Find(vmName);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is already replicated");
@@ -133,7 +133,7 @@ public sealed class ReplicationService(HavenHost host)
                 || host.Time.GetUtcNow() - lastApp >= TimeSpan.FromHours(every);
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
             {
-                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, DateTimeOffset.UtcNow, view.Consistency);
+                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency);
                 var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, theirs, (d, z) =>
                 {
                     dataBytes += d;
@@ -256,7 +256,7 @@ public sealed class ReplicationService(HavenHost host)
     /// </summary>
     public async Task<string> AdoptReverseAsync(string vmName, string newReplicaHost, string? callerThumbprint, ReplicationSettings settings, CancellationToken ct)
     {
-        settings.Validate();
+        settings.Validate(host.Time.GetUtcNow());
         var vm = host.Vms.Find(vmName);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         var replica = Store.FindReplica(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
@@ -595,11 +595,12 @@ public sealed record ReplicationSettings
         return start > now ? start : start.AddDays(1);
     }
 
-    public void Validate()
+    /// <param name="now">The host's clock: the initial copy may be scheduled up to 7 days after it.</param>
+    public void Validate(DateTimeOffset now)
     {
         if (FrequencySeconds is < 5 or > 86400) throw HavenException.Invalid("replication frequency must be 5 s .. 24 h");
         if (AdditionalPoints is < 0 or > 24) throw HavenException.Invalid("additional recovery points must be 0..24");
-        if (StartAt is { } at && at > DateTimeOffset.UtcNow.AddDays(7)) throw HavenException.Invalid("the initial replication can be scheduled up to 7 days ahead");
+        if (StartAt is { } at && at > now.AddDays(7)) throw HavenException.Invalid("the initial replication can be scheduled up to 7 days ahead");
         if (AppConsistentHours is < 1 or > 12) throw HavenException.Invalid("app-consistent points are 1..12 hours apart");
         if ((ResyncWindowStartHour is null) != (ResyncWindowEndHour is null) || ResyncWindowStartHour is < 0 or > 23 || ResyncWindowEndHour is < 0 or > 23
             || (ResyncWindowStartHour is not null && ResyncWindowStartHour == ResyncWindowEndHour))

@@ -97,7 +97,7 @@ public sealed class VmService(HavenHost host)
             Network = network,
             Accelerator = req.Accelerator,
             CheckpointType = req.CheckpointType,
-            CreatedAt = DateTimeOffset.UtcNow,
+            CreatedAt = host.Time.GetUtcNow(),
         };
         Store.Write(w =>
         {
