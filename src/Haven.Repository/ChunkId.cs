@@ -44,6 +44,12 @@ public readonly record struct ChunkId
     /// <summary>The first byte, which names the chunk's folder ("chunks/&lt;2 hex&gt;/").</summary>
     public byte FirstByte => (byte)(_a >> 56);
 
+    /// <summary>
+    /// The first 8 bytes. Garbage collection marks prefixes, not whole ids (8 bytes an entry instead of 32): two
+    /// chunks sharing a prefix only make GC keep an unreferenced chunk, never delete a referenced one.
+    /// </summary>
+    public ulong Prefix => _a;
+
     public bool Equals(ChunkId other) => _a == other._a && _b == other._b && _c == other._c && _d == other._d;
 
     // The bytes are a keyed hash, uniformly distributed: any 32 of them make a good hash code.

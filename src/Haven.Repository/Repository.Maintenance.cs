@@ -77,7 +77,8 @@ public sealed partial class Repository
         foreach (var w in writers) if (w < oldest) oldest = w;
         var cutoff = oldest - GcGracePeriod;
 
-        var referenced = new HashSet<ChunkId>();
+        // Prefixes of referenced ids (ChunkId.Prefix): a quarter of the memory of whole ids for millions of chunks.
+        var referenced = new HashSet<ulong>();
         var marked = new HashSet<string>(StringComparer.Ordinal);
         var indexes = new HashSet<string>(StringComparer.Ordinal);
         var unreadable = new List<ManifestProblem>();
@@ -97,7 +98,7 @@ public sealed partial class Repository
         long young = 0, youngBytes = 0, notSwept = 0, notSweptBytes = 0;
         await foreach (var (id, info) in ListChunksAsync(ct))
         {
-            if (referenced.Contains(id)) continue;
+            if (referenced.Contains(id.Prefix)) continue;
             if (info.LastModified >= cutoff) { young++; youngBytes += info.Size; continue; }
             if (sweep) candidates.Add(info);
             else { notSwept++; notSweptBytes += info.Size; }
@@ -147,13 +148,14 @@ public sealed partial class Repository
     /// Adds the chunks of every manifest not yet in <paramref name="marked"/>; one that cannot be read goes to
     /// <paramref name="unreadable"/> (what it references is unknown, so the caller must not sweep).
     /// </summary>
-    private async Task MarkAsync(HashSet<ChunkId> referenced, HashSet<string> marked, HashSet<string> indexes, List<ManifestProblem> unreadable, CancellationToken ct)
+    private async Task MarkAsync(HashSet<ulong> referenced, HashSet<string> marked, HashSet<string> indexes, List<ManifestProblem> unreadable, CancellationToken ct)
     {
+        var buffer = new IndexBuffer();
         foreach (var backupId in await ListBackupIdsAsync(ct))
         {
             if (marked.Contains(backupId)) continue;
             // Pruned meanwhile, or unreadable (then in unreadable). Each index object is read once per run.
-            if (await VisitReferencesAsync(backupId, id => referenced.Add(id), indexes, unreadable, ct)) marked.Add(backupId);
+            if (await VisitReferencesAsync(backupId, id => referenced.Add(id.Prefix), indexes, unreadable, ct, buffer)) marked.Add(backupId);
         }
     }
 

@@ -32,6 +32,7 @@ public sealed record GcResult
 {
     /// <summary>Manifests read in the mark phase.</summary>
     public required int BackupsMarked { get; init; }
+    /// <summary>Distinct referenced ids, counted by their 8-byte prefix (see CollectGarbageAsync).</summary>
     public required long ChunksReferenced { get; init; }
     public required long ChunksDeleted { get; init; }
     public required long BytesDeleted { get; init; }

@@ -128,10 +128,10 @@ internal static class SealedObject
     /// As <see cref="OpenToArray"/>, but a raw payload is decrypted in place and returned as a slice of
     /// <paramref name="sealedObject"/> (no copy of a large index object).
     /// </summary>
-    public static ArraySegment<byte>? OpenInPlace(ReadOnlySpan<byte> magic, byte[] key, ReadOnlySpan<byte> binding, byte[] sealedObject, int maxPlaintext, out string problem)
+    public static ArraySegment<byte>? OpenInPlace(ReadOnlySpan<byte> magic, byte[] key, ReadOnlySpan<byte> binding, ArraySegment<byte> sealedObject, int maxPlaintext, out string problem)
     {
         if (!TryDecrypt(magic, key, binding, sealedObject, [], maxPlaintext, out var flags, out var payloadLength, out problem)) return null;
-        if (flags == FlagRaw) return new ArraySegment<byte>(sealedObject, HeaderSize, payloadLength);
+        if (flags == FlagRaw) return sealedObject.Slice(HeaderSize, payloadLength);
         var payload = sealedObject.AsSpan(HeaderSize, payloadLength);
         if (DeclaredSize(payload, maxPlaintext, ref problem) is not { } size) return null;
         var plaintext = new byte[size];
