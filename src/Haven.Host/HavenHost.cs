@@ -39,7 +39,7 @@ public sealed class HavenHost : IAsyncDisposable
         Repositories = new RepositoryAccess(this);
         Backups = new BackupService(this);
         Restores = new RestoreService(this);
-        Stamps = new ReferencePointStamps(this);
+        Tracking = new Tracking.ChangeTracker(this);
         Jobs = new JobService(this);
         Replicas = new Replication.ReplicaService(this);
         Replications = new Replication.ReplicationService(this);
@@ -60,7 +60,8 @@ public sealed class HavenHost : IAsyncDisposable
     public RepositoryAccess Repositories { get; }
     public BackupService Backups { get; }
     public RestoreService Restores { get; }
-    public ReferencePointStamps Stamps { get; }
+    /// <summary>Change tracking of VM disks for backups and replication alike.</summary>
+    public Tracking.ChangeTracker Tracking { get; }
     public JobService Jobs { get; }
     public Replication.ReplicaService Replicas { get; }
     public Replication.ReplicationService Replications { get; }

@@ -152,14 +152,14 @@ public sealed class Reconciler(HavenHost host)
 
     /// <summary>
     /// A failover killed after it put change tracking on a replica's disks but before it recorded it leaves
-    /// bitmaps no reference point names; the replica's next cycle would freeze them into a recovery point.
+    /// bitmaps no tracking point names; the replica's next cycle would freeze them into a recovery point.
     /// </summary>
     private async Task SweepReplicaBitmapsAsync(CancellationToken ct)
     {
         foreach (var replica in host.Store.ListReplicas())
         {
             if (replica.State != State.ReplicaState.Replicating || host.Runtimes.Unresponsive(replica.VmId) is not null || host.Runtimes.Get(replica.VmId) is not null) continue;
-            var known = host.Store.ListReferencePoints(replica.VmId).ConvertAll(r => r.Bitmap).ToHashSet();
+            var known = host.Tracking.PointsOf(replica.VmId).ConvertAll(r => r.Bitmap).ToHashSet();
             var tree = new LayerTree(host.Paths, host.Store.ListLayers(replica.VmId));
             foreach (var d in host.Store.ListDisks(replica.VmId))
             {
@@ -211,7 +211,7 @@ public sealed class Reconciler(HavenHost host)
                 hasState = true;
             }
             else hasState = File.Exists(stateFile);
-            await qemu.Qmp.ExecuteAsync("cont", null, ct);
+            await MachineState.ResumeAsync(qemu.Qmp, ct);
         }
         host.Checkpoints.FinishCreate(op.VmId, op.Id, plan, hasState);
     }
@@ -316,11 +316,9 @@ public sealed class Reconciler(HavenHost host)
             foreach (var l in tree.ChainFrom(d.ActiveLayerId)) wanted.Add(l.NodeName);
         try
         {
-            if ((await qemu.Qmp.ExecuteAsync("query-block-jobs", null, ct)).GetArrayLength() > 0) return;
-            var nodes = await qemu.Qmp.ExecuteAsync("query-named-block-nodes", new { flat = true }, ct);
-            foreach (var n in nodes.EnumerateArray())
+            if (await BlockOperations.HasAnyJobAsync(qemu.Qmp, ct)) return;
+            foreach (var name in await BlockOperations.ListNodeNamesAsync(qemu.Qmp, ct))
             {
-                var name = n.GetProperty("node-name").GetString() ?? "";
                 if (name.Length < 2 || name[0] != 'l' || wanted.Contains(name)) continue;
                 await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, name, ct, host.Log);
                 report.OrphanNodesRemoved.Add($"{vm.Name}:{name}");

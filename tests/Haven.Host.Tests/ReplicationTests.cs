@@ -2,6 +2,8 @@ using System.Security.Cryptography.X509Certificates;
 using Haven.Api;
 using Haven.Host.Replication;
 using Haven.Host.State;
+using Haven.Host.Tracking;
+using Haven.Qemu.Runtime;
 using Haven.TestSupport;
 using Xunit;
 
@@ -186,6 +188,8 @@ public sealed class PlannedFailoverTests
         var toB = new LocalReplicaTarget(b.Host, "a.test", "g1");
         await a.Host.Replications.EnableAsync("web", "b.test", new ReplicationSettings { PrimaryHostName = "a.test" }, toB, a.Ct);
         await a.Host.Replications.RunCycleAsync("web", toB, a.Ct);
+        var aId = a.Host.Vms.Find("web").Id;
+        Assert.Single(a.Host.Tracking.PointsOf(aId, TrackingConsumer.ForReplication(aId)));
         await a.WriteAsync("web", now, 0x82, 20 * M, 2 * M); // written after the last cycle: the planned failover must carry it
 
         var last = await a.Host.Replications.PlannedFailoverAsync("web", toB, "b.test", reverse: true, a.Ct, shutdownTimeoutSeconds: 2); // no guest OS to answer ACPI
@@ -195,6 +199,11 @@ public sealed class PlannedFailoverTests
         Assert.True(b.IsRunning("web"));
         await b.AssertCurrentAsync("web", now); // no write lost
         Assert.Equal(ReplicaState.Replicating, a.Host.Replicas.Find("web").State);
+        // a no longer replicates: no tracking point of its replication is left, nor a bitmap in any of its layer files
+        // (one would be frozen into the next recovery point and cost write overhead for nothing).
+        Assert.Empty(a.Host.Tracking.PointsOf(aId));
+        foreach (var layer in a.Host.Store.ListLayers(aId))
+            Assert.Empty(await DirtyBitmaps.ListOfflineAsync(a.Host.Paths.LayerFile(aId, layer.Id), a.Ct));
 
         // Reverse: b is the primary now; only its new writes go back to a.
         await b.WriteAsync("web", now, 0x83, 40 * M, M);

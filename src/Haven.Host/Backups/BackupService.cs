@@ -4,6 +4,7 @@ using Haven.Api;
 using Haven.Backup;
 using Haven.Host.Checkpoints;
 using Haven.Host.State;
+using Haven.Host.Tracking;
 using Haven.Host.Vms;
 using Haven.Nbd;
 using Haven.Qemu.GuestAgent;
@@ -17,8 +18,8 @@ namespace Haven.Host.Backups;
 
 /// <summary>
 /// Backup jobs the Veeam/Hyper-V way: a consistent point in time (guest frozen through qemu-ga while
-/// QEMU starts a fleecing view of every disk), only changed chunks read over NBD (dirty bitmaps as
-/// reference points), chunks stored deduplicated and encrypted, then the point-in-time view removed —
+/// QEMU starts a fleecing view of every disk), only changed chunks read over NBD (the dirty bitmaps of
+/// the repository's change tracking, <see cref="ChangeTracker"/>), chunks stored deduplicated and encrypted, then the point-in-time view removed —
 /// in a finally block, and by the reconciler after a crash. docs/backup.md describes the steps.
 /// </summary>
 public sealed class BackupService(HavenHost host)
@@ -52,7 +53,7 @@ public sealed class BackupService(HavenHost host)
         var (previous, reason) = await FindPreviousAsync(vm, disks, repo, qemu, ct);
         var stats = new BackupStats();
         var mode = previous is null ? "full" : "incremental";
-        var (backupId, view) = await ReadPointInTimeAsync(vm, repo.Id, OperationKind, incremental: previous is not null, repo.ChunkSize, async view =>
+        var (point, view) = await ReadPointInTimeAsync(vm, TrackingConsumer.ForBackup(repo.Id), OperationKind, incremental: previous is not null, repo.ChunkSize, async view =>
         {
             await using var writer = await repo.BeginBackupAsync(Environment.MachineName, ct);
             var manifestDisks = new List<DiskManifest>();
@@ -101,8 +102,9 @@ public sealed class BackupService(HavenHost host)
                 Disks = manifestDisks,
             }, ct);
             await StepAsync("backup.after-manifest");
-            return id;
+            return TrackingMark.OfBackup(id);
         }, ct);
+        var backupId = point.BackupId!;
         return new BackupResult
         {
             BackupId = backupId,
@@ -124,27 +126,27 @@ public sealed class BackupService(HavenHost host)
     /// <summary>
     /// The point-in-time half of a backup, shared with replication cycles. The caller holds the VM's lock.
     /// Takes a consistent point in time of every disk — a fleecing view over QEMU's NBD server when the VM
-    /// runs, qemu-nbd on the image when it is off — with change tracking keyed by <paramref name="trackingKey"/>
-    /// (a repository id, or a replication's key): with <paramref name="incremental"/>, each disk's export also
+    /// runs, qemu-nbd on the image when it is off — with the change tracking of <paramref name="consumer"/>
+    /// (a repository's backups, or a replication): with <paramref name="incremental"/>, each disk's export also
     /// offers the dirty bitmap of the last point (<see cref="PointInTimeDisk.DirtyContext"/>). Then it runs
-    /// <paramref name="read"/>; when that returns a point id, the new bitmaps become the reference points and
-    /// the view is removed. When it throws (or the daemon dies: the reconciler), tracking is handed back so
+    /// <paramref name="read"/>; when that returns the point (backup id or cycle), the new bitmaps become the
+    /// consumer's tracking points and the view is removed. When it throws (or the daemon dies: the reconciler), tracking is handed back so
     /// the next point still sees every change.
     /// </summary>
-    internal async Task<(string PointId, PointInTimeView View)> ReadPointInTimeAsync(VmRecord vm, string trackingKey, string operationKind, bool incremental,
-        int granularity, Func<PointInTimeView, Task<string>> read, CancellationToken ct, bool quiesce = true)
+    internal async Task<(TrackingMark Point, PointInTimeView View)> ReadPointInTimeAsync(VmRecord vm, TrackingConsumer consumer, string operationKind, bool incremental,
+        int granularity, Func<PointInTimeView, Task<TrackingMark>> read, CancellationToken ct, bool quiesce = true)
     {
         var qemu = host.Runtimes.Get(vm.Id);
         var disks = Store.ListDisks(vm.Id);
         var plan = new BackupPlan
         {
-            RepositoryId = trackingKey,
+            Consumer = consumer,
             Live = qemu is not null,
             NbdSocket = qemu is not null ? Path.Combine(Paths.RunDir, vm.Id + ".nbd") : null,
             Disks = disks.ConvertAll(d =>
             {
                 var fleeceId = HostPaths.NewId();
-                var old = incremental ? Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Index && r.RepositoryId == trackingKey)?.Bitmap : null;
+                var old = incremental ? host.Tracking.Find(vm.Id, d.Index, consumer)?.Bitmap : null;
                 return new BackupDiskPlan(d.Index, d.ActiveLayerId, Path.Combine(Paths.RunDir, $"{vm.Id}-{fleeceId}.fleece.qcow2"), "fleece" + fleeceId,
                     "backup-" + fleeceId, $"haven-{vm.Id}-disk{d.Index}", old, "haven-rp-" + fleeceId);
             }),
@@ -173,8 +175,8 @@ public sealed class BackupService(HavenHost host)
                 foreach (var d in plan.Disks)
                 {
                     var top = tree.PathOf(tree[d.LayerId]);
-                    var rp = Store.ListReferencePoints(vm.Id).Find(r => r.DiskIndex == d.Disk && r.RepositoryId == trackingKey);
-                    if (rp is not null && rp.FileStamp == FileStamp(top)) plan.StampsHeld.Add(d.Disk);
+                    var tp = host.Tracking.Find(vm.Id, d.Disk, consumer);
+                    if (tp is not null && tp.FileStamp == ChangeTracker.FileStamp(top)) plan.StampsHeld.Add(d.Disk);
                     Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
                     // Off: the disk itself is the point in time. Hand tracking over to a new bitmap first.
                     await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--add", "--granularity", granularity.ToString()], ct);
@@ -189,10 +191,10 @@ public sealed class BackupService(HavenHost host)
             }
             await StepAsync(operationKind + ".after-point-in-time");
             var view = new PointInTimeView(views, consistency, frozenMs);
-            var pointId = await read(view);
+            var point = await read(view);
             succeeded = true;
-            await FinishAsync(vm, plan, op, pointId, consistency, servers, [], ct);
-            return (pointId, view);
+            await FinishAsync(vm, plan, op, point, consistency, servers, [], ct);
+            return (point, view);
         }
         finally
         {
@@ -232,48 +234,35 @@ public sealed class BackupService(HavenHost host)
     /// </summary>
     private async Task<(BackupManifest? Previous, string? Reason)> FindPreviousAsync(VmRecord vm, List<DiskRecord> disks, Repository.Repository repo, QemuProcess? qemu, CancellationToken ct)
     {
-        var rps = Store.ListReferencePoints(vm.Id).FindAll(r => r.RepositoryId == repo.Id);
-        if (rps.Count == 0) return (null, "first backup of this VM to this repository");
-        var backupIds = rps.Select(r => r.BackupId).Distinct().ToList();
-        if (backupIds.Count != 1 || rps.Count != disks.Count) return (null, "reference points of the disks disagree");
+        var consumer = TrackingConsumer.ForBackup(repo.Id);
+        var points = host.Tracking.PointsOf(vm.Id, consumer);
+        if (points.Count == 0) return (null, "first backup of this VM to this repository");
+        if (host.Tracking.Doubt(vm.Id, consumer, disks, vmOff: qemu is null) is { } doubt) return (null, doubt);
         var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
         foreach (var d in disks)
         {
-            var rp = rps.Find(r => r.DiskIndex == d.Index)!;
-            if (rp.UntrustedReason is { } why) return (null, why);
-            if (rp.LayerId != d.ActiveLayerId) return (null, $"disk {d.Index}'s layer chain changed since the last backup (checkpoint taken, applied or removed)");
-            List<BitmapInfo> bitmaps;
-            if (qemu is not null) bitmaps = await DirtyBitmaps.ListAsync(qemu.Qmp, "l" + d.ActiveLayerId, ct);
-            else
-            {
-                bitmaps = await DirtyBitmaps.ListOfflineAsync(tree.PathOf(tree[d.ActiveLayerId]), ct);
-                if (rp.FileStamp is not null && rp.FileStamp != FileStamp(tree.PathOf(tree[d.ActiveLayerId])))
-                    return (null, $"disk {d.Index} was changed outside Haven while the VM was off");
-            }
-            var bm = bitmaps.Find(b => b.Name == rp.Bitmap);
-            if (bm is null) return (null, $"change tracking of disk {d.Index} is missing (bitmap {rp.Bitmap} not found)");
+            var tp = points.Find(r => r.DiskIndex == d.Index)!;
+            var bitmaps = qemu is not null ? await DirtyBitmaps.ListAsync(qemu.Qmp, "l" + d.ActiveLayerId, ct)
+                : await DirtyBitmaps.ListOfflineAsync(tree.PathOf(tree[d.ActiveLayerId]), ct);
+            var bm = bitmaps.Find(b => b.Name == tp.Bitmap);
+            if (bm is null) return (null, $"change tracking of disk {d.Index} is missing (bitmap {tp.Bitmap} not found)");
             if (bm.Inconsistent) return (null, $"change tracking of disk {d.Index} cannot be trusted (QEMU did not close the disk cleanly)");
         }
+        var previousId = points[0].Mark.BackupId!;
         try
         {
-            var manifest = await repo.ReadManifestAsync(backupIds[0], ct);
+            var manifest = await repo.ReadManifestAsync(previousId, ct);
             if (manifest.Disks.Count != disks.Count) return (null, "the previous backup has a different number of disks");
             for (var i = 0; i < disks.Count; i++)
                 if (manifest.Disks[i].SizeBytes != disks[i].SizeBytes || manifest.Disks[i].ChunkSize != repo.ChunkSize)
                     return (null, $"disk {i} changed size since the previous backup");
             return (manifest, null);
         }
-        catch (BackupNotFoundException) { return (null, $"the previous backup {backupIds[0]} is no longer in the repository"); }
+        catch (BackupNotFoundException) { return (null, $"the previous backup {previousId} is no longer in the repository"); }
     }
 
-    public static string? FileStamp(string path)
-    {
-        var fi = new FileInfo(path);
-        return fi.Exists ? $"{fi.Length}:{fi.LastWriteTimeUtc.Ticks}" : null;
-    }
-
-    /// <summary>After the manifest is stored: the new bitmaps become the reference points, the old ones go.</summary>
-    private async Task FinishAsync(VmRecord vm, BackupPlan plan, OperationRecord op, string backupId, Consistency consistency,
+    /// <summary>After the manifest is stored (or the cycle acknowledged): the new bitmaps become the tracking points, the old ones go.</summary>
+    private async Task FinishAsync(VmRecord vm, BackupPlan plan, OperationRecord op, TrackingMark point, Consistency consistency,
         List<QemuNbdServer> servers, List<NbdClient> clients, CancellationToken ct)
     {
         await CloseAsync(clients, servers);
@@ -291,19 +280,18 @@ public sealed class BackupService(HavenHost host)
                 if (d.OldBitmap is not null) await DirtyBitmaps.EditOfflineAsync(tree.PathOf(tree[d.LayerId]), d.OldBitmap, ["--remove"], ct);
         Store.Write(w =>
         {
-            foreach (var d in plan.Disks)
-                w.UpsertReferencePoint(new ReferencePointRecord
-                {
-                    VmId = vm.Id,
-                    DiskIndex = d.Disk,
-                    RepositoryId = plan.RepositoryId,
-                    Bitmap = d.NewBitmap,
-                    LayerId = d.LayerId,
-                    BackupId = backupId,
-                    Consistency = consistency,
-                    CreatedAt = host.Time.GetUtcNow(),
-                    FileStamp = qemu is null ? FileStamp(tree.PathOf(tree[d.LayerId])) : null,
-                });
+            ChangeTracker.Record(w, plan.Disks.Select(d => new TrackingPoint
+            {
+                VmId = vm.Id,
+                DiskIndex = d.Disk,
+                Consumer = plan.Consumer,
+                Bitmap = d.NewBitmap,
+                LayerId = d.LayerId,
+                Mark = point,
+                Consistency = consistency,
+                CreatedAt = host.Time.GetUtcNow(),
+                FileStamp = qemu is null ? ChangeTracker.FileStamp(tree.PathOf(tree[d.LayerId])) : null,
+            }));
             w.DeleteOperation(op.Id);
         });
     }
@@ -347,7 +335,7 @@ public sealed class BackupService(HavenHost host)
                     await DirtyBitmaps.EditOfflineAsync(top, d.OldBitmap, ["--enable"], ct);
                 }
                 await DirtyBitmaps.EditOfflineAsync(top, d.NewBitmap, ["--remove"], ct);
-                if (stampHeld) Store.Write(w => w.SetReferencePointStamp(vmId, d.Disk, plan.RepositoryId, FileStamp(top)));
+                if (stampHeld) host.Tracking.Restamp(vmId, d.Disk, plan.Consumer, top);
             }
         }
         Store.Write(w => w.DeleteOperation(op.Id));

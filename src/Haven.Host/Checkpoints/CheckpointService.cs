@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json.Nodes;
 using Haven.Api;
 using Haven.Host.State;
 using Haven.Host.Vms;
@@ -136,7 +135,7 @@ public sealed class CheckpointService(HavenHost host)
                     // Paused, the VM's memory and disks stay at the same instant until the state is saved.
                     plan.PausedByUs = true;
                     Journal(op, plan);
-                    await qemu.Qmp.ExecuteAsync("stop", null, ct);
+                    await MachineState.PauseAsync(qemu.Qmp, ct);
                 }
                 if (agent is not null) { plan.Freezing = true; Journal(op, plan); }
                 var frozen = Stopwatch.StartNew();
@@ -185,7 +184,7 @@ public sealed class CheckpointService(HavenHost host)
                 // The disks already moved to the new layers, so the checkpoint stands, without memory.
                 fallback = $"memory state could not be saved ({e.Message}); the checkpoint holds disks only";
             }
-            await qemu!.Qmp.ExecuteAsync("cont", null, CancellationToken.None);
+            await MachineState.ResumeAsync(qemu!.Qmp, CancellationToken.None);
         }
         FinishCreate(vm.Id, op.Id, plan, hasState);
         return new CheckpointCreateResult
@@ -234,7 +233,7 @@ public sealed class CheckpointService(HavenHost host)
         if (qemu is not null)
         {
             if (plan.Freezing) await GuestQuiescing.ThawQuietlyAsync(vmId, Paths, ct, host.Log);
-            if (plan.PausedByUs) await qemu.Qmp.ExecuteAsync("cont", null, ct);
+            if (plan.PausedByUs) await MachineState.ResumeAsync(qemu.Qmp, ct);
             foreach (var l in plan.NewLayers) await BlockOperations.DeleteLayerNodesAsync(qemu.Qmp, "l" + l.LayerId, ct, host.Log);
         }
         foreach (var l in plan.NewLayers) File.Delete(NewLayerPath(vmId, l));
@@ -242,33 +241,15 @@ public sealed class CheckpointService(HavenHost host)
         Store.Write(w => w.DeleteOperation(op.Id));
     }
 
-    /// <summary>
-    /// Writes the paused VM's memory and device state to a file (migration to a file), atomically. QEMU's shell
-    /// runs with QEMU's umask (027): the file is made owner-only explicitly, it holds the guest's memory.
-    /// </summary>
+    /// <summary>Writes the paused VM's memory and device state to a file, atomically (a .partial file renamed when complete).</summary>
     internal static async Task SaveStateAsync(QemuProcess qemu, string stateFile, CancellationToken ct)
     {
         var partial = stateFile + ".partial";
         File.Delete(partial);
-        await qemu.Qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = "exec:umask 077; cat > " + ShellQuote(partial) }, ct);
-        await WaitForMigrationAsync(qemu, ct);
+        try { await MachineState.SaveAsync(qemu.Qmp, partial, ct); }
+        catch (MigrationFailedException e) { throw new HavenException(ErrorCode.Failed, e.Message); }
         File.Move(partial, stateFile, overwrite: true);
     }
-
-    private static async Task WaitForMigrationAsync(QemuProcess qemu, CancellationToken ct)
-    {
-        while (true)
-        {
-            var info = await qemu.Qmp.ExecuteAsync("query-migrate", null, ct);
-            var status = info.TryGetProperty("status", out var s) ? s.GetString() : null;
-            if (status == "completed") return;
-            if (status is "failed" or "cancelled")
-                throw new HavenException(ErrorCode.Failed, "saving/loading VM state failed: " + (info.TryGetProperty("error-desc", out var d) ? d.GetString() : status));
-            await Task.Delay(20, ct);
-        }
-    }
-
-    private static string ShellQuote(string s) => "'" + s.Replace("'", "'\\''") + "'";
 
     // ---------------- apply ----------------
 
@@ -341,10 +322,9 @@ public sealed class CheckpointService(HavenHost host)
         var qemu = await host.Vms.LaunchAsync(vm, incomingState: true, ct);
         try
         {
-            await qemu.Qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = "exec:cat " + ShellQuote(stateFile) }, ct);
-            await WaitForMigrationAsync(qemu, ct);
-            while (await qemu.QueryStatusAsync(ct) == "inmigrate") await Task.Delay(20, ct);
-            await qemu.Qmp.ExecuteAsync("cont", null, ct);
+            try { await MachineState.LoadAsync(qemu.Qmp, stateFile, ct); }
+            catch (MigrationFailedException e) { throw new HavenException(ErrorCode.Failed, e.Message); }
+            await MachineState.ResumeAsync(qemu.Qmp, ct);
         }
         catch
         {

@@ -135,33 +135,33 @@ public sealed partial class ReplicaService
     }
 
     /// <summary>
-    /// A dirty bitmap on every active layer (the VM is off), recorded as the replication reference point
-    /// of <paramref name="point"/>'s cycle: changes made after the failover are what reverse replication sends.
+    /// A dirty bitmap on every active layer (the VM is off), recorded as the VM's replication tracking point
+    /// at <paramref name="point"/>'s cycle: changes made after the failover are what reverse replication sends.
     /// </summary>
     private async Task TrackFromHereAsync(string vmId, ReplicaPointRecord point, CancellationToken ct)
     {
         var tree = new LayerTree(Paths, Store.ListLayers(vmId));
-        var key = ReplicationService.TrackingKey(vmId);
-        var records = new List<ReferencePointRecord>();
+        var consumer = Tracking.TrackingConsumer.ForReplication(vmId);
+        var records = new List<Tracking.TrackingPoint>();
         foreach (var d in Store.ListDisks(vmId))
         {
             var top = tree.PathOf(tree[d.ActiveLayerId]);
             var bitmap = "haven-rp-" + HostPaths.NewId();
             await DirtyBitmaps.EditOfflineAsync(top, bitmap, ["--add", "--granularity", ReplicationService.BlockSize.ToString()], ct);
             await StepAsync("failover.after-tracking");
-            records.Add(new ReferencePointRecord
+            records.Add(new Tracking.TrackingPoint
             {
                 VmId = vmId,
                 DiskIndex = d.Index,
-                RepositoryId = key,
+                Consumer = consumer,
                 Bitmap = bitmap,
                 LayerId = d.ActiveLayerId,
-                BackupId = point.Cycle.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                Mark = Tracking.TrackingMark.OfCycle(point.Cycle),
                 Consistency = point.Consistency,
                 CreatedAt = host.Time.GetUtcNow(),
-                FileStamp = Backups.BackupService.FileStamp(top),
+                FileStamp = Tracking.ChangeTracker.FileStamp(top),
             });
         }
-        Store.Write(w => { foreach (var r in records) w.UpsertReferencePoint(r); });
+        host.Tracking.Record(records);
     }
 }

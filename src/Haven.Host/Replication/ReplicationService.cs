@@ -5,6 +5,7 @@ using Haven.Backup;
 using Haven.Host.Backups;
 using Haven.Host.State;
 using Haven.Host.Checkpoints;
+using Haven.Host.Tracking;
 using Haven.Nbd;
 using Microsoft.Extensions.Logging;
 
@@ -12,8 +13,8 @@ namespace Haven.Host.Replication;
 
 /// <summary>
 /// The primary side of replication: a VM's replication settings and its cycles. A cycle takes a point in
-/// time of the VM (the same fleecing view and dirty bitmaps as a backup, tracked under the key
-/// <c>replica:&lt;vm id&gt;</c>), reads the blocks changed since the last cycle the replica acknowledged and
+/// time of the VM (the same fleecing view and dirty bitmaps as a backup, under the VM's own replication
+/// consumer of change tracking, <see cref="TrackingConsumer.ForReplication"/>), reads the blocks changed since the last cycle the replica acknowledged and
 /// sends them to an <see cref="IReplicaTarget"/>; only when the replica has committed the cycle do the new
 /// bitmaps become the reference. A cycle that fails hands tracking back, so the next one resends its changes.
 /// docs/replication.md, "Cycles".
@@ -27,8 +28,6 @@ public sealed class ReplicationService(HavenHost host)
     public const int MaxDataExtent = 1 << 20;
 
     private HostStore Store => host.Store;
-
-    public static string TrackingKey(string vmId) => "replica:" + vmId;
 
     /// <summary>Test seam: runs at each named step of a cycle (the same names as the crash points).</summary>
     internal Func<string, Task>? AtStep { get; set; }
@@ -91,8 +90,8 @@ public sealed class ReplicationService(HavenHost host)
         var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
         CheckNoPlannedFailover(vm, "replicate");
         var disks = Store.ListDisks(vm.Id);
-        var key = TrackingKey(vm.Id);
-        var tracked = !forceResync && record.LastCycle > 0 && TrackingIntact(vm.Id, key, disks);
+        var consumer = TrackingConsumer.ForReplication(vm.Id);
+        var tracked = !forceResync && record.LastCycle > 0 && TrackingIntact(vm.Id, consumer, disks);
         var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
         long dataBytes = 0, zeroBytes = 0, extents = 0;
         var waitsForWindow = false;
@@ -131,7 +130,7 @@ public sealed class ReplicationService(HavenHost host)
             if (theirs is not null) await StepAsync("resync.after-hashes");
             var quiesce = settings.AppConsistentHours is not { } every || record.Statistics.LastAppConsistent is not { } lastApp
                 || host.Time.GetUtcNow() - lastApp >= TimeSpan.FromHours(every);
-            var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, key, OperationKind, incremental: tracked, BlockSize, async view =>
+            var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, consumer, OperationKind, incremental: tracked, BlockSize, async view =>
             {
                 var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency);
                 var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, theirs, (d, z) =>
@@ -142,7 +141,7 @@ public sealed class ReplicationService(HavenHost host)
                 }, ct), ct);
                 if (committed != cycle) throw new InvalidDataException($"the replica acknowledged cycle {committed}, not {cycle}");
                 await StepAsync("replication.after-ack");
-                return cycle.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                return TrackingMark.OfCycle(cycle);
             }, ct, quiesce);
             Store.Write(w => w.RecordCycleSucceeded(vm.Id, cycle, dataBytes, clock.Elapsed, host.Time.GetUtcNow(), view.Consistency == Consistency.ApplicationConsistent));
             return new CycleResult(cycle, !tracked, view.Consistency, dataBytes, zeroBytes, extents, clock.Elapsed, Resync: theirs is not null);
@@ -217,13 +216,15 @@ public sealed class ReplicationService(HavenHost host)
             var replicaVmId = await replica.ReverseAsync(vm.Id, plan.ReverseAddress ?? settings.PrimaryHostName ?? Environment.MachineName, settings, ct);
             await StepAsync("planned-failover.after-reverse");
             await using var _ = await host.LockVmAsync(vm.Id, ct);
-            Store.Write(w =>
+            // This VM no longer replicates: its replication's change tracking goes with the row (a bitmap left by a crash
+            // right after is swept at start, the VM being a replica then: Reconciler.SweepReplicaBitmapsAsync).
+            await host.Tracking.DropAsync(vm.Id, TrackingConsumer.ForReplication(vm.Id), w =>
             {
                 w.DeleteReplication(vm.Id);
                 w.InsertReplica(new ReplicaRecord(vm.Id, plan.ReplicaHostName, replicaVmId, "", plan.Cycle, settings.AdditionalPoints, host.Time.GetUtcNow()));
                 if (replicaIdentity is not null) w.SetReplicaIdentity(vm.Id, replicaIdentity);
                 w.DeleteOperation(op.Id);
-            });
+            }, ct);
             return last;
         }
         finally { _plannedFailovers.Release(); }
@@ -261,9 +262,8 @@ public sealed class ReplicationService(HavenHost host)
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         var replica = Store.FindReplica(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
         if (replica.State != ReplicaState.FailedOver) throw HavenException.Conflict($"'{vm.Name}' is not failed over");
-        var cycle = Store.ListReferencePoints(vm.Id).Find(r => r.RepositoryId == TrackingKey(vm.Id))?.BackupId is { } id
-            ? long.Parse(id, System.Globalization.CultureInfo.InvariantCulture)
-            : throw HavenException.Conflict($"'{vm.Name}' has no change tracking from its failover");
+        var cycle = host.Tracking.PointsOf(vm.Id, TrackingConsumer.ForReplication(vm.Id)).FirstOrDefault()?.Mark.Cycle
+            ?? throw HavenException.Conflict($"'{vm.Name}' has no change tracking from its failover");
         Store.Write(w =>
         {
             w.DeleteReplica(vm.Id);
@@ -336,7 +336,7 @@ public sealed class ReplicationService(HavenHost host)
     {
         if (host.Runtimes.Get(vmId) is not { } qemu) return null;
         long total = 0;
-        foreach (var rp in Store.ListReferencePoints(vmId).FindAll(p => p.RepositoryId == TrackingKey(vmId)))
+        foreach (var rp in host.Tracking.PointsOf(vmId, TrackingConsumer.ForReplication(vmId)))
         {
             var bitmap = (await Qemu.Runtime.DirtyBitmaps.ListAsync(qemu.Qmp, "l" + rp.LayerId, ct)).Find(b => b.Name == rp.Bitmap);
             if (bitmap is null || bitmap.DirtyBytes < 0) return null;
@@ -371,7 +371,10 @@ public sealed class ReplicationService(HavenHost host)
         var vm = host.Vms.Find(vmName);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (Store.FindReplication(vm.Id) is null) throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
-        Store.Write(w => w.DeleteReplication(vm.Id));
+        // A primary's bitmaps would only cost write overhead from now on. A replica (extended replication) keeps the
+        // tracking its failover started: reverse replication needs it.
+        if (Store.FindReplica(vm.Id) is null) await host.Tracking.DropAsync(vm.Id, TrackingConsumer.ForReplication(vm.Id), w => w.DeleteReplication(vm.Id), ct);
+        else Store.Write(w => w.DeleteReplication(vm.Id));
     }
 
     /// <summary>Cycles that were due and did not start (the previous one still ran, or the host was down): added in place.</summary>
@@ -388,22 +391,14 @@ public sealed class ReplicationService(HavenHost host)
     }
 
     /// <summary>
-    /// Every disk still has the reference point of the last cycle, on its current layer, and (VM off) nothing
+    /// Every disk still has the tracking point of the last cycle, on its current layer, and (VM off) nothing
     /// wrote to the layer file behind Haven's back. Any doubt means a full copy: never a missed change.
     /// </summary>
-    private bool TrackingIntact(string vmId, string key, List<DiskRecord> disks)
+    private bool TrackingIntact(string vmId, TrackingConsumer consumer, List<DiskRecord> disks)
     {
-        var rps = Store.ListReferencePoints(vmId).FindAll(r => r.RepositoryId == key);
-        if (rps.Count != disks.Count) return false;
-        var off = host.Runtimes.Get(vmId) is null;
-        var tree = new Checkpoints.LayerTree(host.Paths, Store.ListLayers(vmId));
-        foreach (var d in disks)
-        {
-            var rp = rps.Find(r => r.DiskIndex == d.Index);
-            if (rp is null || rp.UntrustedReason is not null || rp.LayerId != d.ActiveLayerId) return false;
-            if (off && rp.FileStamp is not null && rp.FileStamp != BackupService.FileStamp(tree.PathOf(tree[d.ActiveLayerId]))) return false;
-        }
-        return true;
+        if (host.Tracking.Doubt(vmId, consumer, disks, vmOff: host.Runtimes.Get(vmId) is null) is not { } doubt) return true;
+        host.Log.LogInformation("replication of VM {Vm} cannot use its change tracking: {Reason}", vmId, doubt);
+        return false;
     }
 
     /// <summary>

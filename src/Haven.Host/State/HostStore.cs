@@ -1,4 +1,5 @@
 using Haven.Api;
+using Haven.Host.Tracking;
 using Microsoft.Data.Sqlite;
 
 namespace Haven.Host.State;
@@ -9,7 +10,7 @@ namespace Haven.Host.State;
 /// </summary>
 public sealed class HostStore : IDisposable
 {
-    private const int SchemaVersion = 5;
+    private const int SchemaVersion = 6;
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
@@ -54,6 +55,7 @@ public sealed class HostStore : IDisposable
                   last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
                 """);
         if (version < 5) MigrateReplicationCounters();
+        if (version < 6) MigrateTrackingPoints();
         Exec($"PRAGMA user_version = {SchemaVersion}");
     }
 
@@ -100,6 +102,55 @@ public sealed class HostStore : IDisposable
         Exec("COMMIT");
     }
 
+    /// <summary>
+    /// Schema 6: change tracking gets its own table, keyed by a typed consumer (Tracking.TrackingConsumer) instead of a
+    /// repository id that replication borrowed as "replica:&lt;vm&gt;" with its cycle number in the backup id column.
+    /// Rows move over; a replication row's cycle is parsed here, once (one that does not parse is dropped: its
+    /// replication then resynchronizes, which misses nothing). Journaled backups and cycles name their consumer the new way.
+    /// </summary>
+    private void MigrateTrackingPoints()
+    {
+        const string OldReplicaPrefix = "replica:";
+        Exec("BEGIN IMMEDIATE");
+        Exec("""
+            CREATE TABLE tracking_points (
+              vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, disk_idx INTEGER NOT NULL, consumer TEXT NOT NULL,
+              bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT, cycle INTEGER, consistency TEXT NOT NULL,
+              created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT,
+              PRIMARY KEY (vm_id, disk_idx, consumer));
+            """);
+        static TrackingConsumer ConsumerOf(string repoId) => repoId.StartsWith(OldReplicaPrefix, StringComparison.Ordinal)
+            ? TrackingConsumer.ForReplication(repoId[OldReplicaPrefix.Length..]) : TrackingConsumer.ForBackup(repoId);
+        foreach (var old in Query("SELECT * FROM reference_points", [], r => new
+        {
+            VmId = S(r, "vm_id")!, Disk = Convert.ToInt32(r["disk_idx"]), RepoId = S(r, "repo_id")!, Bitmap = S(r, "bitmap")!, LayerId = S(r, "layer_id")!,
+            BackupId = S(r, "backup_id")!, Consistency = S(r, "consistency")!, CreatedAt = S(r, "created_at")!, FileStamp = S(r, "file_stamp"),
+            Untrusted = S(r, "untrusted_reason"),
+        }))
+        {
+            var consumer = ConsumerOf(old.RepoId);
+            long? cycle = null;
+            if (consumer.Kind == TrackingConsumerKind.Replication)
+            {
+                if (!long.TryParse(old.BackupId, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var c)) continue;
+                cycle = c;
+            }
+            Exec("INSERT INTO tracking_points VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k)", old.VmId, old.Disk, consumer.ToString(), old.Bitmap, old.LayerId,
+                cycle is null ? old.BackupId : null, cycle, old.Consistency, old.CreatedAt, old.FileStamp, old.Untrusted);
+        }
+        // A backup or cycle interrupted by the upgrade: its journal names the consumer as the reconciler now reads it.
+        foreach (var (id, payload) in Query("SELECT id, payload FROM operations WHERE kind IN ('backup', 'replication')", [], r => (S(r, "id")!, S(r, "payload")!)))
+        {
+            if (System.Text.Json.Nodes.JsonNode.Parse(payload) is not System.Text.Json.Nodes.JsonObject plan || plan["repositoryId"]?.GetValue<string>() is not { } repoId) continue;
+            plan.Remove("repositoryId");
+            plan["consumer"] = ConsumerOf(repoId).ToString();
+            Exec("UPDATE operations SET payload=$a WHERE id=$b", plan.ToJsonString(), id);
+        }
+        Exec("DROP TABLE reference_points");
+        Exec("PRAGMA user_version = 6");
+        Exec("COMMIT");
+    }
+
     private void CreateSchema1()
     {
         Exec("""
@@ -133,7 +184,8 @@ public sealed class HostStore : IDisposable
     public List<CheckpointRecord> ListCheckpoints(string vmId) => Query("SELECT * FROM checkpoints WHERE vm_id=$a ORDER BY created_at, rowid", [vmId], ReadCheckpoint);
     public List<CheckpointRecord> ListAllCheckpoints() => Query("SELECT * FROM checkpoints", [], ReadCheckpoint);
     public List<OperationRecord> ListOperations() => Query("SELECT * FROM operations ORDER BY started_at", [], ReadOperation);
-    public List<ReferencePointRecord> ListReferencePoints(string vmId) => Query("SELECT * FROM reference_points WHERE vm_id=$a", [vmId], ReadReferencePoint);
+    /// <summary>Change tracking: read through host.Tracking (Tracking.ChangeTracker) only.</summary>
+    internal List<TrackingPoint> ListTrackingPoints(string vmId) => Query("SELECT * FROM tracking_points WHERE vm_id=$a", [vmId], ReadTrackingPoint);
     public ReplicaRecord? FindReplica(string vmId) => Query("SELECT * FROM replicas WHERE vm_id=$a", [vmId], ReadReplica).FirstOrDefault();
     public List<ReplicaRecord> ListReplicas() => Query("SELECT * FROM replicas ORDER BY vm_id", [], ReadReplica);
     /// <summary>Recovery points of a replica VM, oldest cycle first.</summary>
@@ -229,12 +281,15 @@ public sealed class HostStore : IDisposable
         public void DeleteJob(string name) => X("DELETE FROM jobs WHERE name=$a", name);
         public void SetJobOutcome(string name, DateTimeOffset at, string status, string? error) =>
             X("UPDATE jobs SET last_run=$a, last_status=$b, last_error=$c WHERE name=$d", at.ToString("O"), status, error, name);
-        public void UpsertReferencePoint(ReferencePointRecord r) => X("INSERT OR REPLACE INTO reference_points VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j)",
-            r.VmId, r.DiskIndex, r.RepositoryId, r.Bitmap, r.LayerId, r.BackupId, r.Consistency.ToString(), r.CreatedAt.ToString("O"), r.FileStamp, r.UntrustedReason);
-        public void SetReferencePointStamp(string vmId, int disk, string repoId, string? stamp) =>
-            X("UPDATE reference_points SET file_stamp=$a WHERE vm_id=$b AND disk_idx=$c AND repo_id=$d", stamp, vmId, disk, repoId);
-        public void DistrustReferencePoint(string vmId, int disk, string repoId, string reason) =>
-            X("UPDATE reference_points SET untrusted_reason=$a WHERE vm_id=$b AND disk_idx=$c AND repo_id=$d", reason, vmId, disk, repoId);
+        internal void UpsertTrackingPoint(TrackingPoint p) => X("INSERT OR REPLACE INTO tracking_points VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k)",
+            p.VmId, p.DiskIndex, p.Consumer.ToString(), p.Bitmap, p.LayerId, p.Mark.BackupId, p.Mark.Cycle, p.Consistency.ToString(), p.CreatedAt.ToString("O"),
+            p.FileStamp, p.UntrustedReason);
+        internal void SetTrackingStamp(string vmId, int disk, TrackingConsumer consumer, string? stamp) =>
+            X("UPDATE tracking_points SET file_stamp=$a WHERE vm_id=$b AND disk_idx=$c AND consumer=$d", stamp, vmId, disk, consumer.ToString());
+        internal void DistrustTrackingPoint(string vmId, int disk, TrackingConsumer consumer, string reason) =>
+            X("UPDATE tracking_points SET untrusted_reason=$a WHERE vm_id=$b AND disk_idx=$c AND consumer=$d", reason, vmId, disk, consumer.ToString());
+        internal void DeleteTrackingPoints(string vmId, TrackingConsumer consumer) =>
+            X("DELETE FROM tracking_points WHERE vm_id=$a AND consumer=$b", vmId, consumer.ToString());
 
         private void X(string sql, params object?[] args)
         {
@@ -327,14 +382,14 @@ public sealed class HostStore : IDisposable
         HasState = Convert.ToInt32(r["has_state"]) != 0,
     };
 
-    private static ReferencePointRecord ReadReferencePoint(SqliteDataReader r) => new()
+    private static TrackingPoint ReadTrackingPoint(SqliteDataReader r) => new()
     {
         VmId = S(r, "vm_id")!,
         DiskIndex = Convert.ToInt32(r["disk_idx"]),
-        RepositoryId = S(r, "repo_id")!,
+        Consumer = TrackingConsumer.Parse(S(r, "consumer")!),
         Bitmap = S(r, "bitmap")!,
         LayerId = S(r, "layer_id")!,
-        BackupId = S(r, "backup_id")!,
+        Mark = new TrackingMark(S(r, "backup_id"), r["cycle"] is DBNull ? null : Convert.ToInt64(r["cycle"])),
         Consistency = Enum.Parse<Consistency>(S(r, "consistency")!),
         CreatedAt = DateTimeOffset.Parse(S(r, "created_at")!),
         FileStamp = S(r, "file_stamp"),

@@ -50,26 +50,6 @@ public sealed record CheckpointRecord
 /// <summary>A multi-step operation in progress: written before its first side effect, deleted after its last.</summary>
 public sealed record OperationRecord(string Id, string VmId, string Kind, string Payload, DateTimeOffset StartedAt);
 
-/// <summary>
-/// "Changes since here" for one disk and one repository (Hyper-V RCT's reference point): a persistent
-/// dirty bitmap in the disk's writable layer, started at the instant of backup <see cref="BackupId"/>.
-/// </summary>
-public sealed record ReferencePointRecord
-{
-    public required string VmId { get; init; }
-    public required int DiskIndex { get; init; }
-    public required string RepositoryId { get; init; }
-    public required string Bitmap { get; init; }
-    /// <summary>The layer holding the bitmap; if the disk's writable layer is another one, tracking no longer covers the disk.</summary>
-    public required string LayerId { get; init; }
-    public required string BackupId { get; init; }
-    public required Consistency Consistency { get; init; }
-    public required DateTimeOffset CreatedAt { get; init; }
-    /// <summary>Size and modification time of the layer file when no QEMU had it open; a change means someone wrote it outside Haven.</summary>
-    public string? FileStamp { get; init; }
-    public string? UntrustedReason { get; init; }
-}
-
 /// <summary>A backup job: its definition (JSON of Haven.Api.JobDefinition) and how its last run went.</summary>
 public sealed record JobRecord(string Name, string Definition, DateTimeOffset? LastRun, string? LastStatus, string? LastError);
 

@@ -67,7 +67,7 @@ public sealed class VmRuntimes : IAsyncDisposable
             _ = p.DisposeAsync().AsTask();
             known = true;
         }
-        if (known) _host.Stamps.RecordAfterStop(vmId);
+        if (known) _host.Tracking.RecordAfterStop(vmId);
         File.Delete(Paths.PidFile(vmId));
         File.Delete(Paths.QmpSocket(vmId));
         File.Delete(Paths.GuestAgentSocket(vmId));

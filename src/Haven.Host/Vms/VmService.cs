@@ -152,7 +152,7 @@ public sealed class VmService(HavenHost host)
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"VM '{name}' is already running");
         host.Replications.CheckNoPlannedFailover(vm, "start");
-        host.Stamps.CheckBeforeStart(vm.Id);
+        host.Tracking.CheckBeforeStart(vm.Id);
         await LaunchAsync(vm, incomingState: false, ct);
         return await DescribeAsync(vm, ct);
     }

@@ -151,6 +151,19 @@ public static class BlockOperations
         return false;
     }
 
+    /// <summary>Whether any block job (commit, stream, backup) runs on the VM.</summary>
+    public static async Task<bool> HasAnyJobAsync(QmpClient qmp, CancellationToken ct = default)
+        => (await qmp.ExecuteAsync("query-block-jobs", null, ct)).GetArrayLength() > 0;
+
+    /// <summary>The names of every named block node of the VM (format, file and filter nodes alike).</summary>
+    public static async Task<List<string>> ListNodeNamesAsync(QmpClient qmp, CancellationToken ct = default)
+    {
+        var names = new List<string>();
+        foreach (var n in (await qmp.ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, ct)).EnumerateArray())
+            names.Add(n.GetProperty("node-name").GetString() ?? "");
+        return names;
+    }
+
     private static readonly TimeSpan JobTimeout = TimeSpan.FromHours(6);
 
     private static bool JobIs(JsonElement data, string jobId) => data.TryGetProperty("device", out var d) && d.GetString() == jobId;
