@@ -67,5 +67,7 @@ public sealed class DebianGuestTests
         TestContext.Current.TestOutputHelper?.WriteLine($"vm stop (ACPI shutdown): {stop.Elapsed.TotalSeconds:0.0} s");
         Assert.Equal(VmState.Off, (await w.ShowAsync("deb")).State);
         Assert.False(w.IsRunning("deb"));
+        var console = File.ReadAllText(w.Paths.SerialLog(vm.Id));
+        Assert.True(console.Contains("reboot: Power down", StringComparison.Ordinal), "the guest did not power itself off (ACPI shutdown):\n" + console[^Math.Min(console.Length, 3000)..]);
     }
 }
