@@ -196,7 +196,7 @@ KVER=$(basename "$(ls -d "$R"/lib/modules/*/ | head -n1)")
 cp "$R/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 cp "$R/boot/initrd.img-$KVER" "$OUT/initrd.img"
 ROOT_UUID=$(uuidgen)
-APPEND="root=UUID=$ROOT_UUID ro console=ttyS0 net.ifnames=0 quiet"
+APPEND="root=UUID=$ROOT_UUID ro console=ttyS0 net.ifnames=0 systemd.hostname=debian-guest quiet"
 echo "UUID=$ROOT_UUID / ext4 defaults,errors=remount-ro 0 1" >"$R/etc/fstab"
 PKGS=$(chroot "$R" dpkg-query -W -f '${Package}=${Version}\n' linux-image-amd64 qemu-guest-agent postgresql-15 systemd 2>/dev/null | tr '\n' ' ')
 USED_MIB=$(du -sxm "$R" | cut -f1)

@@ -57,7 +57,9 @@ depmod -a "$KVER"
 update-initramfs -u -k "$KVER"
 
 # ---- system -----------------------------------------------------------------------------------------
-echo debian-guest >/etc/hostname
+# No static hostname (debootstrap copied the build host's): the kernel line's systemd.hostname=debian-guest
+# names the guest, and a name from DHCP replaces it (systemd-networkd may only set one when none is static).
+rm -f /etc/hostname
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian-guest\n::1\tlocalhost ip6-localhost ip6-loopback\n' >/etc/hosts
 # Empty: systemd makes a new id at every boot of a copy until it can write one (unique per VM).
 : >/etc/machine-id
