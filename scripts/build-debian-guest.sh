@@ -48,77 +48,18 @@ CACHE_DIR=$(realpath -m -- "$CACHE_DIR")
 
 # The recipe's fingerprint: a cache built by another version of this script or of scripts/debian-guest/*
 # is rebuilt.
-RECIPE=$(cat "${BASH_SOURCE[0]}" "$GUEST_SRC"/* 2>/dev/null | sha256sum | cut -c1-16) ||
+RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/guest-cache.sh" "$GUEST_SRC"/* 2>/dev/null | sha256sum | cut -c1-16) ||
     die "cannot read the recipe files in $GUEST_SRC"
 READY_LINE="haven-debian-guest recipe=$RECIPE"
 
-is_ready() {
-    [ -f "$CACHE_DIR/ready" ] && [ "$(head -n1 "$CACHE_DIR/ready" 2>/dev/null)" = "$READY_LINE" ] || return 1
-    local f
-    for f in "${OUTPUTS[@]}"; do [ -s "$CACHE_DIR/$f" ] || return 1; done
-}
-
-# ---- fast path: reuse ----------------------------------------------------------------------------
-if is_ready; then
-    echo "$CACHE_DIR"
-    exit 0
-fi
-
-# ---- slow path: build, one builder at a time ------------------------------------------------------
-[ "$(id -u)" = 0 ] || die "building the Debian guest needs root (debootstrap, chroot); the cache $CACHE_DIR is not built"
-PARENT=$(dirname "$CACHE_DIR")
-NAME=$(basename "$CACHE_DIR")
-mkdir -p "$PARENT" || die "cannot create $PARENT"
-LOG=$PARENT/.$NAME.build.log
-exec 9>"$PARENT/.$NAME.lock" || die "cannot create lock file $PARENT/.$NAME.lock"
-flock -w 1800 9 || die "timed out waiting for another build of $CACHE_DIR (lock $PARENT/.$NAME.lock)"
-if is_ready; then # another process built it while we waited
-    echo "$CACHE_DIR"
-    exit 0
-fi
-
-# An existing CACHE_DIR gets replaced at the end: only if it is ours (a cache, ready or not, of any
-# recipe) or an empty folder.
-if [ -e "$CACHE_DIR" ]; then
-    [ -d "$CACHE_DIR" ] || die "$CACHE_DIR exists and is not a folder"
-    for f in "$CACHE_DIR"/* "$CACHE_DIR"/.[!.]*; do
-        [ -e "$f" ] || continue
-        case "${f##*/}" in
-            disk.qcow2 | vmlinuz | initrd.img | append.txt | build-info.txt | ready) ;;
-            *) die "$CACHE_DIR exists and does not look like a Debian guest cache (has ${f##*/}); not replacing it" ;;
-        esac
-    done
-fi
-
-# Leftovers of builds that were killed (we hold the lock, so nobody is using them). A killed build may
-# have left /proc mounted in its root tree: unmount first, and never cross into another file system.
-for d in "$PARENT/.$NAME.tmp."*; do
-    [ -d "$d" ] || continue
-    ! mountpoint -q "$d/root/proc" || umount -l "$d/root/proc" || true
-    rm -rf --one-file-system "$d"
-done
-rm -rf --one-file-system "$PARENT/.$NAME.old."*
-
-WORK=$(mktemp -d "$PARENT/.$NAME.tmp.XXXXXX") || die "cannot create a temp dir in $PARENT"
+# ---- the cache: reuse it when ready; otherwise build under a lock in a temp dir (guest-cache.sh) ------
+# A killed build may have left /proc mounted in its root tree: unmounted before its temp dir is removed.
+unmount_proc() { ! mountpoint -q "$1/root/proc" 2>/dev/null || umount -l "$1/root/proc"; }
+CACHE_CLEANUP=unmount_proc
+. "$HERE/guest-cache.sh"
+[ "$(id -u)" = 0 ] || cache_is_ready || die "building the Debian guest needs root (debootstrap, chroot); the cache $CACHE_DIR is not built"
+cache_begin
 R=$WORK/root
-: >"$LOG"
-STEP="starting"
-on_exit() {
-    local rc=$?
-    ! mountpoint -q "$R/proc" 2>/dev/null || umount -l "$R/proc" || true
-    rm -rf --one-file-system "$WORK"
-    if [ $rc -ne 0 ]; then
-        # die() already printed the reason; this catches anything set -e stopped on.
-        [ -n "${DIED:-}" ] || echo "$PROG: error: failed while $STEP (exit $rc); details in $LOG" >&2
-    else
-        rm -f "$LOG"
-    fi
-}
-trap on_exit EXIT
-trap 'STEP="$STEP (interrupted)"; exit 130' INT TERM
-die() { DIED=1; echo "$PROG: error: $* (details in $LOG)" >&2; exit 1; }
-# run CMD...: output to the build log only.
-run() { "$@" >>"$LOG" 2>&1; }
 
 # ---- prerequisites --------------------------------------------------------------------------------
 STEP="checking prerequisites"
@@ -252,12 +193,6 @@ echo "$APPEND" >"$OUT/append.txt"
     echo "recipe=$RECIPE"
     echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$OUT/build-info.txt"
-sync "$OUT"/* # so a crash cannot leave a "ready" cache with truncated files
-echo "$READY_LINE" >"$OUT/ready" # last
-sync "$OUT/ready" "$OUT"
-
-[ ! -e "$CACHE_DIR" ] || mv -T "$CACHE_DIR" "$PARENT/.$NAME.old.$$" # checked above: ours
-mv -T "$OUT" "$CACHE_DIR"
-rm -rf "$PARENT/.$NAME.old.$$"
+cache_publish "$OUT"
 log "built $CACHE_DIR ($KVER, $(du -m "$CACHE_DIR/disk.qcow2" | cut -f1) MiB disk.qcow2)"
 echo "$CACHE_DIR"
