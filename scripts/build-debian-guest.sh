@@ -32,19 +32,10 @@ ESP_MIB=32
 ROOT_MIB=2048
 INCLUDE=systemd-sysv,udev,kmod,e2fsprogs,iproute2,ca-certificates
 
-log() { echo "$PROG: $*" >&2; }
-die() { echo "$PROG: error: $*" >&2; exit 1; }
-
-case "${1:-}" in
-    -h | --help) sed -n '2,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    -*) echo "usage: $PROG [CACHE_DIR]" >&2; exit 2 ;;
-esac
-[ $# -le 1 ] || { echo "usage: $PROG [CACHE_DIR]" >&2; exit 2; }
-
+# Usage, cache folder, and the cache contract (reuse, lock, temp dir, publish): guest-cache.sh.
+. "$HERE/guest-cache.sh"
 HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
-CACHE_DIR=${1:-${HAVEN_DEBIAN_CACHE:-$HOME/.cache/haven/debian-guest}}
-CACHE_DIR=$(realpath -m -- "$CACHE_DIR")
-[ "$CACHE_DIR" != / ] || die "CACHE_DIR must not be /"
+cache_args 2,24 "${HAVEN_DEBIAN_CACHE:-$HOME/.cache/haven/debian-guest}" "$@"
 
 # The recipe's fingerprint: a cache built by another version of this script or of scripts/debian-guest/*
 # is rebuilt.
@@ -56,7 +47,6 @@ READY_LINE="haven-debian-guest recipe=$RECIPE"
 # A killed build may have left /proc mounted in its root tree: unmounted before its temp dir is removed.
 unmount_proc() { ! mountpoint -q "$1/root/proc" 2>/dev/null || umount -l "$1/root/proc"; }
 CACHE_CLEANUP=unmount_proc
-. "$HERE/guest-cache.sh"
 [ "$(id -u)" = 0 ] || cache_is_ready || die "building the Debian guest needs root (debootstrap, chroot); the cache $CACHE_DIR is not built"
 cache_begin
 R=$WORK/root

@@ -28,19 +28,10 @@ OUTPUTS=(vmlinuz vmlinux initrd.gz data.qcow2 append.txt build-info.txt)
 APPEND="console=ttyS0 panic=-1 quiet"
 DATA_SIZE=64M
 
-log() { echo "$PROG: $*" >&2; }
-die() { echo "$PROG: error: $*" >&2; exit 1; }
-
-case "${1:-}" in
-    -h | --help) sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    -*) echo "usage: $PROG [CACHE_DIR]" >&2; exit 2 ;;
-esac
-[ $# -le 1 ] || { echo "usage: $PROG [CACHE_DIR]" >&2; exit 2; }
-
+# Usage, cache folder, and the cache contract (reuse, lock, temp dir, publish): guest-cache.sh.
+. "$HERE/guest-cache.sh"
 HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
-CACHE_DIR=${1:-${HAVEN_GUEST_CACHE:-$HOME/.cache/haven/test-guest}}
-CACHE_DIR=$(realpath -m -- "$CACHE_DIR")
-[ "$CACHE_DIR" != / ] || die "CACHE_DIR must not be /"
+cache_args 2,20 "${HAVEN_GUEST_CACHE:-$HOME/.cache/haven/test-guest}" "$@"
 
 # The recipe's fingerprint: a cache built by another version of this script (or of scripts/guest/*)
 # is rebuilt. Cheap enough for the fast path.
@@ -49,7 +40,6 @@ RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/guest-cache.sh" "$GUEST_SRC/init" "$GUES
 READY_LINE="haven-test-guest recipe=$RECIPE"
 
 # ---- the cache: reuse it when ready; otherwise build under a lock in a temp dir (guest-cache.sh) ------
-. "$HERE/guest-cache.sh"
 cache_begin
 
 # ---- prerequisites --------------------------------------------------------------------------------

@@ -7,6 +7,22 @@
 # writes "ready" last into OUT and renames OUT to CACHE_DIR, so a half-built cache is never seen.
 # Optional: CACHE_CLEANUP, a function run before a temp dir is removed (e.g. to unmount something in it).
 
+# cache_args HELP_LINES DEFAULT_DIR ARGS...: -h/--help prints the script's header comment (sed range
+# HELP_LINES), bad usage exits 2; sets CACHE_DIR (absolute) from ARGS or DEFAULT_DIR. Defines log and die.
+cache_args() {
+    log() { echo "$PROG: $*" >&2; }
+    die() { echo "$PROG: error: $*" >&2; exit 1; }
+    local help=$1 default=$2
+    shift 2
+    case "${1:-}" in
+        -h | --help) sed -n "${help}s/^# \{0,1\}//p" "$0"; exit 0 ;;
+        -*) echo "usage: $PROG [CACHE_DIR]" >&2; exit 2 ;;
+    esac
+    [ $# -le 1 ] || { echo "usage: $PROG [CACHE_DIR]" >&2; exit 2; }
+    CACHE_DIR=$(realpath -m -- "${1:-$default}")
+    [ "$CACHE_DIR" != / ] || die "CACHE_DIR must not be /"
+}
+
 cache_is_ready() {
     [ -f "$CACHE_DIR/ready" ] && [ "$(head -n1 "$CACHE_DIR/ready" 2>/dev/null)" = "$READY_LINE" ] || return 1
     local f
