@@ -5,7 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 HAVEN_READY_TO_RUN=0 bash scripts/install.sh || exit 1
 bash scripts/build-test-guest.sh >/dev/null || exit 1
-bash scripts/build-debian-guest.sh >/dev/null || exit 1 # about 2 minutes the first time, then cached
+# The Debian guest needs root to build (debootstrap, chroot): about 2 minutes the first time, then cached.
+sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo HOME="$HOME")
+"${sudo_cmd[@]}" bash scripts/build-debian-guest.sh >/dev/null || exit 1
 dotnet build Haven.slnx -v quiet -nologo -clp:ErrorsOnly || exit 1
 
 # One throwaway Ceph RGW for the whole run (S3 tests); each test project would otherwise start its own.
