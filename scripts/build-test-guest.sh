@@ -28,84 +28,19 @@ OUTPUTS=(vmlinuz vmlinux initrd.gz data.qcow2 append.txt build-info.txt)
 APPEND="console=ttyS0 panic=-1 quiet"
 DATA_SIZE=64M
 
-log() { echo "$PROG: $*" >&2; }
-die() { echo "$PROG: error: $*" >&2; exit 1; }
-
-case "${1:-}" in
-    -h | --help) sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    -*) echo "usage: $PROG [CACHE_DIR]" >&2; exit 2 ;;
-esac
-[ $# -le 1 ] || { echo "usage: $PROG [CACHE_DIR]" >&2; exit 2; }
-
+# Usage, cache folder, and the cache contract (reuse, lock, temp dir, publish): guest-cache.sh.
+. "$HERE/guest-cache.sh"
 HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
-CACHE_DIR=${1:-${HAVEN_GUEST_CACHE:-$HOME/.cache/haven/test-guest}}
-CACHE_DIR=$(realpath -m -- "$CACHE_DIR")
-[ "$CACHE_DIR" != / ] || die "CACHE_DIR must not be /"
+cache_args 2,20 "${HAVEN_GUEST_CACHE:-$HOME/.cache/haven/test-guest}" "$@"
 
 # The recipe's fingerprint: a cache built by another version of this script (or of scripts/guest/*)
 # is rebuilt. Cheap enough for the fast path.
-RECIPE=$(cat "${BASH_SOURCE[0]}" "$GUEST_SRC/init" "$GUEST_SRC/shutdown" "$GUEST_SRC/modules.txt" \
+RECIPE=$(cat "${BASH_SOURCE[0]}" "$HERE/guest-cache.sh" "$GUEST_SRC/init" "$GUEST_SRC/shutdown" "$GUEST_SRC/modules.txt" \
     2>/dev/null | sha256sum | cut -c1-16) || die "cannot read the recipe files in $GUEST_SRC"
 READY_LINE="haven-test-guest recipe=$RECIPE"
 
-is_ready() {
-    [ -f "$CACHE_DIR/ready" ] && [ "$(head -n1 "$CACHE_DIR/ready" 2>/dev/null)" = "$READY_LINE" ] || return 1
-    local f
-    for f in "${OUTPUTS[@]}"; do [ -s "$CACHE_DIR/$f" ] || return 1; done
-}
-
-# ---- fast path: reuse ----------------------------------------------------------------------------
-if is_ready; then
-    echo "$CACHE_DIR"
-    exit 0
-fi
-
-# ---- slow path: build, one builder at a time ------------------------------------------------------
-PARENT=$(dirname "$CACHE_DIR")
-NAME=$(basename "$CACHE_DIR")
-mkdir -p "$PARENT" || die "cannot create $PARENT"
-LOG=$PARENT/.$NAME.build.log
-exec 9>"$PARENT/.$NAME.lock" || die "cannot create lock file $PARENT/.$NAME.lock"
-flock -w 900 9 || die "timed out waiting for another build of $CACHE_DIR (lock $PARENT/.$NAME.lock)"
-if is_ready; then # another process built it while we waited
-    echo "$CACHE_DIR"
-    exit 0
-fi
-
-# An existing CACHE_DIR gets replaced at the end: only if it is ours (a cache, ready or not, of any
-# recipe) or an empty folder.
-if [ -e "$CACHE_DIR" ]; then
-    [ -d "$CACHE_DIR" ] || die "$CACHE_DIR exists and is not a folder"
-    for f in "$CACHE_DIR"/* "$CACHE_DIR"/.[!.]*; do
-        [ -e "$f" ] || continue
-        case "${f##*/}" in
-            vmlinuz | vmlinux | initrd.gz | data.qcow2 | append.txt | build-info.txt | ready) ;;
-            *) die "$CACHE_DIR exists and does not look like a test-guest cache (has ${f##*/}); not replacing it" ;;
-        esac
-    done
-fi
-
-# Leftovers of builds that were killed (we hold the lock, so nobody is using them).
-rm -rf "$PARENT/.$NAME.tmp."* "$PARENT/.$NAME.old."*
-
-WORK=$(mktemp -d "$PARENT/.$NAME.tmp.XXXXXX") || die "cannot create a temp dir in $PARENT"
-: >"$LOG"
-STEP="starting"
-on_exit() {
-    local rc=$?
-    rm -rf "$WORK"
-    if [ $rc -ne 0 ]; then
-        # die() already printed the reason; this catches anything set -e stopped on.
-        [ -n "${DIED:-}" ] || echo "$PROG: error: failed while $STEP (exit $rc); details in $LOG" >&2
-    else
-        rm -f "$LOG"
-    fi
-}
-trap on_exit EXIT
-trap 'STEP="$STEP (interrupted)"; exit 130' INT TERM
-die() { DIED=1; echo "$PROG: error: $* (details in $LOG)" >&2; exit 1; }
-# run CMD...: output to the build log only.
-run() { "$@" >>"$LOG" 2>&1; }
+# ---- the cache: reuse it when ready; otherwise build under a lock in a temp dir (guest-cache.sh) ------
+cache_begin
 
 # ---- prerequisites --------------------------------------------------------------------------------
 APT_UPDATED=
@@ -297,12 +232,6 @@ echo "$APPEND" >"$OUT/append.txt"
     echo "recipe=$RECIPE"
     echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >"$OUT/build-info.txt"
-sync "$OUT"/* # so a crash cannot leave a "ready" cache with truncated files
-echo "$READY_LINE" >"$OUT/ready" # last
-sync "$OUT/ready" "$OUT"
-
-[ ! -e "$CACHE_DIR" ] || mv -T "$CACHE_DIR" "$PARENT/.$NAME.old.$$" # checked above: ours
-mv -T "$OUT" "$CACHE_DIR"
-rm -rf "$PARENT/.$NAME.old.$$"
+cache_publish "$OUT"
 log "built $CACHE_DIR ($KPKG $KVER_PKG)"
 echo "$CACHE_DIR"

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, builds the test guest, runs every test project
+# The whole test suite: installs what it needs, builds the test guests (busybox and Debian), runs every test project
 # (fast unit tests first, then real-QEMU, guest and crash tests). Ends with "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 HAVEN_READY_TO_RUN=0 bash scripts/install.sh || exit 1
 bash scripts/build-test-guest.sh >/dev/null || exit 1
+# The Debian guest needs root to build (debootstrap, chroot): about 2 minutes the first time, then cached.
+sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo HOME="$HOME")
+"${sudo_cmd[@]}" bash scripts/build-debian-guest.sh >/dev/null || exit 1
 dotnet build Haven.slnx -v quiet -nologo -clp:ErrorsOnly || exit 1
 
 # One throwaway Ceph RGW for the whole run (S3 tests); each test project would otherwise start its own.

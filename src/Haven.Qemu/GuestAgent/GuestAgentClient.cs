@@ -125,6 +125,48 @@ public sealed class GuestAgentClient : IAsyncDisposable
     public async Task<string> GetFreezeStatusAsync(CancellationToken ct = default)
         => (await ExecuteAsync("guest-fsfreeze-status", null, TimeSpan.FromSeconds(10), ct)).GetString() ?? "";
 
+    /// <summary>Starts a program in the guest (guest-exec) and returns its pid there; output is kept for <see cref="GetExecStatusAsync"/>.</summary>
+    public async Task<long> StartExecAsync(string path, IReadOnlyList<string> args, bool captureOutput = true, CancellationToken ct = default)
+    {
+        var r = await ExecuteAsync("guest-exec", new GuestExecRequest(path, [.. args], captureOutput), TimeSpan.FromSeconds(10), ct);
+        return r.GetProperty("pid").GetInt64();
+    }
+
+    /// <summary>guest-exec-status: whether the program ended, and its exit code and output (the agent sends them base64-encoded).</summary>
+    public async Task<GuestExecStatus> GetExecStatusAsync(long pid, CancellationToken ct = default)
+    {
+        var r = await ExecuteAsync("guest-exec-status", new { pid }, TimeSpan.FromSeconds(10), ct);
+        return new GuestExecStatus(
+            r.GetProperty("exited").GetBoolean(),
+            r.TryGetProperty("exitcode", out var code) ? code.GetInt32() : null,
+            r.TryGetProperty("signal", out var signal) ? signal.GetInt32() : null,
+            r.TryGetProperty("out-data", out var o) ? Convert.FromBase64String(o.GetString() ?? "") : [],
+            r.TryGetProperty("err-data", out var e) ? Convert.FromBase64String(e.GetString() ?? "") : [],
+            r.TryGetProperty("out-truncated", out var ot) && ot.GetBoolean() || r.TryGetProperty("err-truncated", out var et) && et.GetBoolean());
+    }
+
+    /// <summary>Runs a program in the guest and waits until it ends; throws a <see cref="TimeoutException"/> if it runs longer than <paramref name="timeout"/>.</summary>
+    public async Task<GuestExecStatus> RunAsync(string path, IReadOnlyList<string> args, TimeSpan timeout, CancellationToken ct = default)
+    {
+        var pid = await StartExecAsync(path, args, captureOutput: true, ct);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var delay = TimeSpan.FromMilliseconds(20);
+        while (true)
+        {
+            var status = await GetExecStatusAsync(pid, ct);
+            if (status.Exited) return status;
+            if (clock.Elapsed > timeout)
+                throw new TimeoutException($"guest program {path} (pid {pid}) still running after {timeout.TotalSeconds:0.#} s");
+            await Task.Delay(delay, ct);
+            delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 500));
+        }
+    }
+
+    private sealed record GuestExecRequest(
+        [property: System.Text.Json.Serialization.JsonPropertyName("path")] string Path,
+        [property: System.Text.Json.Serialization.JsonPropertyName("arg")] string[] Arg,
+        [property: System.Text.Json.Serialization.JsonPropertyName("capture-output")] bool CaptureOutput);
+
     private async Task<string> ReadLineAsync(CancellationToken ct)
     {
         while (true)
@@ -162,6 +204,13 @@ public sealed class GuestAgentClient : IAsyncDisposable
         await _stream.DisposeAsync();
         _oneAtATime.Dispose();
     }
+}
+
+/// <summary>What guest-exec-status reported: the exit code (or the signal that ended the program) and its output.</summary>
+public sealed record GuestExecStatus(bool Exited, int? ExitCode, int? Signal, byte[] Stdout, byte[] Stderr, bool Truncated)
+{
+    public string StdoutText => Encoding.UTF8.GetString(Stdout);
+    public string StderrText => Encoding.UTF8.GetString(Stderr);
 }
 
 public sealed class GuestAgentException(string command, string description)
