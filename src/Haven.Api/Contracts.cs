@@ -87,12 +87,21 @@ public sealed record VmInfo
     public required List<DiskInfo> Disks { get; init; }
     public required string QmpSocket { get; init; }
     public string? GuestAgentSocket { get; init; }
+    /// <summary>The VNC display's unix socket (owner-only) while QEMU runs; null when the VM is off.</summary>
+    public string? VncSocket { get; init; }
     public int? Pid { get; init; }
     /// <summary>The checkpoint the running state descends from ("Now" hangs below it), if any.</summary>
     public string? CurrentCheckpoint { get; init; }
     public string? Kernel { get; init; }
     public string? Initrd { get; init; }
     public string? Append { get; init; }
+}
+
+/// <summary>First message of the console WebSocket: attached, or why not.</summary>
+public sealed record ConsoleStatus
+{
+    public bool Attached { get; init; }
+    public ErrorResponse? Error { get; init; }
 }
 
 public sealed record CheckpointInfo

@@ -89,6 +89,7 @@ builder.Services.AddHostedService<JobScheduler>();
 builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
 var app = builder.Build();
 app.UseMiddleware<ErrorMiddleware>();
+app.UseWebSockets(); // the VM console (ConsoleRoutes)
 app.UseMiddleware<TokenAuthMiddleware>(token);
 Routes.Map(app);
 await app.StartAsync();

@@ -25,6 +25,8 @@ public static class Routes
         v1.MapPost("/vms/{name}/start", (HavenHost h, string name, CancellationToken ct) => h.Vms.StartAsync(name, ct));
         v1.MapPost("/vms/{name}/stop", (HavenHost h, string name, VmStopRequest? req, CancellationToken ct) => h.Vms.StopAsync(name, req ?? new VmStopRequest(), ct));
 
+        ConsoleRoutes.Map(v1);
+
         v1.MapGet("/vms/{name}/checkpoints", (HavenHost h, string name) => h.Checkpoints.List(name));
         v1.MapPost("/vms/{name}/checkpoints", (HavenHost h, string name, CheckpointCreateRequest? req, CancellationToken ct) =>
             h.Checkpoints.CreateAsync(name, req?.Name, ct));

@@ -44,6 +44,7 @@ public static class VmView
             ("Network", vm.Network),
             ("Guest agent", vm.GuestAgent ? (vm.GuestAgentSocket is { } qga ? "yes, " + qga : "yes") : "no"),
             ("QMP socket", vm.QmpSocket),
+            ("VNC display", vm.VncSocket is { } vnc ? "unix:" + vnc : null),
             ("Kernel", vm.Kernel),
             ("Initrd", vm.Initrd),
             ("Append", vm.Append));
