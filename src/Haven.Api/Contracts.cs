@@ -47,11 +47,28 @@ public sealed record VmCreateRequest
     /// <summary>"auto", "kvm" or "tcg".</summary>
     public string Accelerator { get; init; } = "auto";
     public CheckpointType CheckpointType { get; init; } = CheckpointType.Production;
+    /// <summary>havend starts the VM when it starts.</summary>
+    public bool Autostart { get; init; }
 }
 
 public sealed record VmUpdateRequest
 {
     public CheckpointType? CheckpointType { get; init; }
+    public bool? Autostart { get; init; }
+}
+
+/// <summary>POST /v1/host/shutdown-vms: ACPI shutdown of every running VM at once, then force off after the timeout.</summary>
+public sealed record HostShutdownRequest
+{
+    public int TimeoutSeconds { get; init; } = 120;
+}
+
+public sealed record VmShutdownResult(string Name, string Outcome, string? Error = null);
+
+public sealed record HostShutdownResult
+{
+    /// <summary>One entry per VM that was running: Outcome "shut-down" (obeyed ACPI), "forced-off" or "failed".</summary>
+    public required List<VmShutdownResult> Vms { get; init; }
 }
 
 public sealed record VmStopRequest
@@ -84,6 +101,7 @@ public sealed record VmInfo
     public required string Accelerator { get; init; }
     public required string Network { get; init; }
     public required bool GuestAgent { get; init; }
+    public bool Autostart { get; init; }
     public required List<DiskInfo> Disks { get; init; }
     public required string QmpSocket { get; init; }
     public string? GuestAgentSocket { get; init; }

@@ -7,6 +7,9 @@ namespace Haven.Cli;
 
 public sealed partial class HavenClient
 {
+    public Task<HostShutdownResult> ShutdownVmsAsync(HostShutdownRequest request, CancellationToken ct) =>
+        SendAsync<HostShutdownResult>(HttpMethod.Post, "/v1/host/shutdown-vms", request, ct);
+
     /// <summary>GET /v1/vms/{name}/screenshot: the display as PNG bytes.</summary>
     public async Task<byte[]> GetScreenshotAsync(string vm, CancellationToken ct)
     {

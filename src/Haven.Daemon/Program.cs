@@ -96,6 +96,9 @@ await app.StartAsync();
 await replica.StartAsync();
 File.SetUnixFileMode(host.Paths.ApiSocket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
 Console.WriteLine($"havend: listening on unix:{host.Paths.ApiSocket}" + (listen is null ? "" : " and " + listen));
+// Autostart VMs start after reconciliation, while the API already serves (each start is a logged operation).
+var autostarted = await host.Vms.AutostartAsync(app.Lifetime.ApplicationStopping);
+if (autostarted.Count > 0) Console.WriteLine("havend: autostart started " + string.Join(", ", autostarted.Order(StringComparer.Ordinal)));
 await app.WaitForShutdownAsync();
 await replica.DisposeAsync();
 await host.DisposeAsync();

@@ -42,6 +42,7 @@ public static class VmView
             ("Current checkpoint", vm.CurrentCheckpoint ?? "-"),
             ("Accelerator", vm.Accelerator),
             ("Network", vm.Network),
+            ("Autostart", vm.Autostart ? "on" : "off"),
             ("Guest agent", vm.GuestAgent ? (vm.GuestAgentSocket is { } qga ? "yes, " + qga : "yes") : "no"),
             ("QMP socket", vm.QmpSocket),
             ("VNC display", vm.VncSocket is { } vnc ? "unix:" + vnc : null),
