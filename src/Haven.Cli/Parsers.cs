@@ -108,10 +108,10 @@ public static class Parsers
     }
 
     /// <summary>"on" or "off" (an --autostart value).</summary>
-    public static bool? OnOff(ArgumentResult result)
+    public static string? OnOff(ArgumentResult result)
     {
         var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
-        if (text is "on" or "off") return text == "on";
+        if (text is "on" or "off") return text;
         result.AddError($"{OptionName(result)} takes on or off, not '{text}'");
         return null;
     }

@@ -13,7 +13,7 @@ public sealed class VmSetCommand : Command
         Description = "Kind of checkpoint 'checkpoint create' takes",
     };
 
-    public Option<bool?> Autostart { get; } = new("--autostart")
+    public Option<string?> Autostart { get; } = new("--autostart")
     {
         Description = "on: havend starts the VM when it starts; off: it does not",
         HelpName = "on|off",
@@ -39,6 +39,6 @@ public sealed class VmSetCommand : Command
     public VmUpdateRequest BuildRequest(ParseResult parseResult) => new()
     {
         CheckpointType = parseResult.GetValue(CheckpointType),
-        Autostart = parseResult.GetValue(Autostart),
+        Autostart = parseResult.GetValue(Autostart) is { } a ? a == "on" : null,
     };
 }
