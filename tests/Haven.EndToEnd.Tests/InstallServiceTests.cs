@@ -41,7 +41,7 @@ public sealed class InstallServiceTests
         var guests = File.ReadAllText(Path.Combine(units, "haven-guests.service"));
         Assert.Contains("ExecStop=/usr/local/bin/haven --host /var/lib/haven host shutdown-vms --timeout 90\n", guests);
         Assert.Contains("After=havend.service", guests);
-        Assert.DoesNotContain("Requires=", guests); // a restart of havend must not stop the guests
+        Assert.DoesNotContain("\nRequires=", guests); // a restart of havend must not stop the guests
         Assert.DoesNotContain("@", daemon + guests);
 
         // systemd's own check; the only complaint allowed is the haven command not being installed on this machine.
