@@ -19,15 +19,10 @@ public sealed class ConsoleTests
     [Fact(Timeout = 300_000)]
     public async Task A_command_typed_through_vm_console_runs_in_the_guest_and_a_second_client_or_an_off_VM_is_refused()
     {
-        await TestGuest.EnsureBuiltAsync();
         await using var w = new HavenWorld(TestContext.Current.CancellationToken);
         await w.StartDaemonAsync();
-        await w.OkAsync("vm", "create", "g", "--accel", "tcg", "--memory", "256", "--kernel", TestGuest.Kernel, "--initrd", TestGuest.Initrd,
-            "--append", TestGuest.Append, "--disk", TestGuest.DataDisk);
-        await w.OkAsync("vm", "start", "g");
-        var id = (await w.ShowAsync("g")).Id;
-        var log = w.Paths.SerialLog(id);
-        await WaitForAsync(() => File.ReadAllText(log).Contains("GUEST-READY"), TimeSpan.FromSeconds(120), "the guest's GUEST-READY line in " + log);
+        var log = await w.StartTestGuestAsync("g");
+        var id = w.VmId("g");
 
         await using var console = AttachedConsole.Start(w.Data, "g");
         await WaitForAsync(() => console.Stderr.Contains("Connected to the console of VM 'g'"), TimeSpan.FromSeconds(30), "the CLI to attach: " + console);

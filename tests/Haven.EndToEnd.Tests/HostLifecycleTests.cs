@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Haven.Api;
-using Haven.TestSupport;
 
 namespace Haven.EndToEnd.Tests;
 
@@ -57,17 +56,11 @@ public sealed class HostLifecycleTests
     [Fact(Timeout = 300_000)]
     public async Task Shutdown_vms_shuts_down_a_guest_that_obeys_ACPI_and_forces_off_one_that_ignores_it_after_the_timeout()
     {
-        await TestGuest.EnsureBuiltAsync();
         await using var w = new HavenWorld(TestContext.Current.CancellationToken);
         await w.StartDaemonAsync();
-        await w.OkAsync("vm", "create", "obeys", "--accel", "tcg", "--memory", "256", "--kernel", TestGuest.Kernel, "--initrd", TestGuest.Initrd,
-            "--append", TestGuest.Append, "--disk", TestGuest.DataDisk);
-        await w.OkAsync("vm", "start", "obeys");
+        var log = await w.StartTestGuestAsync("obeys");
         await w.CreateVmAsync("ignores", start: true); // SeaBIOS and no OS: nothing handles the power button
         await w.CreateVmAsync("off");
-        var log = w.Paths.SerialLog((await w.ShowAsync("obeys")).Id);
-        var deadline = DateTime.UtcNow.AddSeconds(120);
-        while (!File.ReadAllText(log).Contains("GUEST-READY") && DateTime.UtcNow < deadline) await Task.Delay(500, w.Ct);
         Assert.Contains("watching the power button", File.ReadAllText(log));
 
         const int timeout = 20;
