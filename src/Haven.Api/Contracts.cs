@@ -47,11 +47,28 @@ public sealed record VmCreateRequest
     /// <summary>"auto", "kvm" or "tcg".</summary>
     public string Accelerator { get; init; } = "auto";
     public CheckpointType CheckpointType { get; init; } = CheckpointType.Production;
+    /// <summary>havend starts the VM when it starts.</summary>
+    public bool Autostart { get; init; }
 }
 
 public sealed record VmUpdateRequest
 {
     public CheckpointType? CheckpointType { get; init; }
+    public bool? Autostart { get; init; }
+}
+
+/// <summary>POST /v1/host/shutdown-vms: ACPI shutdown of every running VM at once, then force off after the timeout.</summary>
+public sealed record HostShutdownRequest
+{
+    public int TimeoutSeconds { get; init; } = 120;
+}
+
+public sealed record VmShutdownResult(string Name, string Outcome, string? Error = null);
+
+public sealed record HostShutdownResult
+{
+    /// <summary>One entry per VM that was running: Outcome "shut-down" (obeyed ACPI), "forced-off" or "failed".</summary>
+    public required List<VmShutdownResult> Vms { get; init; }
 }
 
 public sealed record VmStopRequest
@@ -84,15 +101,25 @@ public sealed record VmInfo
     public required string Accelerator { get; init; }
     public required string Network { get; init; }
     public required bool GuestAgent { get; init; }
+    public bool Autostart { get; init; }
     public required List<DiskInfo> Disks { get; init; }
     public required string QmpSocket { get; init; }
     public string? GuestAgentSocket { get; init; }
+    /// <summary>The VNC display's unix socket (owner-only) while QEMU runs; null when the VM is off.</summary>
+    public string? VncSocket { get; init; }
     public int? Pid { get; init; }
     /// <summary>The checkpoint the running state descends from ("Now" hangs below it), if any.</summary>
     public string? CurrentCheckpoint { get; init; }
     public string? Kernel { get; init; }
     public string? Initrd { get; init; }
     public string? Append { get; init; }
+}
+
+/// <summary>First message of the console WebSocket: attached, or why not.</summary>
+public sealed record ConsoleStatus
+{
+    public bool Attached { get; init; }
+    public ErrorResponse? Error { get; init; }
 }
 
 public sealed record CheckpointInfo

@@ -60,13 +60,23 @@ public sealed record HavenEndpoint
         return ForFolder(path, token);
     }
 
-    public static string DefaultFolder(Func<string, string?> getEnv)
+    /// <summary>The data folder of havend installed as a system service (scripts/install-service.sh).</summary>
+    public const string SystemFolder = "/var/lib/haven";
+
+    /// <summary>
+    /// $HAVEN_HOME; else the per-user folder (~/.local/share/haven) when a havend listens there or no system one
+    /// does; else the system service's <see cref="SystemFolder"/>. <paramref name="exists"/> is File.Exists (tests fake it).
+    /// </summary>
+    public static string DefaultFolder(Func<string, string?> getEnv, Func<string, bool>? exists = null)
     {
         var home = NullIfEmpty(getEnv("HAVEN_HOME"));
         if (home is not null)
             return Path.GetFullPath(home);
+        exists ??= File.Exists;
         var userHome = NullIfEmpty(getEnv("HOME")) ?? Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
-        return Path.Combine(userHome, ".local", "share", "haven");
+        var user = Path.Combine(userHome, ".local", "share", "haven");
+        var system = Path.Combine(SystemFolder, SocketFileName);
+        return !exists(Path.Combine(user, SocketFileName)) && exists(system) ? SystemFolder : user;
     }
 
     static HavenEndpoint ForFolder(string folder, string? token) =>

@@ -107,6 +107,15 @@ public static class Parsers
         return null;
     }
 
+    /// <summary>"on" or "off" (an --autostart value).</summary>
+    public static string? OnOff(ArgumentResult result)
+    {
+        var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+        if (text is "on" or "off") return text;
+        result.AddError($"{OptionName(result)} takes on or off, not '{text}'");
+        return null;
+    }
+
     public static string OptionName(ArgumentResult result) =>
         result.Parent is OptionResult option ? option.Option.Name : result.Argument.Name;
 }

@@ -89,12 +89,16 @@ builder.Services.AddHostedService<JobScheduler>();
 builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
 var app = builder.Build();
 app.UseMiddleware<ErrorMiddleware>();
+app.UseWebSockets(); // the VM console (ConsoleRoutes)
 app.UseMiddleware<TokenAuthMiddleware>(token);
 Routes.Map(app);
 await app.StartAsync();
 await replica.StartAsync();
 File.SetUnixFileMode(host.Paths.ApiSocket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
 Console.WriteLine($"havend: listening on unix:{host.Paths.ApiSocket}" + (listen is null ? "" : " and " + listen));
+// Autostart VMs start after reconciliation, while the API already serves (each start is a logged operation).
+var autostarted = await host.Vms.AutostartAsync(app.Lifetime.ApplicationStopping);
+if (autostarted.Count > 0) Console.WriteLine("havend: autostart started " + string.Join(", ", autostarted.Order(StringComparer.Ordinal)));
 await app.WaitForShutdownAsync();
 await replica.DisposeAsync();
 await host.DisposeAsync();

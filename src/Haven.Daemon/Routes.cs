@@ -13,6 +13,9 @@ public static class Routes
         DaemonLogging.LogOperations(v1);
         v1.MapGet("/host", (HavenHost h, CancellationToken ct) => HostInfoAsync(h, ct));
 
+        v1.MapPost("/host/shutdown-vms", (HavenHost h, HostShutdownRequest? req, CancellationToken ct) =>
+            h.Vms.ShutdownAllAsync(req ?? new HostShutdownRequest(), ct));
+
         v1.MapGet("/vms", (HavenHost h, CancellationToken ct) => h.Vms.ListAsync(ct));
         v1.MapPost("/vms", (HavenHost h, VmCreateRequest req, CancellationToken ct) => h.Vms.CreateAsync(req, ct));
         v1.MapGet("/vms/{name}", (HavenHost h, string name, CancellationToken ct) => h.Vms.ShowAsync(name, ct));
@@ -24,6 +27,8 @@ public static class Routes
         });
         v1.MapPost("/vms/{name}/start", (HavenHost h, string name, CancellationToken ct) => h.Vms.StartAsync(name, ct));
         v1.MapPost("/vms/{name}/stop", (HavenHost h, string name, VmStopRequest? req, CancellationToken ct) => h.Vms.StopAsync(name, req ?? new VmStopRequest(), ct));
+
+        ConsoleRoutes.Map(v1);
 
         v1.MapGet("/vms/{name}/checkpoints", (HavenHost h, string name) => h.Checkpoints.List(name));
         v1.MapPost("/vms/{name}/checkpoints", (HavenHost h, string name, CheckpointCreateRequest? req, CancellationToken ct) =>

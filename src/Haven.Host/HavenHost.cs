@@ -34,6 +34,7 @@ public sealed class HavenHost : IAsyncDisposable
         Store = new HostStore(Paths.Database);
         Runtimes = new VmRuntimes(this);
         Vms = new VmService(this);
+        Consoles = new VmConsoles(this);
         Checkpoints = new CheckpointService(this);
         Removal = new CheckpointRemoval(this);
         Repositories = new RepositoryAccess(this);
@@ -55,6 +56,7 @@ public sealed class HavenHost : IAsyncDisposable
     public HostStore Store { get; }
     public VmRuntimes Runtimes { get; }
     public VmService Vms { get; }
+    public VmConsoles Consoles { get; }
     public CheckpointService Checkpoints { get; }
     public CheckpointRemoval Removal { get; }
     public RepositoryAccess Repositories { get; }

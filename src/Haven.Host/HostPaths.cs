@@ -9,6 +9,7 @@ namespace Haven.Host;
 /// vms/&lt;vm&gt;/disks/&lt;layer&gt;.qcow2   one file per qcow2 layer
 /// vms/&lt;vm&gt;/states/&lt;cp&gt;.state      memory/device state of Standard checkpoints
 /// run/&lt;vm&gt;.{qmp,qga,pid,log}       runtime files of a running VM's QEMU
+/// run/&lt;vm&gt;.{console,vnc}           its serial console and VNC display sockets
 /// </code>
 /// </summary>
 public sealed class HostPaths(string root)
@@ -29,6 +30,10 @@ public sealed class HostPaths(string root)
     public string GuestAgentSocket(string vmId) => Path.Combine(RunDir, vmId + ".qga");
     public string PidFile(string vmId) => Path.Combine(RunDir, vmId + ".pid");
     public string SerialLog(string vmId) => Path.Combine(RunDir, vmId + ".log");
+    public string ConsoleSocket(string vmId) => Path.Combine(RunDir, vmId + ".console");
+    public string VncSocket(string vmId) => Path.Combine(RunDir, vmId + ".vnc");
+    /// <summary>Where QEMU writes a screenshot before havend reads it (QEMU creates it 0640: inside the 0700 run folder).</summary>
+    public string Screendump(string vmId) => Path.Combine(RunDir, vmId + ".screen.png");
 
     /// <summary>Creates the folders owner-only (0700): nothing in the data folder is for other users.</summary>
     public void EnsureCreated()

@@ -97,6 +97,16 @@ public class HostResolutionTests
     }
 
     [Fact]
+    public void WithoutHavenHomeTheSystemServiceIsUsedOnlyWhenNoPerUserDaemonListens()
+    {
+        var env = Env(("HOME", "/home/u"));
+        Assert.Equal("/var/lib/haven", HavenEndpoint.DefaultFolder(env, p => p == "/var/lib/haven/havend.sock"));
+        Assert.Equal("/home/u/.local/share/haven", HavenEndpoint.DefaultFolder(env, p => p is "/var/lib/haven/havend.sock" or "/home/u/.local/share/haven/havend.sock"));
+        Assert.Equal("/home/u/.local/share/haven", HavenEndpoint.DefaultFolder(env, _ => false));
+        Assert.Equal("/c", HavenEndpoint.DefaultFolder(Env(("HAVEN_HOME", "/c"), ("HOME", "/home/u")), _ => true));
+    }
+
+    [Fact]
     public void ExistingFileIsTakenAsTheSocketItself()
     {
         var dir = Directory.CreateTempSubdirectory("haven-cli-");

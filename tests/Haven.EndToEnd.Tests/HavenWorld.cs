@@ -149,6 +149,27 @@ public sealed class HavenWorld : IAsyncDisposable
 
     public string VmId(string vm) => _vmIds[vm];
 
+    /// <summary>
+    /// Creates and starts the busybox test guest (TCG, 256 MiB) through the CLI and waits for its GUEST-READY line
+    /// on the serial log; returns the log's path.
+    /// </summary>
+    public async Task<string> StartTestGuestAsync(string name)
+    {
+        await TestGuest.EnsureBuiltAsync();
+        await OkAsync("vm", "create", name, "--accel", "tcg", "--memory", "256", "--kernel", TestGuest.Kernel, "--initrd", TestGuest.Initrd,
+            "--append", TestGuest.Append, "--disk", TestGuest.DataDisk);
+        _vmIds[name] = (await ShowAsync(name)).Id;
+        await OkAsync("vm", "start", name);
+        var log = Paths.SerialLog(_vmIds[name]);
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (!File.ReadAllText(log).Contains("GUEST-READY"))
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"no GUEST-READY from VM '{name}' within 120 s in {log}");
+            await Task.Delay(500, Ct);
+        }
+        return log;
+    }
+
     /// <summary>Learns the id of a VM this world did not create itself (e.g. a replica), for the checks that need it.</summary>
     public async Task LearnVmAsync(string vm) => _vmIds[vm] = (await ShowAsync(vm)).Id;
 

@@ -246,7 +246,7 @@ public sealed class ReplicationBookkeepingTests
             cmd.CommandText = "SELECT (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM pragma_table_info('replications') WHERE name = 'statistics')";
             using var r = cmd.ExecuteReader();
             r.Read();
-            Assert.Equal((6L, 0L), (r.GetInt64(0), r.GetInt64(1))); // migrated on to the latest schema
+            Assert.Equal((7L, 0L), (r.GetInt64(0), r.GetInt64(1))); // migrated on to the latest schema
         }
     }
 }

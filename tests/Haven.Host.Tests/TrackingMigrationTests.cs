@@ -94,7 +94,7 @@ public sealed class TrackingMigrationTests
                 """;
             using var r = cmd.ExecuteReader();
             r.Read();
-            Assert.Equal((6L, 0L, "integer,null,replication:a"), (r.GetInt64(0), r.GetInt64(1), r.GetString(2)));
+            Assert.Equal((7L, 0L, "integer,null,replication:a"), (r.GetInt64(0), r.GetInt64(1), r.GetString(2)));
         }
     }
 

@@ -68,12 +68,14 @@ public sealed class QemuDriverTests
             GuestAgentSocket = Path.Combine(sub, "q.qga"),
             PidFile = Path.Combine(sub, "q.pid"),
             SerialLog = Path.Combine(sub, "q.log"),
+            ConsoleSocket = Path.Combine(sub, "q.console"),
+            VncSocket = Path.Combine(sub, "q.vnc"),
         };
         await using var qemu = await QemuProcess.LaunchAsync(spec, Ct);
         try
         {
             Assert.Equal("vm,debug-threads=on", (await qemu.Qmp.ExecuteAsync("query-name", null, Ct)).GetProperty("name").GetString());
-            foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket!, spec.PidFile, spec.SerialLog })
+            foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket!, spec.PidFile, spec.SerialLog, spec.ConsoleSocket!, spec.VncSocket! })
             {
                 var mode = File.GetUnixFileMode(f);
                 Assert.True((mode & ~(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute)) == 0, $"{f} is {Convert.ToString((int)mode, 8)}");

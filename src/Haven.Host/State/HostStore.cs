@@ -10,7 +10,7 @@ namespace Haven.Host.State;
 /// </summary>
 public sealed class HostStore : IDisposable
 {
-    private const int SchemaVersion = 6;
+    private const int SchemaVersion = 7;
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
@@ -56,6 +56,7 @@ public sealed class HostStore : IDisposable
                 """);
         if (version < 5) MigrateReplicationCounters();
         if (version < 6) MigrateTrackingPoints();
+        if (version < 7) MigrateAutostart();
         Exec($"PRAGMA user_version = {SchemaVersion}");
     }
 
@@ -151,6 +152,15 @@ public sealed class HostStore : IDisposable
         Exec("COMMIT");
     }
 
+    /// <summary>Schema 7: a VM's autostart flag (havend starts it after start-up reconciliation); off for existing VMs.</summary>
+    private void MigrateAutostart()
+    {
+        Exec("BEGIN IMMEDIATE");
+        Exec("ALTER TABLE vms ADD COLUMN autostart INTEGER NOT NULL DEFAULT 0");
+        Exec("PRAGMA user_version = 7");
+        Exec("COMMIT");
+    }
+
     private void CreateSchema1()
     {
         Exec("""
@@ -218,10 +228,12 @@ public sealed class HostStore : IDisposable
         internal Writer(HostStore s, SqliteTransaction tx) { _s = s; _tx = tx; }
 
         public void InsertVm(VmRecord v) => X("""
-            INSERT INTO vms VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k,$l,$m)
+            INSERT INTO vms (id, name, vcpus, memory_mib, kernel, initrd, append, guest_agent, network, accelerator, checkpoint_type,
+              current_checkpoint_id, created_at, autostart) VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k,$l,$m,$n)
             """, v.Id, v.Name, v.Vcpus, v.MemoryMiB, v.Kernel, v.Initrd, v.Append, v.GuestAgent ? 1 : 0, v.Network, v.Accelerator,
-            v.CheckpointType.ToString(), v.CurrentCheckpointId, v.CreatedAt.ToString("O"));
+            v.CheckpointType.ToString(), v.CurrentCheckpointId, v.CreatedAt.ToString("O"), v.Autostart ? 1 : 0);
         public void SetVmBootFiles(string vmId, string? kernel, string? initrd) => X("UPDATE vms SET kernel=$a, initrd=$b WHERE id=$c", kernel, initrd, vmId);
+        public void SetAutostart(string vmId, bool on) => X("UPDATE vms SET autostart=$a WHERE id=$b", on ? 1 : 0, vmId);
         public void SetCheckpointType(string vmId, CheckpointType t) => X("UPDATE vms SET checkpoint_type=$a WHERE id=$b", t.ToString(), vmId);
         public void SetCurrentCheckpoint(string vmId, string? cpId) => X("UPDATE vms SET current_checkpoint_id=$a WHERE id=$b", cpId, vmId);
         public void DeleteVm(string vmId)
@@ -362,6 +374,7 @@ public sealed class HostStore : IDisposable
         CheckpointType = Enum.Parse<CheckpointType>(S(r, "checkpoint_type")!),
         CurrentCheckpointId = S(r, "current_checkpoint_id"),
         CreatedAt = DateTimeOffset.Parse(S(r, "created_at")!),
+        Autostart = Convert.ToInt32(r["autostart"]) != 0,
     };
 
     private static DiskRecord ReadDisk(SqliteDataReader r) =>

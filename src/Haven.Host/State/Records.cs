@@ -18,6 +18,8 @@ public sealed record VmRecord
     /// <summary>The checkpoint whose layers the active layers sit on; null before the first checkpoint.</summary>
     public string? CurrentCheckpointId { get; init; }
     public required DateTimeOffset CreatedAt { get; init; }
+    /// <summary>havend starts the VM when it starts (after reconciliation).</summary>
+    public bool Autostart { get; init; }
 }
 
 public sealed record DiskRecord(string VmId, int Index, long SizeBytes, string ActiveLayerId)

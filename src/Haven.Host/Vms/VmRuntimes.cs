@@ -71,6 +71,8 @@ public sealed class VmRuntimes : IAsyncDisposable
         File.Delete(Paths.PidFile(vmId));
         File.Delete(Paths.QmpSocket(vmId));
         File.Delete(Paths.GuestAgentSocket(vmId));
+        File.Delete(Paths.ConsoleSocket(vmId));
+        File.Delete(Paths.VncSocket(vmId));
     }
 
     /// <summary>

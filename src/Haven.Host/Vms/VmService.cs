@@ -4,6 +4,7 @@ using Haven.Host.State;
 using Haven.Qemu.Images;
 using Haven.Qemu.Qmp;
 using Haven.Qemu.Runtime;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Host.Vms;
 
@@ -98,6 +99,7 @@ public sealed class VmService(HavenHost host)
             Accelerator = req.Accelerator,
             CheckpointType = req.CheckpointType,
             CreatedAt = host.Time.GetUtcNow(),
+            Autostart = req.Autostart,
         };
         Store.Write(w =>
         {
@@ -143,6 +145,7 @@ public sealed class VmService(HavenHost host)
         var vm = Find(name);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (req.CheckpointType is { } t) Store.Write(w => w.SetCheckpointType(vm.Id, t));
+        if (req.Autostart is { } on) Store.Write(w => w.SetAutostart(vm.Id, on));
         return await ShowAsync(name, ct);
     }
 
@@ -172,6 +175,8 @@ public sealed class VmService(HavenHost host)
             QmpSocket = Paths.QmpSocket(vm.Id),
             PidFile = Paths.PidFile(vm.Id),
             SerialLog = Paths.SerialLog(vm.Id),
+            ConsoleSocket = Paths.ConsoleSocket(vm.Id),
+            VncSocket = Paths.VncSocket(vm.Id),
             GuestAgentSocket = vm.GuestAgent ? Paths.GuestAgentSocket(vm.Id) : null,
             Kernel = vm.Kernel,
             Initrd = vm.Initrd,
@@ -194,9 +199,66 @@ public sealed class VmService(HavenHost host)
         if (req.Force && await host.Runtimes.KillUnresponsiveAsync(vm.Id, ct)) return await DescribeAsync(vm, ct);
         var p = host.Runtimes.Get(vm.Id) ?? throw HavenException.Conflict($"VM '{name}' is not running");
         if (req.Force) await p.QuitAsync(ct);
-        else await p.ShutdownAsync(TimeSpan.FromSeconds(Math.Clamp(req.TimeoutSeconds, 0, 3600)), ct);
+        else if (!await p.ShutdownAsync(TimeSpan.FromSeconds(Math.Clamp(req.TimeoutSeconds, 0, 3600)), ct))
+            host.Log.LogWarning("VM {Vm} did not shut down within {Timeout} s of the ACPI request: forced off", name, req.TimeoutSeconds);
         host.Runtimes.Forget(vm.Id);
         return await DescribeAsync(vm, ct);
+    }
+
+    /// <summary>
+    /// havend's start: starts every autostart VM that is off, all at once, each as a logged operation; one that
+    /// fails is logged and does not keep the others from starting. Returns the names started.
+    /// </summary>
+    public async Task<List<string>> AutostartAsync(CancellationToken ct)
+    {
+        var started = new List<string>();
+        await Task.WhenAll(Store.ListVms().Where(v => v.Autostart).Select(async vm =>
+        {
+            try
+            {
+                if (host.Runtimes.Unresponsive(vm.Id) is not null || host.Runtimes.Get(vm.Id) is not null) return; // reattached
+                await host.RunOperationAsync("autostart", vm.Name, () => StartAsync(vm.Name, ct));
+                lock (started) started.Add(vm.Name);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // RunOperationAsync logged the failure; carry on with the others.
+            }
+        }));
+        return started;
+    }
+
+    /// <summary>
+    /// The host is going down (haven-guests.service's ExecStop, like libvirt-guests): ACPI shutdown of every running
+    /// VM at once, then each one still running after <paramref name="timeoutSeconds"/> is forced off.
+    /// </summary>
+    public async Task<HostShutdownResult> ShutdownAllAsync(HostShutdownRequest req, CancellationToken ct)
+    {
+        if (req.TimeoutSeconds is < 0 or > 3600) throw HavenException.Invalid("the timeout must be between 0 and 3600 seconds");
+        var running = Store.ListVms().Where(v => host.Runtimes.Unresponsive(v.Id) is not null || host.Runtimes.Get(v.Id) is not null).ToList();
+        host.Log.LogInformation("shutting down {Count} running VM(s), forcing off after {Timeout} s", running.Count, req.TimeoutSeconds);
+        var results = await Task.WhenAll(running.Select(async vm =>
+        {
+            try
+            {
+                return await host.RunOperationAsync("shutdown-vms", vm.Name, async () =>
+                {
+                    await using var _ = await host.LockVmAsync(vm.Id, ct);
+                    // An unresponsive QEMU cannot take an ACPI request: killed, as vm stop --force does.
+                    if (await host.Runtimes.KillUnresponsiveAsync(vm.Id, ct)) return new VmShutdownResult(vm.Name, "forced-off");
+                    if (host.Runtimes.Get(vm.Id) is not { } p) return new VmShutdownResult(vm.Name, "shut-down");
+                    var obeyed = await p.ShutdownAsync(TimeSpan.FromSeconds(req.TimeoutSeconds), ct);
+                    host.Runtimes.Forget(vm.Id);
+                    host.Log.LogInformation(obeyed ? "VM {Vm} shut down" : "VM {Vm} did not shut down within {Timeout} s: forced off", vm.Name, req.TimeoutSeconds);
+                    return new VmShutdownResult(vm.Name, obeyed ? "shut-down" : "forced-off");
+                });
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                return new VmShutdownResult(vm.Name, "failed", e.Message.ReplaceLineEndings(" "));
+            }
+        }));
+        return new HostShutdownResult { Vms = [.. results.OrderBy(r => r.Name, StringComparer.Ordinal)] };
     }
 
     public async Task RemoveAsync(string name, CancellationToken ct)
@@ -251,8 +313,10 @@ public sealed class VmService(HavenHost host)
             Accelerator = vm.Accelerator,
             Network = vm.Network,
             GuestAgent = vm.GuestAgent,
+            Autostart = vm.Autostart,
             QmpSocket = Paths.QmpSocket(vm.Id),
             GuestAgentSocket = vm.GuestAgent ? Paths.GuestAgentSocket(vm.Id) : null,
+            VncSocket = state != VmState.Off && File.Exists(Paths.VncSocket(vm.Id)) ? Paths.VncSocket(vm.Id) : null,
             Pid = pid,
             CurrentCheckpoint = vm.CurrentCheckpointId is { } c && checkpoints.TryGetValue(c, out var cur) ? cur.Name : null,
             Kernel = vm.Kernel,

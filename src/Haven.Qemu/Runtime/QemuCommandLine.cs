@@ -19,12 +19,22 @@ public static class QemuCommandLine
             "-smp", spec.Vcpus.ToString(),
             "-m", spec.MemoryMiB.ToString(),
             "-nodefaults", "-nographic", "-no-user-config",
-            "-serial", "file:" + spec.SerialLog,
+        };
+        if (spec.ConsoleSocket is null) a.AddRange(["-serial", "file:" + spec.SerialLog]);
+        else
+        {
+            // The console socket serves `haven vm console`; the log keeps every byte whether a client is attached or not.
+            a.AddRange(["-chardev", $"socket,id=ser0,path={Escape(spec.ConsoleSocket)},server=on,wait=off,logfile={Escape(spec.SerialLog)},logappend=on",
+                "-serial", "chardev:ser0"]);
+        }
+        // -nographic only means "no window": a VGA card still shows SeaBIOS and the guest's text console over VNC.
+        if (spec.VncSocket is not null) a.AddRange(["-device", "VGA", "-vnc", "unix:" + Escape(spec.VncSocket)]);
+        a.AddRange([
             // -serial file: takes the rest literally; option strings (key=value,...) need commas doubled.
             "-qmp", $"unix:{Escape(spec.QmpSocket)},server=on,wait=off",
             "-pidfile", spec.PidFile,
             "-daemonize",
-        };
+        ]);
         if (spec.Kernel is not null) { a.Add("-kernel"); a.Add(NoComma(spec.Kernel, "kernel")); }
         if (spec.Initrd is not null) { a.Add("-initrd"); a.Add(NoComma(spec.Initrd, "initrd")); }
         if (spec.Append is not null) { a.Add("-append"); a.Add(spec.Append); }

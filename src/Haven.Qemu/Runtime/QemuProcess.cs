@@ -30,14 +30,15 @@ public sealed class QemuProcess : IAsyncDisposable
     {
         File.Delete(spec.QmpSocket);
         File.Delete(spec.PidFile);
-        if (spec.GuestAgentSocket is not null) File.Delete(spec.GuestAgentSocket);
+        foreach (var f in new[] { spec.GuestAgentSocket, spec.ConsoleSocket, spec.VncSocket })
+            if (f is not null) File.Delete(f);
         File.Delete(spec.SerialLog); // one log per run of the VM
         // QEMU daemonizes with umask 027 and keeps the mode of a file that exists: the log starts owner-only.
         OwnerOnly.CreateFile(spec.SerialLog).Dispose();
         // With -daemonize the launcher exits once QEMU is initialised, so its exit code reports start-up errors.
         await ProcessRunner.RunAsync(QemuCommandLine.Binary, QemuCommandLine.Build(spec), ct);
         // Its sockets and pid file were made under umask 027 (inside the 0700 run folder): owner-only before use.
-        foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket, spec.PidFile, spec.SerialLog })
+        foreach (var f in new[] { spec.QmpSocket, spec.GuestAgentSocket, spec.PidFile, spec.SerialLog, spec.ConsoleSocket, spec.VncSocket })
             if (f is not null) OwnerOnly.Restrict(f);
         var pid = ReadPid(spec.PidFile) ?? throw new ToolFailedException(QemuCommandLine.Binary, 0, "QEMU started but wrote no pid file");
         try
@@ -77,6 +78,13 @@ public sealed class QemuProcess : IAsyncDisposable
     /// <summary>"running", "paused", "prelaunch", "inmigrate", "postmigrate", "shutdown", ...</summary>
     public async Task<string> QueryStatusAsync(CancellationToken ct = default)
         => (await Qmp.ExecuteAsync("query-status", null, ct)).GetProperty("status").GetString() ?? "unknown";
+
+    /// <summary>
+    /// Writes the display's current picture as a PNG to <paramref name="path"/> (QMP screendump; QEMU 7.1+ encodes
+    /// PNG itself). QEMU creates the file under its umask 027: give it a path in an owner-only folder.
+    /// </summary>
+    public Task ScreendumpAsync(string path, CancellationToken ct = default)
+        => Qmp.ExecuteAsync("screendump", new System.Text.Json.Nodes.JsonObject { ["filename"] = path, ["format"] = "png" }, ct);
 
     /// <summary>Asks the guest to power off (ACPI); after <paramref name="timeout"/> forces QEMU to quit.</summary>
     public async Task<bool> ShutdownAsync(TimeSpan timeout, CancellationToken ct = default)

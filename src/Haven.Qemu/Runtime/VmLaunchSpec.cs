@@ -24,6 +24,13 @@ public sealed record VmLaunchSpec
     public required string QmpSocket { get; init; }
     public required string PidFile { get; init; }
     public required string SerialLog { get; init; }
+    /// <summary>
+    /// The serial console as a unix socket QEMU serves (one client at a time), still logged to <see cref="SerialLog"/>;
+    /// null: the serial port only writes the log.
+    /// </summary>
+    public string? ConsoleSocket { get; init; }
+    /// <summary>A VGA display served over VNC on this unix socket; null: no display.</summary>
+    public string? VncSocket { get; init; }
     public string? GuestAgentSocket { get; init; }
     public string? Kernel { get; init; }
     public string? Initrd { get; init; }

@@ -14,6 +14,8 @@ public static class VmCommand
             new VmStartCommand(ctx),
             new VmStopCommand(ctx),
             new VmSetCommand(ctx),
+            new VmConsoleCommand(ctx),
+            new VmScreenshotCommand(ctx),
             new VmRemoveCommand(ctx),
         };
         HavenCli.ShowHelpWhenBare(vm);

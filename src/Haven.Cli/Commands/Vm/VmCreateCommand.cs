@@ -61,6 +61,8 @@ public sealed class VmCreateCommand : Command
         Description = "Do not attach the QEMU guest agent channel (Production checkpoints then fall back or fail)",
     };
 
+    public Option<bool> Autostart { get; } = new("--autostart") { Description = "havend starts the VM when it starts" };
+
     public Option<string> Network { get; } = new("--network")
     {
         Description = "Network: none or user",
@@ -97,6 +99,7 @@ public sealed class VmCreateCommand : Command
         Add(Network);
         Add(Accel);
         Add(CheckpointType);
+        Add(Autostart);
 
         ctx.SetAction(this, async (parseResult, client, output, ct) =>
         {
@@ -123,6 +126,7 @@ public sealed class VmCreateCommand : Command
         Network = parseResult.GetValue(Network) ?? Defaults.Network,
         Accelerator = parseResult.GetValue(Accel) ?? Defaults.Accelerator,
         CheckpointType = parseResult.GetValue(CheckpointType),
+        Autostart = parseResult.GetValue(Autostart),
     };
 
     /// <summary>--disk and --disk-size values, interleaved in the order they appear on the command line.</summary>

@@ -42,8 +42,10 @@ public static class VmView
             ("Current checkpoint", vm.CurrentCheckpoint ?? "-"),
             ("Accelerator", vm.Accelerator),
             ("Network", vm.Network),
+            ("Autostart", vm.Autostart ? "on" : "off"),
             ("Guest agent", vm.GuestAgent ? (vm.GuestAgentSocket is { } qga ? "yes, " + qga : "yes") : "no"),
             ("QMP socket", vm.QmpSocket),
+            ("VNC display", vm.VncSocket is { } vnc ? "unix:" + vnc : null),
             ("Kernel", vm.Kernel),
             ("Initrd", vm.Initrd),
             ("Append", vm.Append));
