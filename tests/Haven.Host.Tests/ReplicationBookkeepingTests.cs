@@ -201,9 +201,10 @@ public sealed class ReplicationBookkeepingTests
         {
             c.Open();
             using var cmd = c.CreateCommand();
-            // The v4 tables the migration reads or alters (the others are not touched by it).
+            // The v4 tables the migrations read or alter (the others are not touched by them; schema 6 reads vms' hardware columns).
             cmd.CommandText = """
-                CREATE TABLE vms (id TEXT PRIMARY KEY);
+                CREATE TABLE vms (id TEXT PRIMARY KEY, vcpus INTEGER NOT NULL DEFAULT 1, memory_mib INTEGER NOT NULL DEFAULT 64, network TEXT NOT NULL DEFAULT 'none');
+                CREATE TABLE checkpoints (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL);
                 CREATE TABLE replicas (
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, primary_host TEXT NOT NULL, primary_vm_id TEXT NOT NULL,
                   trust_group TEXT NOT NULL, last_cycle INTEGER NOT NULL, additional_points INTEGER NOT NULL, created_at TEXT NOT NULL,
@@ -211,7 +212,7 @@ public sealed class ReplicationBookkeepingTests
                 CREATE TABLE replications (
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
                   last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
-                INSERT INTO vms VALUES ('a'), ('b');
+                INSERT INTO vms (id) VALUES ('a'), ('b');
                 INSERT INTO replications VALUES ('a', 'https://r:9443', '{}', 7, $stats), ('b', 'https://r:9443', '{}', 0, 'not json');
                 PRAGMA user_version = 4;
                 """;
@@ -242,7 +243,7 @@ public sealed class ReplicationBookkeepingTests
             cmd.CommandText = "SELECT (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM pragma_table_info('replications') WHERE name = 'statistics')";
             using var r = cmd.ExecuteReader();
             r.Read();
-            Assert.Equal((5L, 0L), (r.GetInt64(0), r.GetInt64(1)));
+            Assert.Equal((6L, 0L), (r.GetInt64(0), r.GetInt64(1)));
         }
     }
 }

@@ -26,7 +26,11 @@ public sealed class VmService(HavenHost host)
     /// Where the VM's files go instead of the data folder (a replica server's storage location): the VM's folder
     /// is then a link to &lt;storageFolder&gt;/&lt;vm id&gt;.
     /// </param>
-    internal async Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct, string? storageFolder)
+    /// <param name="copyOfPrimary">
+    /// A replica VM: its NICs keep the primary's MACs (the failed-over VM answers on its own MAC) and may name bridges
+    /// this host does not have yet; both are checked when it starts, not now. Syntax is checked all the same.
+    /// </param>
+    internal async Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct, string? storageFolder, bool copyOfPrimary = false)
     {
         if (storageFolder is not null && !Directory.Exists(storageFolder)) throw HavenException.Invalid($"storage location does not exist: {storageFolder}");
         var name = Names.Validate(req.Name, "VM");
@@ -64,7 +68,11 @@ public sealed class VmService(HavenHost host)
         await using var _ = await host.LockHostAsync(ct);
         if (Store.FindVmByName(name) is not null) throw HavenException.Conflict($"a VM named '{name}' already exists");
         // MACs are checked under the host lock: two creates cannot both take the same one.
-        var hardware = CheckHardware(requested with { Nics = Hardware.AssignNics(requested.Nics, MacsInUse(exceptVmId: null)) }, req.Disks.Count);
+        var hardware = copyOfPrimary
+            ? requested with { Nics = Hardware.AssignNics(requested.Nics, new HashSet<string>()) }
+            : requested with { Nics = Hardware.AssignNics(requested.Nics, MacsInUse(exceptVmId: null)) };
+        if (copyOfPrimary) Hardware.Validate(hardware, req.Disks.Count);
+        else CheckHardware(hardware, req.Disks.Count);
         var vmId = HostPaths.NewId();
         if (storageFolder is not null)
         {
