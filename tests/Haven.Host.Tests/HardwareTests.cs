@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Haven.Api;
+using Haven.Host.Replication;
 using Haven.Host.State;
 using Haven.Host.Vms;
 using Haven.TestSupport;
@@ -192,6 +193,66 @@ public sealed class HardwareTests
                 () => t.Host.Vms.UpdateAsync("vm1", new VmUpdateRequest { Vcpus = 2, MemoryMiB = 128 }, t.Ct));
         }
         finally { await t.Host.Vms.StopAsync("vm1", new VmStopRequest { Force = true }, t.Ct); }
+    }
+
+    /// <summary>The CD-ROM medium changes live; the VM starts on the document (CPU model, SCSI disk, NIC MAC, boot order).</summary>
+    [Fact]
+    public async Task A_running_vm_gets_its_cdrom_changed_live_and_starts_with_its_hardware()
+    {
+        await using var t = new TestHost();
+        var iso1 = t.Dir.File("one.iso");
+        var iso2 = t.Dir.File("two.iso");
+        await File.WriteAllBytesAsync(iso1, new byte[2048 * 16], t.Ct);
+        await File.WriteAllBytesAsync(iso2, new byte[2048 * 32], t.Ct);
+        await t.Host.Vms.CreateAsync(new VmCreateRequest
+        {
+            Name = "vm1", Disks = [new DiskSpec { SizeBytes = 32 << 20 }], Accelerator = "tcg", MemoryMiB = 64, CpuModel = "qemu64",
+            DiskBus = "virtio-scsi", Cdrom = iso1, BootOrder = ["cdrom", "disk0"], Nics = [new NicSpec { Mode = "user", Mac = "52:54:00:00:99:01" }],
+        }, t.Ct);
+        await t.Host.Vms.StartAsync("vm1", t.Ct);
+        try
+        {
+            async Task<string?> Medium()
+            {
+                foreach (var b in (await t.Qmp("vm1").ExecuteAsync("query-block", null, t.Ct)).EnumerateArray())
+                    if (b.GetProperty("qdev").GetString() == "cdrom")
+                        return b.TryGetProperty("inserted", out var ins) ? ins.GetProperty("file").GetString() : null;
+                throw new InvalidOperationException("no cdrom device");
+            }
+            Assert.Equal(iso1, await Medium());
+            var network = (await t.Qmp("vm1").ExecuteAsync("human-monitor-command", new System.Text.Json.Nodes.JsonObject { ["command-line"] = "info network" }, t.Ct)).GetString();
+            Assert.Contains("macaddr=52:54:00:00:99:01", network);
+            Assert.Null((await t.Host.Vms.UpdateAsync("vm1", new VmUpdateRequest { Eject = true }, t.Ct)).Hardware!.CdromIso);
+            Assert.Null(await Medium());
+            Assert.Equal(iso2, (await t.Host.Vms.UpdateAsync("vm1", new VmUpdateRequest { Cdrom = iso2 }, t.Ct)).Hardware!.CdromIso);
+            Assert.Equal(iso2, await Medium());
+            // The disk is on the SCSI bus: the chain lookup by device still finds it (checkpoints, backups rely on it).
+            Assert.Single(await Qemu.Runtime.BlockOperations.GetChainAsync(t.Qmp("vm1"), "disk0", t.Ct));
+            await t.Host.Checkpoints.CreateAsync("vm1", "live", t.Ct);
+        }
+        finally { await t.Host.Vms.StopAsync("vm1", new VmStopRequest { Force = true }, t.Ct); }
+    }
+
+    /// <summary>A replica keeps the primary's MACs (a failed-over VM answers on its own MAC); a peer's bad values are refused.</summary>
+    [Fact]
+    public async Task A_replica_keeps_the_primarys_nics_and_refuses_bad_ones()
+    {
+        await using var t = new TestHost();
+        ReplicaCreateSpec Spec(string name, params NicSpec[] nics) => new()
+        {
+            VmName = name, PrimaryHost = "primary.test", PrimaryVmId = "p-" + name, TrustGroup = "", DiskSizes = [32 << 20], MemoryMiB = 64,
+            Accelerator = "tcg", Hardware = new VmHardware { Nics = [.. nics], DiskBus = "virtio-scsi" },
+        };
+        var nic = new NicSpec { Name = "nic0", Mode = "bridge", Bridge = "br-primary", Mac = "52:54:00:77:00:01", Model = "e1000" };
+        var replica = await t.Host.Replicas.CreateAsync(Spec("web", nic), t.Ct);
+        var hw = (await t.Host.Vms.DescribeAsync(t.Host.Store.FindVm(replica.VmId)!, t.Ct)).Hardware!;
+        Assert.Equal(Hardware.Write(new VmHardware { Nics = [nic], DiskBus = "virtio-scsi" }), Hardware.Write(hw with { Vcpus = 1, MemoryMiB = 256 }));
+        // Its bridge is checked when it starts, with one clear line.
+        Assert.Equal("bridge 'br-primary' does not exist on this host",
+            (await Assert.ThrowsAsync<HavenException>(() => t.Host.Vms.StartAsync("web", t.Ct))).Message);
+        foreach (var bad in new[] { nic with { Mac = "01:00:5e:00:00:01" }, nic with { Bridge = "br0;rm -rf" }, nic with { Mode = "vde" }, nic with { Name = "eth0" } })
+            Assert.Equal(ErrorCode.InvalidArgument, (await Assert.ThrowsAsync<HavenException>(() => t.Host.Replicas.CreateAsync(Spec("bad", bad), t.Ct))).Code);
+        Assert.Null(t.Host.Store.FindVmByName("bad"));
     }
 
     private static async Task<string> State(TestHost t)

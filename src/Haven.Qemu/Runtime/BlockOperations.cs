@@ -128,9 +128,9 @@ public static class BlockOperations
         string? root = null;
         foreach (var b in (await qmp.ExecuteAsync("query-block", null, ct)).EnumerateArray())
         {
-            // virtio-blk shows /machine/peripheral/disk0/virtio-backend, scsi-hd /machine/peripheral/disk0.
+            // virtio-blk shows /machine/peripheral/disk0/virtio-backend, scsi-hd just its id (disk0).
             var path = (b.TryGetProperty("qdev", out var qdev) ? qdev.GetString() : null) ?? "";
-            if (!path.Contains("/" + deviceId + "/", StringComparison.Ordinal) && !path.EndsWith("/" + deviceId, StringComparison.Ordinal)) continue;
+            if (path != deviceId && !path.Contains("/" + deviceId + "/", StringComparison.Ordinal)) continue;
             if (b.TryGetProperty("inserted", out var ins)) root = ins.GetProperty("node-name").GetString();
         }
         if (root is null) return [];
