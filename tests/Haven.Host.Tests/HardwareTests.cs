@@ -118,6 +118,7 @@ public sealed class HardwareTests
             Assert.Equal((1, 64, CheckpointType.Standard), (db.Vcpus, db.MemoryMiB, db.CheckpointType));
             Assert.Equal(Hardware.Write(web.Hardware), Hardware.Write(Assert.Single(store.ListCheckpoints(web.Id)).Hardware!));
         }
+
         using (var db = new SqliteConnection($"Data Source={path};Pooling=False"))
         {
             db.Open();
@@ -127,6 +128,22 @@ public sealed class HardwareTests
             cmd.CommandText = "SELECT count(*) FROM pragma_table_info('vms') WHERE name IN ('vcpus','memory_mib','network')";
             Assert.Equal(0L, cmd.ExecuteScalar());
         }
+    }
+
+    /// <summary>VMs migrated from schema 5 share QEMU's default user-mode MAC: changing one of them is not refused for it.</summary>
+    [Fact]
+    public async Task A_mac_the_vm_already_has_is_not_checked_again()
+    {
+        await using var t = new TestHost();
+        foreach (var name in new[] { "a", "b" })
+        {
+            var vm = await t.Host.Vms.CreateAsync(new VmCreateRequest { Name = name, Disks = [new DiskSpec { SizeBytes = 32 << 20 }], Network = "user" }, t.Ct);
+            t.Host.Store.Write(w => w.SetHardware(vm.Id, Hardware.FromLegacy(1, 256, "user", "52:54:00:12:34:56")));
+        }
+        var a = await t.Host.Vms.UpdateAsync("a", new VmUpdateRequest { Vcpus = 2, SetNics = [new NicSpec { Name = "nic0", Mode = "user", Model = "e1000" }] }, t.Ct);
+        Assert.Equal((2, "52:54:00:12:34:56", "e1000"), (a.Vcpus, a.Hardware!.Nics[0].Mac, a.Hardware.Nics[0].Model));
+        var e = await Assert.ThrowsAsync<HavenException>(() => t.Host.Vms.UpdateAsync("a", new VmUpdateRequest { SetNics = [new NicSpec { Mode = "user", Mac = "52:54:00:12:34:56" }] }, t.Ct));
+        Assert.Equal("MAC address 52:54:00:12:34:56 is given to two NICs", e.Message);
     }
 
     /// <summary>Hyper-V brings a checkpoint's configuration back with it: so does apply, disk sizes included.</summary>

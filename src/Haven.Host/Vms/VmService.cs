@@ -200,7 +200,8 @@ public sealed class VmService(HavenHost host)
             CpuModel = req.CpuModel ?? old.CpuModel,
             DiskBus = req.DiskBus ?? old.DiskBus,
             BootOrder = req.BootOrder ?? old.BootOrder,
-            Nics = Hardware.AssignNics(nics, MacsInUse(exceptVmId: vm.Id)),
+            // MACs the VM has already are not checked again (VMs migrated from schema 5 share QEMU's default user-mode MAC).
+            Nics = Hardware.AssignNics(nics, MacsInUse(exceptVmId: vm.Id), keep: old.Nics.Select(n => n.Mac!).ToList()),
             CdromDrive = old.CdromDrive || req.Cdrom is not null,
             CdromIso = req.Eject ? null : req.Cdrom is { } iso ? CheckIso(iso) : old.CdromIso,
         };
