@@ -49,12 +49,78 @@ public sealed record VmCreateRequest
     public CheckpointType CheckpointType { get; init; } = CheckpointType.Production;
     /// <summary>havend starts the VM when it starts.</summary>
     public bool Autostart { get; init; }
+    /// <summary>NICs; null: one user-mode NIC for <see cref="Network"/> "user", none for "none". MACs left empty are generated.</summary>
+    public List<NicSpec>? Nics { get; init; }
+    /// <summary>"auto" (host on KVM, max on TCG) or a QEMU CPU model name.</summary>
+    public string CpuModel { get; init; } = "auto";
+    /// <summary>"virtio-blk" or "virtio-scsi".</summary>
+    public string DiskBus { get; init; } = "virtio-blk";
+    /// <summary>An ISO image for the VM's CD-ROM drive; null: no drive.</summary>
+    public string? Cdrom { get; init; }
+    /// <summary>Device ids in boot order (disk0, cdrom, nic0 ...); empty: firmware default.</summary>
+    public List<string>? BootOrder { get; init; }
 }
 
+/// <summary>
+/// A VM's hardware, stored as one document (<c>vms.hardware</c>) and copied into each checkpoint: applying a
+/// checkpoint brings back the hardware it was taken with (docs/architecture.md "VM hardware").
+/// </summary>
+public sealed record VmHardware
+{
+    public int Vcpus { get; init; } = 1;
+    /// <summary>"auto" (host on KVM, max on TCG) or a QEMU CPU model name.</summary>
+    public string CpuModel { get; init; } = "auto";
+    public int MemoryMiB { get; init; } = 256;
+    public List<NicSpec> Nics { get; init; } = [];
+    /// <summary>"virtio-blk" or "virtio-scsi" (SCSI passes the guest's discards through as well).</summary>
+    public string DiskBus { get; init; } = "virtio-blk";
+    /// <summary>The VM has a CD-ROM drive (id "cdrom"); <see cref="CdromIso"/> is the medium in it, null when empty.</summary>
+    public bool CdromDrive { get; init; }
+    public string? CdromIso { get; init; }
+    /// <summary>Device ids in boot order (disk0, cdrom, nic0 ...); empty: firmware default.</summary>
+    public List<string> BootOrder { get; init; } = [];
+}
+
+/// <summary>One network card. Mode "user": QEMU's user-mode NAT; "bridge": a tap device havend adds to <see cref="Bridge"/>.</summary>
+public sealed record NicSpec
+{
+    /// <summary>nic0, nic1 ...; given by havend.</summary>
+    public string Name { get; init; } = "";
+    public string Mode { get; init; } = "user";
+    public string? Bridge { get; init; }
+    /// <summary>52:54:00:xx:xx:xx generated when empty; kept across restarts, checkpoints, restores in place and replication.</summary>
+    public string? Mac { get; init; }
+    /// <summary>"virtio" or "e1000".</summary>
+    public string Model { get; init; } = "virtio";
+    public bool LinkUp { get; init; } = true;
+}
+
+/// <summary>PATCH /v1/vms/{name}: every field left null stays as it is.</summary>
 public sealed record VmUpdateRequest
 {
     public CheckpointType? CheckpointType { get; init; }
     public bool? Autostart { get; init; }
+    public int? Vcpus { get; init; }
+    public int? MemoryMiB { get; init; }
+    public string? CpuModel { get; init; }
+    public string? DiskBus { get; init; }
+    /// <summary>Puts this ISO into the CD-ROM drive (adding the drive while off).</summary>
+    public string? Cdrom { get; init; }
+    /// <summary>Empties the CD-ROM drive.</summary>
+    public bool Eject { get; init; }
+    public List<string>? BootOrder { get; init; }
+    /// <summary>NICs to add (Name empty) or replace (Name of an existing NIC).</summary>
+    public List<NicSpec>? SetNics { get; init; }
+    /// <summary>Names of NICs to remove.</summary>
+    public List<string>? RemoveNics { get; init; }
+    /// <summary>Disk id to new size in bytes (grow only, VM off).</summary>
+    public Dictionary<string, long>? Resize { get; init; }
+}
+
+/// <summary>POST /v1/vms/{name}/nics/{nic}/link: the NIC's link state, live through QMP when the VM runs.</summary>
+public sealed record NicLinkRequest
+{
+    public required bool Up { get; init; }
 }
 
 /// <summary>POST /v1/host/shutdown-vms: ACPI shutdown of every running VM at once, then force off after the timeout.</summary>
@@ -113,6 +179,8 @@ public sealed record VmInfo
     public string? Kernel { get; init; }
     public string? Initrd { get; init; }
     public string? Append { get; init; }
+    /// <summary>The whole hardware document (Vcpus, MemoryMiB and Network above are its summary); null from backups taken before it existed.</summary>
+    public VmHardware? Hardware { get; init; }
 }
 
 /// <summary>First message of the console WebSocket: attached, or why not.</summary>

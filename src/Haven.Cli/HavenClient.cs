@@ -106,6 +106,9 @@ public sealed partial class HavenClient : IDisposable
     public Task<VmInfo> UpdateVmAsync(string vm, VmUpdateRequest request, CancellationToken ct) =>
         SendAsync<VmInfo>(HttpMethod.Patch, VmPath(vm), request, ct);
 
+    public Task<VmInfo> SetNicLinkAsync(string vm, string nic, NicLinkRequest request, CancellationToken ct) =>
+        SendAsync<VmInfo>(HttpMethod.Post, VmPath(vm) + "/nics/" + Uri.EscapeDataString(nic) + "/link", request, ct);
+
     public Task RemoveVmAsync(string vm, CancellationToken ct) =>
         SendAsync(HttpMethod.Delete, VmPath(vm), null, ct);
 

@@ -33,6 +33,14 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
             AdditionalPoints = (uint)spec.AdditionalPoints,
         };
         if (spec.Append is not null) request.Append = spec.Append;
+        if (spec.Hardware is { } hw)
+        {
+            request.CpuModel = hw.CpuModel;
+            request.DiskBus = hw.DiskBus;
+            request.BootOrder.Add(hw.BootOrder);
+            foreach (var n in hw.Nics)
+                request.Nics.Add(new NicInfo { Name = n.Name, Mode = n.Mode, Bridge = n.Bridge ?? "", Mac = n.Mac ?? "", Model = n.Model, LinkUp = n.LinkUp });
+        }
         for (var i = 0; i < spec.DiskSizes.Count; i++) request.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = (uint)i, SizeBytes = (ulong)spec.DiskSizes[i] });
         var state = await CallAsync(() => _channel.Client.EnsureReplicaAsync(request, cancellationToken: ct).ResponseAsync);
         // Boot files travel as bytes: the replica never takes a path on its host from a primary.

@@ -40,7 +40,7 @@ catch (Exception e)
 var report = await host.StartAsync();
 Console.WriteLine($"havend: data {host.Paths.Root}; reattached {report.VmsReattached} VM(s); repaired {report.OperationsRepaired.Count} operation(s); " +
     $"removed {report.OrphanFilesRemoved.Count} orphan file(s) ({report.OrphanLayersRemoved} layer(s), {report.OrphanStatesRemoved} memory state(s)), " +
-    $"{report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es)");
+    $"{report.OrphanNodesRemoved.Count} orphan node(s), {report.OrphanProcessesStopped} orphan process(es), {report.OrphanTapsRemoved.Count} orphan tap(s)");
 foreach (var op in report.OperationsRepaired) Console.WriteLine("havend: repaired " + op);
 foreach (var vm in report.VmsUnresponsive) Console.WriteLine("havend: " + vm);
 

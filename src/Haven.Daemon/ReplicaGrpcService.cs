@@ -135,6 +135,8 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
             throw Invalid($"the kernel command line is at most {MaxAppendChars} characters without control characters");
         if (request.Vcpus > int.MaxValue || request.MemoryMib > int.MaxValue || request.AdditionalPoints > 24)
             throw Invalid("vcpus, memory or additional recovery points out of range");
+        if (request.Nics.Count > Haven.Host.Vms.Hardware.MaxNics || request.BootOrder.Count > 64)
+            throw Invalid("too many NICs or boot devices");
         try
         {
             var created = await Host.Replicas.CreateAsync(new ReplicaCreateSpec
@@ -153,6 +155,17 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                 GuestAgent = request.GuestAgent,
                 Accelerator = request.Accelerator.Length == 0 ? "auto" : request.Accelerator,
                 AdditionalPoints = (int)request.AdditionalPoints,
+                // A peer's values: ReplicaService/VmService validate every field (names, MAC syntax, models, counts).
+                Hardware = new VmHardware
+                {
+                    CpuModel = request.CpuModel.Length == 0 ? "auto" : request.CpuModel,
+                    DiskBus = request.DiskBus.Length == 0 ? "virtio-blk" : request.DiskBus,
+                    BootOrder = [.. request.BootOrder],
+                    Nics = [.. request.Nics.Select(n => new NicSpec
+                    {
+                        Name = n.Name, Mode = n.Mode, Bridge = n.Bridge.Length == 0 ? null : n.Bridge, Mac = n.Mac, Model = n.Model, LinkUp = n.LinkUp,
+                    })],
+                },
             }, context.CancellationToken);
             return State(created);
         }

@@ -25,6 +25,8 @@ public static class Routes
             await h.Vms.RemoveAsync(name, ct);
             return Results.NoContent();
         });
+        v1.MapPost("/vms/{name}/nics/{nic}/link", (HavenHost h, string name, string nic, NicLinkRequest req, CancellationToken ct) =>
+            h.Vms.SetNicLinkAsync(name, nic, req.Up, ct));
         v1.MapPost("/vms/{name}/start", (HavenHost h, string name, CancellationToken ct) => h.Vms.StartAsync(name, ct));
         v1.MapPost("/vms/{name}/stop", (HavenHost h, string name, VmStopRequest? req, CancellationToken ct) => h.Vms.StopAsync(name, req ?? new VmStopRequest(), ct));
 

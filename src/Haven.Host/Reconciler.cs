@@ -20,6 +20,8 @@ public sealed record ReconcileReport
     public int OrphanStatesRemoved { get; set; }
     public List<string> OrphanNodesRemoved { get; } = [];
     public int OrphanProcessesStopped { get; set; }
+    /// <summary>Tap devices of bridge NICs whose VM was not running.</summary>
+    public List<string> OrphanTapsRemoved { get; } = [];
 }
 
 /// <summary>
@@ -46,6 +48,12 @@ public sealed class Reconciler(HavenHost host)
                 report.VmsUnresponsive.Add($"VM '{vm.Name}' is unresponsive ({u.Reason}); re-attaching in the background");
             }
         report.OrphanProcessesStopped = StopUnknownQemus(vms.ConvertAll(v => v.Id)) + StopQemuNbds();
+        // Taps of VMs whose QEMU is gone (killed with or without havend): nothing else would remove them.
+        foreach (var tap in HostNetwork.OrphanTaps(vms.Where(v => unresponsive.Contains(v.Id) || host.Runtimes.Get(v.Id) is not null).Select(v => v.Id)))
+        {
+            await HostNetwork.DeleteTapAsync(tap, ct);
+            report.OrphanTapsRemoved.Add(tap);
+        }
 
         foreach (var op in host.Store.ListOperations())
             if (host.Store.FindVm(op.VmId) is null) host.Store.Write(w => w.DeleteOperation(op.Id));

@@ -30,16 +30,18 @@ public sealed class DaemonProcess : IAsyncDisposable
     private readonly TaskCompletionSource _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private DaemonProcess(string dataDir, IReadOnlyDictionary<string, string>? env, IReadOnlyList<string>? args)
+    private DaemonProcess(string dataDir, IReadOnlyDictionary<string, string>? env, IReadOnlyList<string>? args, string? netns)
     {
         DataDir = dataDir;
-        var psi = new ProcessStartInfo("dotnet")
+        // In a network namespace: ip netns exec replaces itself with dotnet, so the pid stays havend's.
+        var psi = new ProcessStartInfo(netns is null ? "dotnet" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (netns is not null) foreach (var a in new[] { "netns", "exec", netns, "dotnet" }) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add(DaemonDll);
         psi.ArgumentList.Add("--data");
         psi.ArgumentList.Add(dataDir);
@@ -78,9 +80,10 @@ public sealed class DaemonProcess : IAsyncDisposable
     public string StartupReport => Stdout.Split('\n').FirstOrDefault(l => l.StartsWith("havend: data ", StringComparison.Ordinal)) ?? "";
 
     /// <param name="args">More havend arguments after <c>--data DIR</c>, e.g. <c>--host-name NAME</c>.</param>
-    public static async Task<DaemonProcess> StartAsync(string dataDir, IReadOnlyDictionary<string, string>? env = null, IReadOnlyList<string>? args = null)
+    /// <param name="netns">A network namespace (ip netns) to run havend in; its bridges and taps are then that namespace's.</param>
+    public static async Task<DaemonProcess> StartAsync(string dataDir, IReadOnlyDictionary<string, string>? env = null, IReadOnlyList<string>? args = null, string? netns = null)
     {
-        var d = Launch(dataDir, env, args);
+        var d = Launch(dataDir, env, args, netns);
         var done = await Task.WhenAny(d._listening.Task, d._exited.Task, Task.Delay(ListenTimeout));
         if (done != d._listening.Task)
         {
@@ -92,9 +95,9 @@ public sealed class DaemonProcess : IAsyncDisposable
     }
 
     /// <summary>Starts havend without waiting for it to listen (for one that is expected to die first).</summary>
-    public static DaemonProcess Launch(string dataDir, IReadOnlyDictionary<string, string>? env = null, IReadOnlyList<string>? args = null)
+    public static DaemonProcess Launch(string dataDir, IReadOnlyDictionary<string, string>? env = null, IReadOnlyList<string>? args = null, string? netns = null)
     {
-        var d = new DaemonProcess(dataDir, env, args);
+        var d = new DaemonProcess(dataDir, env, args, netns);
         d._process.Start();
         d._process.BeginOutputReadLine();
         d._process.BeginErrorReadLine();

@@ -38,14 +38,26 @@ public sealed class HavenWorld : IAsyncDisposable
     public DaemonProcess? Daemon { get; private set; }
     /// <summary>Extra havend arguments for every start (e.g. --host-name).</summary>
     public List<string> DaemonArgs { get; } = [];
+    /// <summary>The network namespace havend runs in (ip netns exec), null: the test runner's.</summary>
+    public string? NetNamespace { get; set; }
 
     // ---------------- daemon ----------------
 
     public async Task<DaemonProcess> StartDaemonAsync(string? crashAt = null)
     {
         Assert.Null(Daemon);
-        Daemon = await DaemonProcess.StartAsync(Data, crashAt is null ? null : new Dictionary<string, string> { ["HAVEN_CRASH_AT"] = crashAt }, DaemonArgs);
+        Daemon = await DaemonProcess.StartAsync(Data, crashAt is null ? null : new Dictionary<string, string> { ["HAVEN_CRASH_AT"] = crashAt }, DaemonArgs, NetNamespace);
         return Daemon;
+    }
+
+    /// <summary>SIGKILLs havend (no clean-up of its own runs) and forgets it.</summary>
+    public async Task KillDaemonAsync()
+    {
+        if (Daemon is null) return;
+        await ProcessRunner.RunAsync("kill", ["-KILL", Daemon.Pid.ToString()]);
+        Assert.True(await Daemon.WaitForExitAsync(TimeSpan.FromSeconds(10)), "havend did not die of SIGKILL");
+        await Daemon.DisposeAsync();
+        Daemon = null;
     }
 
     public async Task StopDaemonAsync()

@@ -1,3 +1,4 @@
+using Haven.Host.Vms;
 using System.Text.Json;
 using Haven.Api;
 using Haven.Qemu.Images;
@@ -210,17 +211,26 @@ public abstract class BackupSuite
         await using var _ = t;
         var now = new DiskModel(t.Dir.File("now.raw"), 64 * M);
         await t.WriteAsync("vm1", now, 0x71, 3 * M, 3 * M);
+        var original = (await t.Host.Vms.UpdateAsync("vm1", new VmUpdateRequest { SetNics = [new NicSpec { Mode = "user", Model = "e1000" }] }, t.Ct)).Hardware!;
         var b = await Backup(t, repo);
         var copy = await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, NewName = "vm1-copy" }, t.Ct);
         Assert.Equal("vm1-copy", copy.Vm);
         Assert.True(await now.EqualsImageAsync(t.TopLayer("vm1-copy")));
-        Assert.Equal(64, (await t.Host.Vms.ShowAsync("vm1-copy", t.Ct)).MemoryMiB);
+        var copied = await t.Host.Vms.ShowAsync("vm1-copy", t.Ct);
+        Assert.Equal(64, copied.MemoryMiB);
+        // The backup carries the hardware; a new VM gets its own MAC (it may share a network with the original).
+        var nic = Assert.Single(copied.Hardware!.Nics);
+        Assert.Equal(("nic0", "user", "e1000"), (nic.Name, nic.Mode, nic.Model));
+        Assert.NotEqual(original.Nics[0].Mac, nic.Mac);
+        await t.Host.Vms.UpdateAsync("vm1", new VmUpdateRequest { RemoveNics = ["nic0"], Vcpus = 2 }, t.Ct);
 
         await t.Host.Checkpoints.CreateAsync("vm1", "cp", t.Ct);
         await GuestWrites.WriteOfflineAsync(t.TopLayer("vm1"), 0x72, 0, 8 * M);
         await t.Host.Restores.RestoreAsync(new RestoreRequest { Repository = repo, Passphrase = Pass, BackupId = b.BackupId, InPlace = true }, t.Ct);
         Assert.True(await now.EqualsImageAsync(t.TopLayer("vm1")));
         Assert.Empty(t.Host.Checkpoints.List("vm1"));
+        // In place the VM comes back as backed up, its MAC included.
+        Assert.Equal(Hardware.Write(original), Hardware.Write((await t.Host.Vms.ShowAsync("vm1", t.Ct)).Hardware!));
         await t.AssertConsistentAsync("vm1");
     }
 

@@ -201,9 +201,10 @@ public sealed class ReplicationBookkeepingTests
         {
             c.Open();
             using var cmd = c.CreateCommand();
-            // The v4 tables the migrations read or alter (the others are not touched by them).
+            // The v4 tables the migrations read or alter (the others are not touched by them; schema 8 reads vms' hardware columns).
             cmd.CommandText = """
-                CREATE TABLE vms (id TEXT PRIMARY KEY);
+                CREATE TABLE vms (id TEXT PRIMARY KEY, vcpus INTEGER NOT NULL DEFAULT 1, memory_mib INTEGER NOT NULL DEFAULT 64, network TEXT NOT NULL DEFAULT 'none');
+                CREATE TABLE checkpoints (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL);
                 CREATE TABLE operations (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
                 CREATE TABLE reference_points (
                   vm_id TEXT NOT NULL, disk_idx INTEGER NOT NULL, repo_id TEXT NOT NULL, bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT NOT NULL,
@@ -215,7 +216,7 @@ public sealed class ReplicationBookkeepingTests
                 CREATE TABLE replications (
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
                   last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
-                INSERT INTO vms VALUES ('a'), ('b');
+                INSERT INTO vms (id) VALUES ('a'), ('b');
                 INSERT INTO replications VALUES ('a', 'https://r:9443', '{}', 7, $stats), ('b', 'https://r:9443', '{}', 0, 'not json');
                 PRAGMA user_version = 4;
                 """;
@@ -246,7 +247,7 @@ public sealed class ReplicationBookkeepingTests
             cmd.CommandText = "SELECT (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM pragma_table_info('replications') WHERE name = 'statistics')";
             using var r = cmd.ExecuteReader();
             r.Read();
-            Assert.Equal((7L, 0L), (r.GetInt64(0), r.GetInt64(1))); // migrated on to the latest schema
+            Assert.Equal((8L, 0L), (r.GetInt64(0), r.GetInt64(1))); // migrated on to the latest schema
         }
     }
 }

@@ -24,9 +24,10 @@ public sealed class TrackingMigrationTests
         {
             c.Open();
             using var cmd = c.CreateCommand();
-            // The v5 tables the migration reads (the others are not touched by it).
+            // The v5 tables the migrations read (the others are not touched by them).
             cmd.CommandText = """
-                CREATE TABLE vms (id TEXT PRIMARY KEY);
+                CREATE TABLE vms (id TEXT PRIMARY KEY, vcpus INTEGER NOT NULL DEFAULT 1, memory_mib INTEGER NOT NULL DEFAULT 64, network TEXT NOT NULL DEFAULT 'none');
+                CREATE TABLE checkpoints (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL);
                 CREATE TABLE operations (
                   id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
                 CREATE TABLE reference_points (
@@ -34,7 +35,7 @@ public sealed class TrackingMigrationTests
                   bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT NOT NULL, consistency TEXT NOT NULL,
                   created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT,
                   PRIMARY KEY (vm_id, disk_idx, repo_id));
-                INSERT INTO vms VALUES ('a'), ('b');
+                INSERT INTO vms (id) VALUES ('a'), ('b');
                 INSERT INTO reference_points VALUES
                   ('a', 0, 'repo1', 'haven-rp-1', 'L0', '20260201-080000-abcd', 'ApplicationConsistent', '2026-02-01T08:00:00.0000000+00:00', '4096:77', NULL),
                   ('a', 1, 'repo1', 'haven-rp-2', 'L1', '20260201-080000-abcd', 'ApplicationConsistent', '2026-02-01T08:00:00.0000000+00:00', NULL, NULL),
@@ -94,7 +95,7 @@ public sealed class TrackingMigrationTests
                 """;
             using var r = cmd.ExecuteReader();
             r.Read();
-            Assert.Equal((7L, 0L, "integer,null,replication:a"), (r.GetInt64(0), r.GetInt64(1), r.GetString(2)));
+            Assert.Equal((8L, 0L, "integer,null,replication:a"), (r.GetInt64(0), r.GetInt64(1), r.GetString(2)));
         }
     }
 

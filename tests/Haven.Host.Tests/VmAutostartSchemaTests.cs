@@ -15,7 +15,7 @@ public sealed class VmAutostartSchemaTests
         {
             c.Open();
             using var cmd = c.CreateCommand();
-            // The v5 vms table (the one this migration alters) and the tables the schema-6 step reads.
+            // The v5 vms table (the one this migration alters) and the tables the other steps read.
             cmd.CommandText = """
                 CREATE TABLE operations (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
                 CREATE TABLE reference_points (
@@ -25,6 +25,7 @@ public sealed class VmAutostartSchemaTests
                   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL,
                   kernel TEXT, initrd TEXT, append TEXT, guest_agent INTEGER NOT NULL, network TEXT NOT NULL,
                   accelerator TEXT NOT NULL, checkpoint_type TEXT NOT NULL, current_checkpoint_id TEXT, created_at TEXT NOT NULL);
+                CREATE TABLE checkpoints (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL);
                 INSERT INTO vms VALUES ('a', 'web', 2, 512, NULL, NULL, NULL, 1, 'none', 'auto', 'Production', NULL, '2026-01-01T00:00:00.0000000+00:00');
                 PRAGMA user_version = 5;
                 """;
@@ -42,7 +43,7 @@ public sealed class VmAutostartSchemaTests
             c.Open();
             using var cmd = c.CreateCommand();
             cmd.CommandText = "SELECT user_version FROM pragma_user_version";
-            Assert.Equal(7L, cmd.ExecuteScalar());
+            Assert.Equal(8L, cmd.ExecuteScalar());
         }
     }
 }

@@ -49,6 +49,8 @@ public sealed class RestoreService(HavenHost host)
         var name = Names.Validate(req.NewName ?? throw HavenException.Invalid("restore needs a new VM name, --in-place, or a disk and target"), "VM");
         await using var _ = await host.LockHostAsync(ct);
         if (host.Store.FindVmByName(name) is not null) throw HavenException.Conflict($"a VM named '{name}' already exists");
+        // A new VM gets new MACs: it may run next to the original on one network (docs/architecture.md "VM hardware").
+        var hardware = Vms.Hardware.WithNewMacs(HardwareOf(definition, manifest.Disks.Count), host.Vms.MacsInUse(exceptVmId: null));
         var vmId = HostPaths.NewId();
         Qemu.OwnerOnly.CreateFolder(host.Paths.DisksDir(vmId));
         Qemu.OwnerOnly.CreateFolder(host.Paths.StatesDir(vmId));
@@ -69,7 +71,7 @@ public sealed class RestoreService(HavenHost host)
         }
         host.Store.Write(w =>
         {
-            w.InsertVm(ToRecord(definition, vmId, name));
+            w.InsertVm(ToRecord(definition, vmId, name, hardware));
             for (var i = 0; i < layers.Count; i++)
             {
                 w.InsertLayer(layers[i]);
@@ -84,6 +86,7 @@ public sealed class RestoreService(HavenHost host)
         var vm = host.Vms.Find(definition.Name);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is running; stop it before restoring over it");
+        var hardware = HardwareOf(definition, manifest.Disks.Count);
         var newLayers = new List<LayerRecord>();
         try
         {
@@ -108,11 +111,21 @@ public sealed class RestoreService(HavenHost host)
             foreach (var l in oldLayers) w.DeleteLayer(l.Id);
             foreach (var c in oldCheckpoints) w.DeleteCheckpoint(c.Id);
             w.SetCurrentCheckpoint(vm.Id, null);
+            // The VM comes back as it was backed up, its MACs included (it is the same machine).
+            if (definition.Hardware is not null) w.SetHardware(vm.Id, hardware);
             foreach (var l in newLayers) { w.InsertLayer(l); w.SetActiveLayer(vm.Id, l.DiskIndex, l.Id); }
         });
         foreach (var l in oldLayers) File.Delete(host.Paths.LayerFile(vm.Id, l.Id));
         foreach (var c in oldCheckpoints) File.Delete(host.Paths.StateFile(vm.Id, c.Id));
         return new RestoreResult { Vm = vm.Name, BytesWritten = Total(manifest), WallMilliseconds = clock.Elapsed.TotalMilliseconds };
+    }
+
+    /// <summary>The backed-up VM's hardware (older backups carry only vcpus, memory and network), checked like any input.</summary>
+    private static VmHardware HardwareOf(VmInfo d, int diskCount)
+    {
+        var hw = d.Hardware ?? Vms.Hardware.FromLegacy(d.Vcpus, d.MemoryMiB, d.Network, "52:54:00:12:34:56");
+        Vms.Hardware.Validate(hw, diskCount);
+        return hw;
     }
 
     private static long Total(Repository.BackupManifest m)
@@ -122,17 +135,15 @@ public sealed class RestoreService(HavenHost host)
         return t;
     }
 
-    private VmRecord ToRecord(VmInfo d, string vmId, string name) => new()
+    private VmRecord ToRecord(VmInfo d, string vmId, string name, VmHardware hardware) => new()
     {
         Id = vmId,
         Name = name,
-        Vcpus = d.Vcpus,
-        MemoryMiB = d.MemoryMiB,
+        Hardware = hardware,
         Kernel = d.Kernel,
         Initrd = d.Initrd,
         Append = d.Append,
         GuestAgent = d.GuestAgent,
-        Network = d.Network,
         Accelerator = d.Accelerator,
         CheckpointType = d.CheckpointType,
         CreatedAt = host.Time.GetUtcNow(),

@@ -215,6 +215,8 @@ public sealed class CheckpointService(HavenHost host)
                 Consistency = plan.Consistency,
                 CreatedAt = host.Time.GetUtcNow(),
                 HasState = hasState,
+                // The VM's lock is held from plan to here (or the reconciler runs before anything else): no change in between.
+                Hardware = Store.FindVm(vmId)!.Hardware,
             });
             foreach (var l in plan.NewLayers)
             {
@@ -278,7 +280,10 @@ public sealed class CheckpointService(HavenHost host)
             CheckpointId = cp.Id,
             NewLayers = disks.ConvertAll(d => new NewLayerPlan(d.Index, HostPaths.NewId(), tree.LayerOf(cp.Id, d.Index).Id)),
             DiscardedLayers = disks.ConvertAll(d => d.ActiveLayerId),
+            Hardware = cp.Hardware,
+            DiskSizes = [],
         };
+        foreach (var l in plan.NewLayers) plan.DiskSizes.Add((await QemuImg.InfoAsync(Paths.LayerFile(vm.Id, l.ParentLayerId), ct: ct)).VirtualSize);
         var op = new OperationRecord(HostPaths.NewId(), vm.Id, OperationKinds.ApplyCheckpoint, PlanJson.Write(plan), host.Time.GetUtcNow());
         Store.Write(w => w.InsertOperation(op));
         await CompleteApplyAsync(vm.Id, op.Id, plan, ct);
@@ -311,6 +316,8 @@ public sealed class CheckpointService(HavenHost host)
                 w.InsertLayer(new LayerRecord(l.LayerId, vmId, l.Disk, l.ParentLayerId, null));
                 w.SetActiveLayer(vmId, l.Disk, l.LayerId);
             }
+            if (plan.Hardware is not null) w.SetHardware(vmId, plan.Hardware);
+            for (var i = 0; i < (plan.DiskSizes?.Count ?? 0); i++) w.SetDiskSize(vmId, plan.NewLayers[i].Disk, plan.DiskSizes![i]);
             w.SetCurrentCheckpoint(vmId, plan.CheckpointId);
             w.DeleteOperation(operationId);
         });

@@ -27,6 +27,10 @@ public sealed record ApplyPlan
     public required string CheckpointId { get; init; }
     public required List<NewLayerPlan> NewLayers { get; init; }
     public required List<string> DiscardedLayers { get; init; }
+    /// <summary>The hardware the checkpoint was taken with, set in the same transaction as the layers; null (older checkpoints, older journals): kept.</summary>
+    public VmHardware? Hardware { get; init; }
+    /// <summary>Each disk's size in the checkpoint (a disk grown since shrinks back with its layers); null: kept.</summary>
+    public List<long>? DiskSizes { get; init; }
 }
 
 /// <summary>How one disk loses the removed checkpoint's layer.</summary>

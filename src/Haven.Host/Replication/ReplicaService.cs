@@ -54,7 +54,11 @@ public sealed partial class ReplicaService(HavenHost host)
             Accelerator = spec.Accelerator,
             // Recovery points are checkpoints of the replica; Production: taken while the VM is off they are at rest.
             CheckpointType = CheckpointType.Production,
-        }, ct, string.IsNullOrEmpty(spec.StorageLocation) ? null : spec.StorageLocation);
+            Nics = spec.Hardware?.Nics ?? [],
+            CpuModel = spec.Hardware?.CpuModel ?? "auto",
+            DiskBus = spec.Hardware?.DiskBus ?? "virtio-blk",
+            BootOrder = spec.Hardware?.BootOrder.Where(d => d != Vms.Hardware.CdromId).ToList(),
+        }, ct, string.IsNullOrEmpty(spec.StorageLocation) ? null : spec.StorageLocation, copyOfPrimary: true);
         var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, host.Time.GetUtcNow(),
             PrimaryIdentity: spec.PrimaryIdentity);
         Store.Write(w => w.InsertReplica(record));
@@ -402,6 +406,8 @@ public sealed record ReplicaCreateSpec
     public string? Append { get; init; }
     public bool GuestAgent { get; init; }
     public string Accelerator { get; init; } = "auto";
+    /// <summary>NICs (with the primary's MACs), CPU model, disk bus, boot order; null: no NICs, defaults. No CD-ROM.</summary>
+    public VmHardware? Hardware { get; init; }
     public int AdditionalPoints { get; init; }
     /// <summary>Use a VM of that name already on the replica host as the initial copy (its blocks are compared, not sent).</summary>
     public bool AdoptExisting { get; init; }

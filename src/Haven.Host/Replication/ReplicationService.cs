@@ -73,6 +73,7 @@ public sealed class ReplicationService(HavenHost host)
             Append = info.Append,
             GuestAgent = info.GuestAgent,
             Accelerator = info.Accelerator,
+            Hardware = vm.Hardware,
             AdditionalPoints = settings.AdditionalPoints,
         };
     }

@@ -10,7 +10,7 @@ namespace Haven.Host.State;
 /// </summary>
 public sealed class HostStore : IDisposable
 {
-    private const int SchemaVersion = 7;
+    private const int SchemaVersion = 8;
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
@@ -57,6 +57,7 @@ public sealed class HostStore : IDisposable
         if (version < 5) MigrateReplicationCounters();
         if (version < 6) MigrateTrackingPoints();
         if (version < 7) MigrateAutostart();
+        if (version < 8) MigrateHardwareDocument();
         Exec($"PRAGMA user_version = {SchemaVersion}");
     }
 
@@ -161,6 +162,31 @@ public sealed class HostStore : IDisposable
         Exec("COMMIT");
     }
 
+    /// <summary>
+    /// Schema 8: a VM's vcpus, memory and network columns become one hardware document (JSON, Haven.Api.VmHardware),
+    /// and every checkpoint gets a copy of it (the hardware it is applied with). A "user" network becomes NIC nic0 with
+    /// QEMU's default MAC 52:54:00:12:34:56, the one the guest saw so far (user-mode NICs are private to their VM).
+    /// Existing checkpoints get the VM's current document: the best knowledge there is.
+    /// </summary>
+    private void MigrateHardwareDocument()
+    {
+        Exec("BEGIN IMMEDIATE");
+        Exec("ALTER TABLE vms ADD COLUMN hardware TEXT NOT NULL DEFAULT '{}'");
+        Exec("ALTER TABLE checkpoints ADD COLUMN hardware TEXT");
+        foreach (var (id, vcpus, memory, network) in Query("SELECT id, vcpus, memory_mib, network FROM vms", [],
+            r => (S(r, "id")!, Convert.ToInt32(r["vcpus"]), Convert.ToInt32(r["memory_mib"]), S(r, "network")!)))
+        {
+            var hw = Vms.Hardware.Write(Vms.Hardware.FromLegacy(vcpus, memory, network, "52:54:00:12:34:56"));
+            Exec("UPDATE vms SET hardware=$a WHERE id=$b", hw, id);
+            Exec("UPDATE checkpoints SET hardware=$a WHERE vm_id=$b", hw, id);
+        }
+        Exec("ALTER TABLE vms DROP COLUMN vcpus");
+        Exec("ALTER TABLE vms DROP COLUMN memory_mib");
+        Exec("ALTER TABLE vms DROP COLUMN network");
+        Exec("PRAGMA user_version = 8");
+        Exec("COMMIT");
+    }
+
     private void CreateSchema1()
     {
         Exec("""
@@ -228,10 +254,11 @@ public sealed class HostStore : IDisposable
         internal Writer(HostStore s, SqliteTransaction tx) { _s = s; _tx = tx; }
 
         public void InsertVm(VmRecord v) => X("""
-            INSERT INTO vms (id, name, vcpus, memory_mib, kernel, initrd, append, guest_agent, network, accelerator, checkpoint_type,
-              current_checkpoint_id, created_at, autostart) VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k,$l,$m,$n)
-            """, v.Id, v.Name, v.Vcpus, v.MemoryMiB, v.Kernel, v.Initrd, v.Append, v.GuestAgent ? 1 : 0, v.Network, v.Accelerator,
-            v.CheckpointType.ToString(), v.CurrentCheckpointId, v.CreatedAt.ToString("O"), v.Autostart ? 1 : 0);
+            INSERT INTO vms (id, name, kernel, initrd, append, guest_agent, accelerator, checkpoint_type, current_checkpoint_id, created_at, hardware, autostart)
+            VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i,$j,$k,$l)
+            """, v.Id, v.Name, v.Kernel, v.Initrd, v.Append, v.GuestAgent ? 1 : 0, v.Accelerator,
+            v.CheckpointType.ToString(), v.CurrentCheckpointId, v.CreatedAt.ToString("O"), Vms.Hardware.Write(v.Hardware), v.Autostart ? 1 : 0);
+        public void SetHardware(string vmId, VmHardware hw) => X("UPDATE vms SET hardware=$a WHERE id=$b", Vms.Hardware.Write(hw), vmId);
         public void SetVmBootFiles(string vmId, string? kernel, string? initrd) => X("UPDATE vms SET kernel=$a, initrd=$b WHERE id=$c", kernel, initrd, vmId);
         public void SetAutostart(string vmId, bool on) => X("UPDATE vms SET autostart=$a WHERE id=$b", on ? 1 : 0, vmId);
         public void SetCheckpointType(string vmId, CheckpointType t) => X("UPDATE vms SET checkpoint_type=$a WHERE id=$b", t.ToString(), vmId);
@@ -242,13 +269,16 @@ public sealed class HostStore : IDisposable
             X("DELETE FROM vms WHERE id=$a", vmId);
         }
         public void InsertDisk(DiskRecord d) => X("INSERT INTO disks VALUES ($a,$b,$c,$d)", d.VmId, d.Index, d.SizeBytes, d.ActiveLayerId);
+        public void SetDiskSize(string vmId, int disk, long size) => X("UPDATE disks SET size_bytes=$a WHERE vm_id=$b AND idx=$c", size, vmId, disk);
         public void SetActiveLayer(string vmId, int disk, string layerId) => X("UPDATE disks SET active_layer_id=$a WHERE vm_id=$b AND idx=$c", layerId, vmId, disk);
         public void InsertLayer(LayerRecord l) => X("INSERT INTO layers VALUES ($a,$b,$c,$d,$e)", l.Id, l.VmId, l.DiskIndex, l.ParentId, l.CheckpointId);
         public void SetLayerParent(string layerId, string? parentId) => X("UPDATE layers SET parent_id=$a WHERE id=$b", parentId, layerId);
         public void SetLayerCheckpoint(string layerId, string? cpId) => X("UPDATE layers SET checkpoint_id=$a WHERE id=$b", cpId, layerId);
         public void DeleteLayer(string layerId) => X("DELETE FROM layers WHERE id=$a", layerId);
-        public void InsertCheckpoint(CheckpointRecord c) => X("INSERT INTO checkpoints VALUES ($a,$b,$c,$d,$e,$f,$g,$h)",
-            c.Id, c.VmId, c.Name, c.ParentId, c.Kind.ToString(), c.Consistency.ToString(), c.CreatedAt.ToString("O"), c.HasState ? 1 : 0);
+        public void InsertCheckpoint(CheckpointRecord c) => X("""
+            INSERT INTO checkpoints (id, vm_id, name, parent_id, kind, consistency, created_at, has_state, hardware) VALUES ($a,$b,$c,$d,$e,$f,$g,$h,$i)
+            """, c.Id, c.VmId, c.Name, c.ParentId, c.Kind.ToString(), c.Consistency.ToString(), c.CreatedAt.ToString("O"), c.HasState ? 1 : 0,
+            c.Hardware is null ? null : Vms.Hardware.Write(c.Hardware));
         public void RenameCheckpoint(string cpId, string name) => X("UPDATE checkpoints SET name=$a WHERE id=$b", name, cpId);
         public void SetCheckpointParent(string cpId, string? parentId) => X("UPDATE checkpoints SET parent_id=$a WHERE id=$b", parentId, cpId);
         public void DeleteCheckpoint(string cpId) => X("DELETE FROM checkpoints WHERE id=$a", cpId);
@@ -363,13 +393,11 @@ public sealed class HostStore : IDisposable
     {
         Id = S(r, "id")!,
         Name = S(r, "name")!,
-        Vcpus = Convert.ToInt32(r["vcpus"]),
-        MemoryMiB = Convert.ToInt32(r["memory_mib"]),
+        Hardware = Vms.Hardware.Read(S(r, "hardware")!),
         Kernel = S(r, "kernel"),
         Initrd = S(r, "initrd"),
         Append = S(r, "append"),
         GuestAgent = Convert.ToInt32(r["guest_agent"]) != 0,
-        Network = S(r, "network")!,
         Accelerator = S(r, "accelerator")!,
         CheckpointType = Enum.Parse<CheckpointType>(S(r, "checkpoint_type")!),
         CurrentCheckpointId = S(r, "current_checkpoint_id"),
@@ -393,6 +421,7 @@ public sealed class HostStore : IDisposable
         Consistency = Enum.Parse<Consistency>(S(r, "consistency")!),
         CreatedAt = DateTimeOffset.Parse(S(r, "created_at")!),
         HasState = Convert.ToInt32(r["has_state"]) != 0,
+        Hardware = S(r, "hardware") is { } hw ? Vms.Hardware.Read(hw) : null,
     };
 
     private static TrackingPoint ReadTrackingPoint(SqliteDataReader r) => new()

@@ -6,13 +6,14 @@ public sealed record VmRecord
 {
     public required string Id { get; init; }
     public required string Name { get; init; }
-    public required int Vcpus { get; init; }
-    public required int MemoryMiB { get; init; }
+    /// <summary>vCPUs, memory, NICs, disk bus, CD-ROM, boot order: one document, versioned with the checkpoints.</summary>
+    public required VmHardware Hardware { get; init; }
+    public int Vcpus => Hardware.Vcpus;
+    public int MemoryMiB => Hardware.MemoryMiB;
     public string? Kernel { get; init; }
     public string? Initrd { get; init; }
     public string? Append { get; init; }
     public required bool GuestAgent { get; init; }
-    public required string Network { get; init; }
     public required string Accelerator { get; init; }
     public required CheckpointType CheckpointType { get; init; }
     /// <summary>The checkpoint whose layers the active layers sit on; null before the first checkpoint.</summary>
@@ -47,6 +48,8 @@ public sealed record CheckpointRecord
     public required Consistency Consistency { get; init; }
     public required DateTimeOffset CreatedAt { get; init; }
     public required bool HasState { get; init; }
+    /// <summary>The VM's hardware when the checkpoint was taken; applying the checkpoint brings it back.</summary>
+    public VmHardware? Hardware { get; init; }
 }
 
 /// <summary>A multi-step operation in progress: written before its first side effect, deleted after its last.</summary>

@@ -68,6 +68,7 @@ public sealed class VmRuntimes : IAsyncDisposable
             known = true;
         }
         if (known) _host.Tracking.RecordAfterStop(vmId);
+        HostNetwork.DeleteTapsOf(vmId);
         File.Delete(Paths.PidFile(vmId));
         File.Delete(Paths.QmpSocket(vmId));
         File.Delete(Paths.GuestAgentSocket(vmId));

@@ -26,14 +26,27 @@ public sealed class VmService(HavenHost host)
     /// Where the VM's files go instead of the data folder (a replica server's storage location): the VM's folder
     /// is then a link to &lt;storageFolder&gt;/&lt;vm id&gt;.
     /// </param>
-    internal async Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct, string? storageFolder)
+    /// <param name="copyOfPrimary">
+    /// A replica VM: its NICs keep the primary's MACs (the failed-over VM answers on its own MAC) and may name bridges
+    /// this host does not have yet; both are checked when it starts, not now. Syntax is checked all the same.
+    /// </param>
+    internal async Task<VmInfo> CreateAsync(VmCreateRequest req, CancellationToken ct, string? storageFolder, bool copyOfPrimary = false)
     {
         if (storageFolder is not null && !Directory.Exists(storageFolder)) throw HavenException.Invalid($"storage location does not exist: {storageFolder}");
         var name = Names.Validate(req.Name, "VM");
-        if (req.Vcpus is < 1 or > 64) throw HavenException.Invalid("vcpus must be between 1 and 64");
-        if (req.MemoryMiB is < 16 or > 1024 * 1024) throw HavenException.Invalid("memory must be between 16 MiB and 1 TiB");
         if (req.Disks.Count is 0 or > 16) throw HavenException.Invalid("a VM needs between 1 and 16 disks");
-        var network = req.Network switch { "none" or "user" => req.Network, _ => throw HavenException.Invalid($"network must be 'none' or 'user', not '{req.Network}'") };
+        if (req.Network is not ("none" or "user")) throw HavenException.Invalid($"network must be 'none' or 'user', not '{req.Network}'");
+        var requested = new VmHardware
+        {
+            Vcpus = req.Vcpus,
+            MemoryMiB = req.MemoryMiB,
+            CpuModel = req.CpuModel,
+            DiskBus = req.DiskBus,
+            Nics = req.Nics ?? (req.Network == "user" ? [new NicSpec { Mode = "user" }] : []),
+            CdromDrive = req.Cdrom is not null,
+            CdromIso = req.Cdrom is null ? null : CheckIso(req.Cdrom),
+            BootOrder = req.BootOrder ?? [],
+        };
         ParseAccelerator(req.Accelerator);
         foreach (var f in new[] { req.Kernel, req.Initrd })
         {
@@ -54,6 +67,12 @@ public sealed class VmService(HavenHost host)
 
         await using var _ = await host.LockHostAsync(ct);
         if (Store.FindVmByName(name) is not null) throw HavenException.Conflict($"a VM named '{name}' already exists");
+        // MACs are checked under the host lock: two creates cannot both take the same one.
+        var hardware = copyOfPrimary
+            ? requested with { Nics = Hardware.AssignNics(requested.Nics, new HashSet<string>()) }
+            : requested with { Nics = Hardware.AssignNics(requested.Nics, MacsInUse(exceptVmId: null)) };
+        if (copyOfPrimary) Hardware.Validate(hardware, req.Disks.Count);
+        else CheckHardware(hardware, req.Disks.Count);
         var vmId = HostPaths.NewId();
         if (storageFolder is not null)
         {
@@ -89,13 +108,11 @@ public sealed class VmService(HavenHost host)
         {
             Id = vmId,
             Name = name,
-            Vcpus = req.Vcpus,
-            MemoryMiB = req.MemoryMiB,
+            Hardware = hardware,
             Kernel = req.Kernel is null ? null : Path.GetFullPath(req.Kernel),
             Initrd = req.Initrd is null ? null : Path.GetFullPath(req.Initrd),
             Append = req.Append,
             GuestAgent = req.GuestAgent,
-            Network = network,
             Accelerator = req.Accelerator,
             CheckpointType = req.CheckpointType,
             CreatedAt = host.Time.GetUtcNow(),
@@ -106,6 +123,7 @@ public sealed class VmService(HavenHost host)
             w.InsertVm(vm);
             foreach (var (disk, layer) in disks) { w.InsertLayer(layer); w.InsertDisk(disk); }
         });
+        host.Log.LogInformation("created VM {Vm} ({Id}): {Hardware}", name, vmId, Hardware.Write(hardware));
         return await DescribeAsync(vm, ct);
     }
 
@@ -140,13 +158,132 @@ public sealed class VmService(HavenHost host)
 
     public async Task<VmInfo> ShowAsync(string name, CancellationToken ct) => await DescribeAsync(Find(name), ct);
 
+    /// <summary>
+    /// Changes settings and hardware. Everything is checked before anything changes. While the VM runs only the
+    /// CD-ROM medium (live through QMP) and the checkpoint type may change; the rest needs the VM off.
+    /// </summary>
     public async Task<VmInfo> UpdateAsync(string name, VmUpdateRequest req, CancellationToken ct)
     {
         var vm = Find(name);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
-        if (req.CheckpointType is { } t) Store.Write(w => w.SetCheckpointType(vm.Id, t));
-        if (req.Autostart is { } on) Store.Write(w => w.SetAutostart(vm.Id, on));
+        vm = Store.FindVm(vm.Id)!;
+        var old = vm.Hardware;
+        if (req.Cdrom is not null && req.Eject) throw HavenException.Invalid("insert an ISO or eject, not both");
+        if (req.Eject && !old.CdromDrive) throw HavenException.Invalid($"VM '{name}' has no CD-ROM drive");
+        var offline = new List<string>();
+        if (req.Vcpus is not null) offline.Add("vcpus");
+        if (req.MemoryMiB is not null) offline.Add("memory");
+        if (req.CpuModel is not null) offline.Add("the CPU model");
+        if (req.DiskBus is not null) offline.Add("the disk bus");
+        if (req.BootOrder is not null) offline.Add("the boot order");
+        if (req.SetNics is { Count: > 0 } || req.RemoveNics is { Count: > 0 }) offline.Add("NICs");
+        if (req.Resize is { Count: > 0 }) offline.Add("disk sizes");
+        if (req.Cdrom is not null && !old.CdromDrive) offline.Add("the CD-ROM drive (it is added)");
+        var running = host.Runtimes.Get(vm.Id);
+        if (running is not null && offline.Count > 0)
+            throw HavenException.Conflict($"VM '{name}' is running: stop the VM first to change {string.Join(", ", offline)}");
+
+        var nics = old.Nics.ToList();
+        foreach (var r in req.RemoveNics ?? [])
+            if (nics.RemoveAll(n => n.Name == r) == 0) throw HavenException.Invalid($"VM '{name}' has no NIC '{r}'");
+        foreach (var n in req.SetNics ?? [])
+        {
+            var i = nics.FindIndex(x => x.Name == n.Name && n.Name.Length > 0);
+            // A replaced NIC is the same card on another network: it keeps its MAC unless one is given.
+            if (i >= 0) nics[i] = n with { Mac = string.IsNullOrEmpty(n.Mac) ? nics[i].Mac : n.Mac };
+            else nics.Add(n);
+        }
+        var disks = Store.ListDisks(vm.Id);
+        var hw = old with
+        {
+            Vcpus = req.Vcpus ?? old.Vcpus,
+            MemoryMiB = req.MemoryMiB ?? old.MemoryMiB,
+            CpuModel = req.CpuModel ?? old.CpuModel,
+            DiskBus = req.DiskBus ?? old.DiskBus,
+            BootOrder = req.BootOrder ?? old.BootOrder,
+            // MACs the VM has already are not checked again (VMs migrated from schema 5 share QEMU's default user-mode MAC).
+            Nics = Hardware.AssignNics(nics, MacsInUse(exceptVmId: vm.Id), keep: old.Nics.Select(n => n.Mac!).ToList()),
+            CdromDrive = old.CdromDrive || req.Cdrom is not null,
+            CdromIso = req.Eject ? null : req.Cdrom is { } iso ? CheckIso(iso) : old.CdromIso,
+        };
+        CheckHardware(hw, disks.Count);
+        var resize = new List<(DiskRecord Disk, long Size)>();
+        foreach (var (id, size) in req.Resize ?? [])
+        {
+            var d = disks.Find(x => x.DeviceId == id) ?? throw HavenException.Invalid($"VM '{name}' has no disk '{id}'");
+            if (size < d.SizeBytes) throw HavenException.Invalid($"{id} is {d.SizeBytes} bytes; a disk can only grow (shrinking would cut off the guest's data)");
+            if (size % 512 != 0) throw HavenException.Invalid($"the new size of {id} must be a multiple of 512 bytes");
+            if (size > d.SizeBytes) resize.Add((d, size));
+        }
+
+        if (running is not null && hw.CdromIso != old.CdromIso) await ChangeMediumAsync(running, hw.CdromIso, ct);
+        // Only the writable top grows: checkpoint layers keep the size they had (applying one brings that size back).
+        foreach (var (d, size) in resize) await QemuImg.ResizeAsync(Paths.LayerFile(vm.Id, d.ActiveLayerId), size, ct);
+        Store.Write(w =>
+        {
+            if (req.CheckpointType is { } t) w.SetCheckpointType(vm.Id, t);
+            if (req.Autostart is { } on) w.SetAutostart(vm.Id, on);
+            w.SetHardware(vm.Id, hw);
+            foreach (var (d, size) in resize) w.SetDiskSize(vm.Id, d.Index, size);
+        });
+        host.Log.LogInformation("VM {Vm}: hardware now {Hardware}{Resized}", name, Hardware.Write(hw),
+            resize.Count == 0 ? "" : "; grew " + string.Join(", ", resize.Select(r => $"{r.Disk.DeviceId} to {r.Size} bytes")));
         return await ShowAsync(name, ct);
+    }
+
+    /// <summary>Sets a NIC's link up or down: stored, and live through QMP set_link when the VM runs.</summary>
+    public async Task<VmInfo> SetNicLinkAsync(string name, string nicName, bool up, CancellationToken ct)
+    {
+        var vm = Find(name);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        vm = Store.FindVm(vm.Id)!;
+        var i = vm.Hardware.Nics.FindIndex(n => n.Name == nicName);
+        if (i < 0) throw HavenException.NotFound($"VM '{name}' has no NIC '{nicName}'");
+        if (host.Runtimes.Get(vm.Id) is { } p)
+            await p.Qmp.ExecuteAsync("set_link", new System.Text.Json.Nodes.JsonObject { ["name"] = nicName, ["up"] = up }, ct);
+        var nics = vm.Hardware.Nics.ToList();
+        nics[i] = nics[i] with { LinkUp = up };
+        Store.Write(w => w.SetHardware(vm.Id, vm.Hardware with { Nics = nics }));
+        host.Log.LogInformation("VM {Vm}: link of {Nic} {State}", name, nicName, up ? "up" : "down");
+        return await DescribeAsync(vm, ct);
+    }
+
+    private static async Task ChangeMediumAsync(QemuProcess p, string? iso, CancellationToken ct)
+    {
+        if (iso is null)
+            await p.Qmp.ExecuteAsync("eject", new System.Text.Json.Nodes.JsonObject { ["id"] = QemuCommandLine.CdromId, ["force"] = true }, ct);
+        else
+            await p.Qmp.ExecuteAsync("blockdev-change-medium", new System.Text.Json.Nodes.JsonObject
+            {
+                ["id"] = QemuCommandLine.CdromId, ["filename"] = iso, ["format"] = "raw", ["read-only-mode"] = "read-only",
+            }, ct);
+    }
+
+    /// <summary>An ISO given by the user: it must exist; stored as a full path.</summary>
+    private static string CheckIso(string path)
+    {
+        var full = Path.GetFullPath(path);
+        if (!File.Exists(full)) throw HavenException.Invalid($"ISO image not found: {full}");
+        return full;
+    }
+
+    /// <summary>Validates the document and checks what it names on this host (bridges).</summary>
+    private static VmHardware CheckHardware(VmHardware hw, int diskCount)
+    {
+        Hardware.Validate(hw, diskCount);
+        foreach (var n in hw.Nics)
+            if (n.Mode == "bridge" && !HostNetwork.BridgeExists(n.Bridge!)) throw HavenException.Invalid($"bridge '{n.Bridge}' does not exist on this host");
+        return hw;
+    }
+
+    /// <summary>MACs another VM's NIC or one of the host's interfaces has (a new or given MAC must be none of them).</summary>
+    internal HashSet<string> MacsInUse(string? exceptVmId)
+    {
+        var macs = HostNetwork.InterfaceMacs();
+        foreach (var v in Store.ListVms())
+            if (v.Id != exceptVmId)
+                foreach (var n in v.Hardware.Nics) if (n.Mac is not null) macs.Add(n.Mac);
+        return macs;
     }
 
     public async Task<VmInfo> StartAsync(string name, CancellationToken ct)
@@ -165,11 +302,38 @@ public sealed class VmService(HavenHost host)
     {
         var tree = new LayerTree(Paths, Store.ListLayers(vm.Id));
         var disks = Store.ListDisks(vm.Id).ConvertAll(d => new DiskLaunch(d.DeviceId, tree.LaunchChain(d.ActiveLayerId)));
+        var hw = vm.Hardware;
+        if (hw.CdromIso is { } iso && !File.Exists(iso)) throw HavenException.Invalid($"ISO image not found: {iso} (eject it or insert another)");
+        var nics = new List<NicLaunch>();
+        try
+        {
+            foreach (var n in hw.Nics)
+            {
+                string? tap = null;
+                if (n.Mode == "bridge")
+                {
+                    tap = Hardware.TapName(vm.Id, n.Name);
+                    await HostNetwork.CreateTapAsync(tap, n.Bridge!, ct);
+                }
+                nics.Add(new NicLaunch(n.Name, n.Mac!, n.Model, tap));
+            }
+        }
+        catch
+        {
+            HostNetwork.DeleteTapsOf(vm.Id);
+            throw;
+        }
         var spec = new VmLaunchSpec
         {
             Name = vm.Name,
-            Vcpus = vm.Vcpus,
-            MemoryMiB = vm.MemoryMiB,
+            Vcpus = hw.Vcpus,
+            MemoryMiB = hw.MemoryMiB,
+            CpuModel = hw.CpuModel == "auto" ? null : hw.CpuModel,
+            Nics = nics,
+            DiskBus = hw.DiskBus == "virtio-scsi" ? DiskBus.VirtioScsi : DiskBus.VirtioBlk,
+            CdromDrive = hw.CdromDrive,
+            CdromIso = hw.CdromIso,
+            BootOrder = hw.BootOrder,
             Disks = disks,
             Accelerator = await host.ResolveAcceleratorAsync(ParseAccelerator(vm.Accelerator), ct),
             QmpSocket = Paths.QmpSocket(vm.Id),
@@ -181,13 +345,20 @@ public sealed class VmService(HavenHost host)
             Kernel = vm.Kernel,
             Initrd = vm.Initrd,
             Append = vm.Append,
-            Network = vm.Network == "user" ? NetworkMode.User : NetworkMode.None,
             WaitForIncomingState = incomingState,
         };
         QemuProcess p;
         try { p = await QemuProcess.LaunchAsync(spec, ct); }
-        catch (ToolFailedException e) { throw new HavenException(ErrorCode.Failed, $"QEMU did not start VM '{vm.Name}': {e.Message}", e); }
+        catch (Exception e)
+        {
+            HostNetwork.DeleteTapsOf(vm.Id);
+            if (e is ToolFailedException) throw new HavenException(ErrorCode.Failed, $"QEMU did not start VM '{vm.Name}': {e.Message}", e);
+            throw;
+        }
         host.Runtimes.Add(vm.Id, p);
+        // QEMU has no start-up option for a NIC's link state.
+        foreach (var n in hw.Nics.Where(n => !n.LinkUp))
+            await p.Qmp.ExecuteAsync("set_link", new System.Text.Json.Nodes.JsonObject { ["name"] = n.Name, ["up"] = false }, ct);
         return p;
     }
 
@@ -311,7 +482,8 @@ public sealed class VmService(HavenHost host)
             MemoryMiB = vm.MemoryMiB,
             CheckpointType = vm.CheckpointType,
             Accelerator = vm.Accelerator,
-            Network = vm.Network,
+            Network = Hardware.NetworkSummary(vm.Hardware),
+            Hardware = vm.Hardware,
             GuestAgent = vm.GuestAgent,
             Autostart = vm.Autostart,
             QmpSocket = Paths.QmpSocket(vm.Id),

@@ -45,6 +45,10 @@ public static class QemuImg
         => ProcessRunner.RunAsync(Tool, ["create", "-q", "-f", "qcow2", "-u", "-b", backingPath, "-F", "qcow2", path, sizeBytes.ToString()], ct);
 
     /// <summary>Reads an image header. <paramref name="forceShare"/> reads images a running QEMU holds locked.</summary>
+    /// <summary>Grows a qcow2 image's virtual size (never shrinks: --shrink is not passed).</summary>
+    public static Task ResizeAsync(string path, long sizeBytes, CancellationToken ct = default) =>
+        ProcessRunner.RunAsync(Tool, ["resize", "-f", "qcow2", path, sizeBytes.ToString(System.Globalization.CultureInfo.InvariantCulture)], ct);
+
     public static async Task<ImageInfo> InfoAsync(string path, bool forceShare = false, CancellationToken ct = default)
     {
         List<string> args = ["info", "--output=json"];

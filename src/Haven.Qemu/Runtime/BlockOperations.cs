@@ -128,7 +128,9 @@ public static class BlockOperations
         string? root = null;
         foreach (var b in (await qmp.ExecuteAsync("query-block", null, ct)).EnumerateArray())
         {
-            if (!b.TryGetProperty("qdev", out var qdev) || !(qdev.GetString() ?? "").Contains("/" + deviceId + "/", StringComparison.Ordinal)) continue;
+            // virtio-blk shows /machine/peripheral/disk0/virtio-backend, scsi-hd just its id (disk0).
+            var path = (b.TryGetProperty("qdev", out var qdev) ? qdev.GetString() : null) ?? "";
+            if (path != deviceId && !path.Contains("/" + deviceId + "/", StringComparison.Ordinal)) continue;
             if (b.TryGetProperty("inserted", out var ins)) root = ins.GetProperty("node-name").GetString();
         }
         if (root is null) return [];

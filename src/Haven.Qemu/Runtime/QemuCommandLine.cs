@@ -15,7 +15,7 @@ public static class QemuCommandLine
             "-machine", "q35",
             "-accel", spec.Accelerator == Accelerator.Kvm ? "kvm" : "tcg",
             // -cpu host is what the KVM probe vouched for; TCG's richest model is max.
-            "-cpu", spec.Accelerator == Accelerator.Kvm ? "host" : "max",
+            "-cpu", spec.CpuModel ?? (spec.Accelerator == Accelerator.Kvm ? "host" : "max"),
             "-smp", spec.Vcpus.ToString(),
             "-m", spec.MemoryMiB.ToString(),
             "-nodefaults", "-nographic", "-no-user-config",
@@ -39,12 +39,16 @@ public static class QemuCommandLine
         if (spec.Initrd is not null) { a.Add("-initrd"); a.Add(NoComma(spec.Initrd, "initrd")); }
         if (spec.Append is not null) { a.Add("-append"); a.Add(spec.Append); }
 
+        if (spec.DiskBus == DiskBus.VirtioScsi && spec.Disks.Count > 0) a.AddRange(["-device", "virtio-scsi-pci,id=scsi0"]);
         foreach (var disk in spec.Disks)
         {
             AddChain(a, disk.Chain);
             a.Add("-device");
-            a.Add($"virtio-blk-pci,drive={disk.Top.NodeName},id={disk.DeviceId}");
+            // The layers' discard=unmap passes a guest's TRIM through; scsi-hd announces it to the guest.
+            a.Add((spec.DiskBus == DiskBus.VirtioScsi ? $"scsi-hd,bus=scsi0.0,drive={disk.Top.NodeName}" : $"virtio-blk-pci,drive={disk.Top.NodeName}")
+                + $",id={disk.DeviceId}" + BootIndex(spec, disk.DeviceId));
         }
+        if (spec.CdromDrive) AddCdrom(a, spec);
 
         if (spec.GuestAgentSocket is not null)
         {
@@ -53,8 +57,13 @@ public static class QemuCommandLine
                 "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"]);
         }
 
-        if (spec.Network == NetworkMode.User)
-            a.AddRange(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
+        foreach (var nic in spec.Nics)
+        {
+            a.Add("-netdev");
+            a.Add(nic.Tap is null ? $"user,id=net-{nic.Id}" : $"tap,id=net-{nic.Id},ifname={nic.Tap},script=no,downscript=no");
+            a.Add("-device");
+            a.Add($"{NicDevice(nic.Model)},netdev=net-{nic.Id},id={nic.Id},mac={nic.Mac}" + BootIndex(spec, nic.Id));
+        }
 
         if (spec.WaitForIncomingState) a.AddRange(["-incoming", "defer"]);
         return a;
@@ -84,6 +93,41 @@ public static class QemuCommandLine
     }
 
     public static string FileNodeName(string formatNode) => "f" + formatNode;
+
+    /// <summary>QEMU device id of the CD-ROM drive and node name of its medium.</summary>
+    public const string CdromId = "cdrom", CdromNode = "cdrom-medium";
+
+    /// <summary>
+    /// An IDE CD-ROM on the q35 AHCI controller (every guest has a driver for it). The ISO opens read-only
+    /// as raw; blockdev-change-medium / eject change it live.
+    /// </summary>
+    private static void AddCdrom(List<string> a, VmLaunchSpec spec)
+    {
+        var drive = "";
+        if (spec.CdromIso is { } iso)
+        {
+            a.Add("-blockdev");
+            a.Add(new JsonObject { ["driver"] = "file", ["filename"] = iso, ["node-name"] = FileNodeName(CdromNode), ["read-only"] = true }.ToJsonString());
+            a.Add("-blockdev");
+            a.Add(new JsonObject { ["driver"] = "raw", ["file"] = FileNodeName(CdromNode), ["node-name"] = CdromNode, ["read-only"] = true }.ToJsonString());
+            drive = ",drive=" + CdromNode;
+        }
+        a.Add("-device");
+        a.Add($"ide-cd,bus=ide.2,id={CdromId}{drive}" + BootIndex(spec, CdromId));
+    }
+
+    public static string NicDevice(string model) => model switch
+    {
+        "virtio" => "virtio-net-pci",
+        "e1000" => "e1000",
+        _ => throw new ArgumentException($"unknown NIC model '{model}'"),
+    };
+
+    private static string BootIndex(VmLaunchSpec spec, string deviceId)
+    {
+        var i = spec.BootOrder.ToList().IndexOf(deviceId);
+        return i < 0 ? "" : $",bootindex={i}";
+    }
 
     /// <summary>A value inside a QEMU option string (key=value,...): QEMU reads ",," as one literal comma.</summary>
     public static string Escape(string value) => value.Replace(",", ",,", StringComparison.Ordinal);

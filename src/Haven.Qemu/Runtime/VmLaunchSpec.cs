@@ -2,7 +2,13 @@ namespace Haven.Qemu.Runtime;
 
 public enum Accelerator { Kvm, Tcg }
 
-public enum NetworkMode { None, User }
+public enum DiskBus { VirtioBlk, VirtioScsi }
+
+/// <summary>
+/// A network card: QEMU device id <see cref="Id"/> (nic0..), model "virtio" or "e1000"; <see cref="Tap"/> is the tap
+/// device (already created and on its bridge) it uses, null for user-mode NAT.
+/// </summary>
+public sealed record NicLaunch(string Id, string Mac, string Model, string? Tap);
 
 /// <summary>One qcow2 file of a disk's chain, opened by QEMU under an explicit node name.</summary>
 public sealed record LayerRef(string NodeName, string Path);
@@ -35,7 +41,15 @@ public sealed record VmLaunchSpec
     public string? Kernel { get; init; }
     public string? Initrd { get; init; }
     public string? Append { get; init; }
-    public NetworkMode Network { get; init; } = NetworkMode.None;
+    /// <summary>QEMU -cpu model; null: host on KVM, max on TCG.</summary>
+    public string? CpuModel { get; init; }
+    public IReadOnlyList<NicLaunch> Nics { get; init; } = [];
+    public DiskBus DiskBus { get; init; } = DiskBus.VirtioBlk;
+    /// <summary>A CD-ROM drive (device id "cdrom"); <see cref="CdromIso"/> is its medium, null for an empty drive.</summary>
+    public bool CdromDrive { get; init; }
+    public string? CdromIso { get; init; }
+    /// <summary>Device ids (disk0, cdrom, nic0 ...) in boot order; empty: the firmware's default.</summary>
+    public IReadOnlyList<string> BootOrder { get; init; } = [];
     /// <summary>A saved device/memory state to load at start (Standard checkpoints); QEMU waits paused for it.</summary>
     public bool WaitForIncomingState { get; init; }
 }

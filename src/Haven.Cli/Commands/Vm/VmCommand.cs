@@ -16,6 +16,7 @@ public static class VmCommand
             new VmSetCommand(ctx),
             new VmConsoleCommand(ctx),
             new VmScreenshotCommand(ctx),
+            new VmNicCommand(ctx),
             new VmRemoveCommand(ctx),
         };
         HavenCli.ShowHelpWhenBare(vm);
@@ -24,4 +25,8 @@ public static class VmCommand
 
     /// <summary>The NAME argument most vm commands take.</summary>
     public static Argument<string> NameArgument() => new("NAME") { Description = "Name of the VM" };
+
+    /// <summary>A comma-separated list option's items; null when the option was not given.</summary>
+    public static List<string>? SplitList(string? text) =>
+        text is null ? null : [.. text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)];
 }

@@ -69,6 +69,31 @@ public sealed class VmCreateCommand : Command
         DefaultValueFactory = _ => Defaults.Network,
     };
 
+    public Option<List<NicSpec>> Nic { get; } = new("--nic")
+    {
+        Description = "A network card: user or bridge=BRIDGE, then optional ,mac=52:54:00:..,model=virtio|e1000,link=up|down; "
+            + "repeatable (nic0, nic1 ... in order); replaces --network. A MAC is generated when none is given",
+        HelpName = "SPEC",
+        Arity = ArgumentArity.OneOrMore,
+        AllowMultipleArgumentsPerToken = false,
+        CustomParser = NicSpecParser.Parse,
+    };
+
+    public Option<string?> CpuModel { get; } = new("--cpu-model")
+    {
+        Description = "QEMU CPU model (e.g. host, max, Skylake-Server); default auto: host on KVM, max on TCG",
+        HelpName = "MODEL",
+    };
+
+    public Option<string?> DiskBus { get; } = new("--disk-bus") { Description = "Disk controller: virtio-blk (default) or virtio-scsi (passes discards)", HelpName = "BUS" };
+    public Option<string?> Cdrom { get; } = new("--cdrom") { Description = "Add a CD-ROM drive with this ISO image in it", HelpName = "ISO" };
+
+    public Option<string?> BootOrder { get; } = new("--boot-order")
+    {
+        Description = "Devices to boot from, in order, comma-separated (disk0, cdrom, nic0 ...)",
+        HelpName = "DEVICES",
+    };
+
     public Option<string> Accel { get; } = new("--accel")
     {
         Description = "Accelerator: auto, kvm or tcg",
@@ -86,6 +111,7 @@ public sealed class VmCreateCommand : Command
         Network.AcceptOnlyFromAmong("none", "user");
         Accel.AcceptOnlyFromAmong("auto", "kvm", "tcg");
         DiskFormat.AcceptOnlyFromAmong("qcow2", "raw", "vhdx");
+        DiskBus.AcceptOnlyFromAmong("virtio-blk", "virtio-scsi");
         Add(VmName);
         Add(Vcpus);
         Add(Memory);
@@ -97,6 +123,11 @@ public sealed class VmCreateCommand : Command
         Add(Append);
         Add(NoGuestAgent);
         Add(Network);
+        Add(Nic);
+        Add(CpuModel);
+        Add(DiskBus);
+        Add(Cdrom);
+        Add(BootOrder);
         Add(Accel);
         Add(CheckpointType);
         Add(Autostart);
@@ -127,6 +158,11 @@ public sealed class VmCreateCommand : Command
         Accelerator = parseResult.GetValue(Accel) ?? Defaults.Accelerator,
         CheckpointType = parseResult.GetValue(CheckpointType),
         Autostart = parseResult.GetValue(Autostart),
+        Nics = parseResult.GetResult(Nic) is null ? null : parseResult.GetValue(Nic),
+        CpuModel = parseResult.GetValue(CpuModel) ?? Defaults.CpuModel,
+        DiskBus = parseResult.GetValue(DiskBus) ?? Defaults.DiskBus,
+        Cdrom = FullPathOrNull(parseResult.GetValue(Cdrom)),
+        BootOrder = VmCommand.SplitList(parseResult.GetValue(BootOrder)),
     };
 
     /// <summary>--disk and --disk-size values, interleaved in the order they appear on the command line.</summary>

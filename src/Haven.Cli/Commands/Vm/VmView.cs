@@ -41,14 +41,26 @@ public static class VmView
             ("Checkpoint type", vm.CheckpointType.ToString()),
             ("Current checkpoint", vm.CurrentCheckpoint ?? "-"),
             ("Accelerator", vm.Accelerator),
+            ("CPU model", vm.Hardware?.CpuModel),
             ("Network", vm.Network),
             ("Autostart", vm.Autostart ? "on" : "off"),
+            ("Disk bus", vm.Hardware?.DiskBus),
+            ("CD-ROM", vm.Hardware is { CdromDrive: true } h ? h.CdromIso ?? "(empty)" : null),
+            ("Boot order", vm.Hardware is { BootOrder.Count: > 0 } b ? string.Join(", ", b.BootOrder) : null),
             ("Guest agent", vm.GuestAgent ? (vm.GuestAgentSocket is { } qga ? "yes, " + qga : "yes") : "no"),
             ("QMP socket", vm.QmpSocket),
             ("VNC display", vm.VncSocket is { } vnc ? "unix:" + vnc : null),
             ("Kernel", vm.Kernel),
             ("Initrd", vm.Initrd),
             ("Append", vm.Append));
+
+        if (vm.Hardware is { Nics.Count: > 0 } hw)
+        {
+            console.WriteLine();
+            var nics = Human.Table("NIC", "MODE", "BRIDGE", "MAC", "MODEL", "LINK");
+            foreach (var n in hw.Nics) nics.AddTextRow(n.Name, n.Mode, n.Bridge ?? "-", n.Mac ?? "-", n.Model, n.LinkUp ? "up" : "down");
+            console.Write(nics);
+        }
 
         if (vm.Disks.Count == 0)
             return;
