@@ -78,37 +78,17 @@ public sealed class HardwareTests
         Assert.Equal(["cdrom", "disk0"], back.BootOrder);
     }
 
-    /// <summary>A schema-5 database (vcpus, memory_mib, network columns) opens as schema 6 with each VM's document, copied into its checkpoints.</summary>
+    /// <summary>A schema-5 database (vcpus, memory_mib, network columns) opens at the latest schema with each VM's document, copied into its checkpoints.</summary>
     [Fact]
     public void A_schema_5_database_migrates_its_vms_into_hardware_documents()
     {
         using var dir = new TempDir();
         var path = dir.File("state.db");
-        using (var db = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            db.Open();
-            using var cmd = db.CreateCommand();
-            // The v5 tables the migrations read or alter.
-            cmd.CommandText = """
-                CREATE TABLE operations (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
-                CREATE TABLE reference_points (
-                  vm_id TEXT NOT NULL, disk_idx INTEGER NOT NULL, repo_id TEXT NOT NULL, bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT NOT NULL,
-                  consistency TEXT NOT NULL, created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT);
-                CREATE TABLE vms (
-                  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL,
-                  kernel TEXT, initrd TEXT, append TEXT, guest_agent INTEGER NOT NULL, network TEXT NOT NULL,
-                  accelerator TEXT NOT NULL, checkpoint_type TEXT NOT NULL, current_checkpoint_id TEXT, created_at TEXT NOT NULL);
-                CREATE TABLE checkpoints (
-                  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, name TEXT NOT NULL,
-                  parent_id TEXT, kind TEXT NOT NULL, consistency TEXT NOT NULL, created_at TEXT NOT NULL, has_state INTEGER NOT NULL,
-                  UNIQUE (vm_id, name));
+        OldDatabase.Create(path, 5, """
                 INSERT INTO vms VALUES ('aaaaaaaaaaaa','web',2,512,NULL,NULL,NULL,1,'user','tcg','Production','c1','2026-01-01T00:00:00.0000000+00:00');
                 INSERT INTO vms VALUES ('bbbbbbbbbbbb','db',1,64,NULL,NULL,NULL,0,'none','auto','Standard',NULL,'2026-01-01T00:00:00.0000000+00:00');
                 INSERT INTO checkpoints VALUES ('c1','aaaaaaaaaaaa','first',NULL,'Production','ApplicationConsistent','2026-01-02T00:00:00.0000000+00:00',0);
-                PRAGMA user_version = 5;
-                """;
-            cmd.ExecuteNonQuery();
-        }
+            """);
         using (var store = new HostStore(path))
         {
             var web = store.FindVmByName("web")!;

@@ -197,36 +197,14 @@ public sealed class ReplicationBookkeepingTests
         using var dir = new Haven.TestSupport.TempDir();
         var db = dir.File("haven.db");
         var lastSuccess = new DateTimeOffset(2026, 2, 1, 8, 0, 0, TimeSpan.Zero);
-        using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
+        var stats = JsonSerializer.Serialize(new ReplicationStatistics
         {
-            c.Open();
-            using var cmd = c.CreateCommand();
-            // The v4 tables the migrations read or alter (the others are not touched by them; schema 8 reads vms' hardware columns).
-            cmd.CommandText = """
-                CREATE TABLE vms (id TEXT PRIMARY KEY, vcpus INTEGER NOT NULL DEFAULT 1, memory_mib INTEGER NOT NULL DEFAULT 64, network TEXT NOT NULL DEFAULT 'none');
-                CREATE TABLE checkpoints (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL);
-                CREATE TABLE operations (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
-                CREATE TABLE reference_points (
-                  vm_id TEXT NOT NULL, disk_idx INTEGER NOT NULL, repo_id TEXT NOT NULL, bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT NOT NULL,
-                  consistency TEXT NOT NULL, created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT);
-                CREATE TABLE replicas (
-                  vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, primary_host TEXT NOT NULL, primary_vm_id TEXT NOT NULL,
-                  trust_group TEXT NOT NULL, last_cycle INTEGER NOT NULL, additional_points INTEGER NOT NULL, created_at TEXT NOT NULL,
-                  state TEXT NOT NULL, last_test_failover TEXT);
-                CREATE TABLE replications (
-                  vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
-                  last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
-                INSERT INTO vms (id) VALUES ('a'), ('b');
+            SuccessfulCycles = 7, FailedCycles = 2, MissedCycles = 3, TotalBytes = 70, MaxBytes = 30, TotalSeconds = 14, MaxSeconds = 5,
+            LastSuccess = lastSuccess, LastFailure = lastSuccess.AddHours(-1), LastError = "timeout",
+        }, ApiJson.Options);
+        OldDatabase.Create(db, 4, OldDatabase.VmRow("a", "a") + OldDatabase.VmRow("b", "b") + """
                 INSERT INTO replications VALUES ('a', 'https://r:9443', '{}', 7, $stats), ('b', 'https://r:9443', '{}', 0, 'not json');
-                PRAGMA user_version = 4;
-                """;
-            cmd.Parameters.AddWithValue("$stats", JsonSerializer.Serialize(new ReplicationStatistics
-            {
-                SuccessfulCycles = 7, FailedCycles = 2, MissedCycles = 3, TotalBytes = 70, MaxBytes = 30, TotalSeconds = 14, MaxSeconds = 5,
-                LastSuccess = lastSuccess, LastFailure = lastSuccess.AddHours(-1), LastError = "timeout",
-            }, ApiJson.Options));
-            cmd.ExecuteNonQuery();
-        }
+            """, ("$stats", stats));
         using (var store = new HostStore(db))
         {
             var a = store.FindReplication("a")!;

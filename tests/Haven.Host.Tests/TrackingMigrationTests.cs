@@ -20,22 +20,7 @@ public sealed class TrackingMigrationTests
     {
         using var dir = new Haven.TestSupport.TempDir();
         var db = dir.File("haven.db");
-        using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
-        {
-            c.Open();
-            using var cmd = c.CreateCommand();
-            // The v5 tables the migrations read (the others are not touched by them).
-            cmd.CommandText = """
-                CREATE TABLE vms (id TEXT PRIMARY KEY, vcpus INTEGER NOT NULL DEFAULT 1, memory_mib INTEGER NOT NULL DEFAULT 64, network TEXT NOT NULL DEFAULT 'none');
-                CREATE TABLE checkpoints (id TEXT PRIMARY KEY, vm_id TEXT NOT NULL);
-                CREATE TABLE operations (
-                  id TEXT PRIMARY KEY, vm_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, started_at TEXT NOT NULL);
-                CREATE TABLE reference_points (
-                  vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, disk_idx INTEGER NOT NULL, repo_id TEXT NOT NULL,
-                  bitmap TEXT NOT NULL, layer_id TEXT NOT NULL, backup_id TEXT NOT NULL, consistency TEXT NOT NULL,
-                  created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT,
-                  PRIMARY KEY (vm_id, disk_idx, repo_id));
-                INSERT INTO vms (id) VALUES ('a'), ('b');
+        OldDatabase.Create(db, 5, OldDatabase.VmRow("a", "a") + OldDatabase.VmRow("b", "b") + """
                 INSERT INTO reference_points VALUES
                   ('a', 0, 'repo1', 'haven-rp-1', 'L0', '20260201-080000-abcd', 'ApplicationConsistent', '2026-02-01T08:00:00.0000000+00:00', '4096:77', NULL),
                   ('a', 1, 'repo1', 'haven-rp-2', 'L1', '20260201-080000-abcd', 'ApplicationConsistent', '2026-02-01T08:00:00.0000000+00:00', NULL, NULL),
@@ -44,10 +29,7 @@ public sealed class TrackingMigrationTests
                 INSERT INTO operations VALUES
                   ('op1', 'a', 'replication', '{"repositoryId":"replica:a","live":false,"disks":[],"qemuNbdPids":[4711],"freezing":false,"stampsHeld":[0]}', '2026-02-01T09:00:00.0000000+00:00'),
                   ('op2', 'a', 'backup', '{"repositoryId":"repo1","live":true,"disks":[],"qemuNbdPids":[],"freezing":true,"stampsHeld":[]}', '2026-02-01T09:00:00.0000000+00:00');
-                PRAGMA user_version = 5;
-                """;
-            cmd.ExecuteNonQuery();
-        }
+            """);
         using (var store = new HostStore(db))
         {
             var a = store.ListTrackingPoints("a").OrderBy(p => p.Consumer.Kind).ThenBy(p => p.DiskIndex).ToList();

@@ -14,21 +14,29 @@ public sealed class HostStore : IDisposable
     private readonly SqliteConnection _db;
     private readonly Lock _lock = new();
 
-    public HostStore(string path)
+    public HostStore(string path) : this(path, SchemaVersion) { }
+
+    /// <summary>
+    /// A database at an older schema, made by the same steps that made it back then: migration tests build their
+    /// old databases with it. Nothing but a migration test opens a store below the current schema.
+    /// </summary>
+    internal HostStore(string path, int schemaVersion)
     {
         _db = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
         _db.Open();
         Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
-        Migrate();
+        Migrate(schemaVersion);
     }
 
-    private void Migrate()
+    private void Migrate(int target)
     {
         var version = Convert.ToInt32(Scalar("PRAGMA user_version"));
-        if (version == SchemaVersion) return;
         if (version > SchemaVersion) throw new InvalidOperationException($"state database schema {version} is newer than this havend ({SchemaVersion})");
-        if (version < 1) CreateSchema1();
-        if (version < 2)
+        if (version >= target) return;
+        // Each step runs when the database is below it and the target is not.
+        bool Below(int step) => version < step && target >= step;
+        if (Below(1)) CreateSchema1();
+        if (Below(2))
             Exec("""
                 CREATE TABLE reference_points (
                   vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE, disk_idx INTEGER NOT NULL, repo_id TEXT NOT NULL,
@@ -36,12 +44,12 @@ public sealed class HostStore : IDisposable
                   created_at TEXT NOT NULL, file_stamp TEXT, untrusted_reason TEXT,
                   PRIMARY KEY (vm_id, disk_idx, repo_id));
                 """);
-        if (version < 3)
+        if (Below(3))
             Exec("""
                 CREATE TABLE jobs (
                   name TEXT PRIMARY KEY, definition TEXT NOT NULL, last_run TEXT, last_status TEXT, last_error TEXT);
                 """);
-        if (version < 4)
+        if (Below(4))
             Exec("""
                 CREATE TABLE replicas (
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, primary_host TEXT NOT NULL, primary_vm_id TEXT NOT NULL,
@@ -54,11 +62,11 @@ public sealed class HostStore : IDisposable
                   vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE, target TEXT NOT NULL, settings TEXT NOT NULL,
                   last_cycle INTEGER NOT NULL, statistics TEXT NOT NULL);
                 """);
-        if (version < 5) MigrateReplicationCounters();
-        if (version < 6) MigrateTrackingPoints();
-        if (version < 7) MigrateAutostart();
-        if (version < 8) MigrateHardwareDocument();
-        Exec($"PRAGMA user_version = {SchemaVersion}");
+        if (Below(5)) MigrateReplicationCounters();
+        if (Below(6)) MigrateTrackingPoints();
+        if (Below(7)) MigrateAutostart();
+        if (Below(8)) MigrateHardwareDocument();
+        Exec($"PRAGMA user_version = {target}");
     }
 
     /// <summary>
