@@ -47,6 +47,8 @@ public sealed class HardwareTests
         Bad(ok with { CpuModel = "host,+vmx" }, "cpu model must be 'auto' or a QEMU CPU model name (letters, digits, '-', '_', '.'), not 'host,+vmx'");
         Bad(ok with { Nics = [ok.Nics[0] with { Model = "rtl8139" }] }, "NIC model must be virtio or e1000, not 'rtl8139'");
         Bad(ok with { Nics = [ok.Nics[0] with { Bridge = "br0,x" }] }, "nic0: a bridge NIC needs a bridge name (1-15 letters, digits, '-', '_', '.'), not 'br0,x'");
+        Bad(ok with { Nics = [ok.Nics[0] with { Bridge = ".." }] }, "nic0: a bridge NIC needs a bridge name (1-15 letters, digits, '-', '_', '.'), not '..'");
+        Bad(ok with { Nics = [ok.Nics[0] with { Bridge = "../../x" }] }, "nic0: a bridge NIC needs a bridge name (1-15 letters, digits, '-', '_', '.'), not '../../x'");
         Bad(ok with { Nics = [ok.Nics[0], ok.Nics[0] with { Name = "nic1" }] }, "MAC address 52:54:00:00:00:01 is given to two NICs");
         Bad(ok with { BootOrder = ["disk1"] }, "boot order names 'disk1', which is not one of this VM's devices (cdrom, disk0, nic0) or is named twice");
         Bad(ok with { CdromDrive = false, BootOrder = [] , CdromIso = "/x.iso" }, "an ISO needs a CD-ROM drive");

@@ -171,7 +171,8 @@ public static partial class Hardware
     private static partial Regex MacPattern();
     [GeneratedRegex("^nic[0-7]$")]
     private static partial Regex NicNamePattern();
-    [GeneratedRegex("^[A-Za-z0-9_.-]{1,15}$")]
+    // A Linux interface name (at most 15 characters), never "." or "..": it is also a folder name under /sys/class/net.
+    [GeneratedRegex("^(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,15}$")]
     private static partial Regex BridgeNamePattern();
     [GeneratedRegex("^[A-Za-z0-9_.-]{1,64}$")]
     private static partial Regex CpuModelPattern();
