@@ -133,13 +133,21 @@ public sealed class HavenWorld : IAsyncDisposable
     /// <summary>Variables every CLI run of this world gets (a null value removes one), e.g. a user's AWS settings.</summary>
     public Dictionary<string, string?> CliEnvironment { get; } = [];
 
+    /// <summary>The end of this world's havend log, for failure messages (what the daemon saw of a failed command).</summary>
+    public string DaemonLogTail(int lines = 40)
+    {
+        if (Daemon is null) return "";
+        var log = (Daemon.Stdout + Daemon.Stderr).Split('\n');
+        return "\n--- havend log (last lines) ---\n" + string.Join('\n', log[Math.Max(0, log.Length - lines)..]);
+    }
+
     public Task<CliResult> Cli(params string[] args) => DaemonProcess.HavenAsync(Data, CliEnvironment, Ct, args);
 
     /// <summary>Runs a command that must succeed; returns its stdout.</summary>
     public async Task<string> OkAsync(params string[] args)
     {
         var r = await Cli(args);
-        Assert.True(r.ExitCode == 0 && r.Stderr == "", r.ToString());
+        Assert.True(r.ExitCode == 0 && r.Stderr == "", r.ToString() + DaemonLogTail());
         return r.Stdout;
     }
 

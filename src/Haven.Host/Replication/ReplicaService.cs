@@ -4,6 +4,7 @@ using Haven.Host.Checkpoints;
 using Haven.Host.State;
 using Haven.Nbd;
 using Haven.Qemu.Images;
+using Microsoft.Extensions.Logging;
 
 namespace Haven.Host.Replication;
 
@@ -356,8 +357,34 @@ public sealed partial class ReplicaService(HavenHost host)
         foreach (var p in points)
         {
             if (keep.Contains(p.Cycle)) continue;
-            await host.Removal.RemoveOneAsync(vmId, p.CheckpointId, ct);
+            if (!await TryRemovePointAsync(vmId, p, ct)) return;
             Store.Write(w => w.DeleteReplicaPoint(vmId, p.Cycle));
+        }
+    }
+
+    /// <summary>
+    /// Removes one old recovery point after a cycle committed. Best effort: the cycle stands whatever happens here,
+    /// and the next cycle's prune tries again. A lock conflict (another qemu-img or qemu-nbd briefly holding a layer,
+    /// seen under load) is retried once.
+    /// </summary>
+    private async Task<bool> TryRemovePointAsync(string vmId, ReplicaPointRecord p, CancellationToken ct)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await host.Removal.RemoveOneAsync(vmId, p.CheckpointId, ct);
+                return true;
+            }
+            catch (ToolFailedException e) when (attempt == 1 && e.Message.Contains("lock", StringComparison.Ordinal))
+            {
+                await Task.Delay(500, ct);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                host.Log.LogWarning("VM {Vm}: recovery point {Cycle} stays until the next cycle; removing it failed: {Error}", vmId, p.Cycle, e.Message);
+                return false;
+            }
         }
     }
 
