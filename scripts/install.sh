@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd: systemd-analyze verifies the units of scripts/install-service.sh (InstallServiceTests).
-packages=(qemu-system-x86 qemu-utils qemu-guest-agent iproute2 libnbd-bin busybox-static e2fsprogs cpio kmod debootstrap grub-efi-amd64-bin mtools dosfstools fdisk ovmf ceph-mon ceph-osd radosgw ceph-common systemd)
+packages=(qemu-system-x86 qemu-utils qemu-guest-agent iproute2 iputils-ping libnbd-bin busybox-static e2fsprogs cpio kmod debootstrap grub-efi-amd64-bin mtools dosfstools fdisk ovmf ceph-mon ceph-osd radosgw ceph-common systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,39 +14,10 @@ public sealed class VmHardwareTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    /// <summary>A network namespace with bridge br0, deleted (with whatever taps are left in it) at the end.</summary>
-    private sealed class Namespace : IAsyncDisposable
-    {
-        public string Name { get; } = "hvt" + Guid.NewGuid().ToString("N")[..8];
-
-        public static async Task<Namespace> CreateAsync()
-        {
-            var ns = new Namespace();
-            await ProcessRunner.RunAsync("ip", ["netns", "add", ns.Name]);
-            await ns.IpAsync("link", "add", "br0", "type", "bridge");
-            await ns.IpAsync("link", "set", "br0", "up");
-            return ns;
-        }
-
-        public async Task<string> IpAsync(params string[] args) => (await ProcessRunner.RunAsync("ip", ["-n", Name, .. args])).StandardOutput;
-
-        /// <summary>Names of the interfaces attached to br0.</summary>
-        public async Task<List<string>> OnBridgeAsync() =>
-            (await IpAsync("-o", "link", "show", "master", "br0")).Split('\n', StringSplitOptions.RemoveEmptyEntries)
-                .Select(l => l.Split(':')[1].Trim().Split('@')[0]).Order().ToList();
-
-        /// <summary>Names of Haven's tap devices in the namespace (on a bridge or not).</summary>
-        public async Task<List<string>> TapsAsync() =>
-            (await IpAsync("-o", "link", "show")).Split('\n', StringSplitOptions.RemoveEmptyEntries)
-                .Select(l => l.Split(':')[1].Trim().Split('@')[0]).Where(n => n.StartsWith("hv", StringComparison.Ordinal)).Order().ToList();
-
-        public async ValueTask DisposeAsync() => await ProcessRunner.RunAsync("ip", ["netns", "del", Name], throwOnError: false);
-    }
-
     [Fact]
     public async Task Bridge_nics_get_taps_on_the_bridge_with_their_macs_and_no_tap_outlives_its_qemu()
     {
-        await using var ns = await Namespace.CreateAsync();
+        await using var ns = await TestNetNamespace.CreateAsync();
         await using var w = new HavenWorld(Ct) { NetNamespace = ns.Name };
         await w.StartDaemonAsync();
         var vm = await w.JsonAsync<VmInfo>("vm", "create", "web", "--disk-size", "32M", "--accel", "tcg", "--memory", "64", "--no-guest-agent",
@@ -100,7 +71,7 @@ public sealed class VmHardwareTests
     [Fact]
     public async Task Checkpoint_apply_brings_back_the_hardware_of_its_time_and_bad_input_changes_nothing()
     {
-        await using var ns = await Namespace.CreateAsync();
+        await using var ns = await TestNetNamespace.CreateAsync();
         await using var w = new HavenWorld(Ct) { NetNamespace = ns.Name };
         await w.StartDaemonAsync();
         await w.CreateVmAsync("v");
