@@ -196,13 +196,14 @@ public sealed partial class Repository
             var users = new Dictionary<ChunkId, List<string>>();
             var corruptManifests = new List<ManifestProblem>();
             var backupsChecked = 0;
+            var buffer = new IndexBuffer(); // every backup's indexes are read: one buffer, as in GC's marking
             foreach (var backupId in await ListBackupIdsAsync(ct))
             {
                 var found = await VisitReferencesAsync(backupId, id =>
                 {
                     if (!users.TryGetValue(id, out var list)) users[id] = list = [];
                     if (list.Count == 0 || list[^1] != backupId) list.Add(backupId);
-                }, null, corruptManifests, ct);
+                }, null, corruptManifests, ct, buffer);
                 if (found) backupsChecked++;
             }
 
