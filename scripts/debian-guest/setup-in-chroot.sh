@@ -39,7 +39,7 @@ printf 'MODULES=list\nCOMPRESS=zstd\n' >/etc/initramfs-tools/conf.d/haven.conf
 apt-get install -y zstd initramfs-tools
 printf '%s\n' virtio_pci virtio_blk virtio_scsi sd_mod crc32c_generic ext4 >>/etc/initramfs-tools/modules
 apt-get install -y linux-image-amd64 qemu-guest-agent postgresql postgresql-contrib socat \
-    systemd-resolved procps less iputils-ping
+    systemd-resolved procps less iputils-ping efibootmgr
 KVER=$(basename /lib/modules/*)
 
 # Kernel modules a VM on QEMU never loads (about 3/4 of the package): graphics, sound, wireless, media...
