@@ -59,6 +59,12 @@ public sealed record VmCreateRequest
     public string? Cdrom { get; init; }
     /// <summary>Device ids in boot order (disk0, cdrom, nic0 ...); empty: firmware default.</summary>
     public List<string>? BootOrder { get; init; }
+    /// <summary>"bios" (SeaBIOS) or "uefi" (OVMF).</summary>
+    public string Firmware { get; init; } = "bios";
+    /// <summary>UEFI only: the OVMF code image; null: Debian's /usr/share/OVMF/OVMF_CODE_4M.fd.</summary>
+    public string? UefiCode { get; init; }
+    /// <summary>UEFI only: an existing variable store to copy as the VM's own; null: a fresh copy of the template that goes with the code.</summary>
+    public string? UefiVars { get; init; }
 }
 
 /// <summary>
@@ -79,6 +85,10 @@ public sealed record VmHardware
     public string? CdromIso { get; init; }
     /// <summary>Device ids in boot order (disk0, cdrom, nic0 ...); empty: firmware default.</summary>
     public List<string> BootOrder { get; init; } = [];
+    /// <summary>"bios" (SeaBIOS) or "uefi" (OVMF, with a per-VM variable store that is part of the VM).</summary>
+    public string Firmware { get; init; } = "bios";
+    /// <summary>UEFI: the read-only OVMF code image this VM runs; null for BIOS.</summary>
+    public string? UefiCode { get; init; }
 }
 
 /// <summary>One network card. Mode "user": QEMU's user-mode NAT; "bridge": a tap device havend adds to <see cref="Bridge"/>.</summary>
