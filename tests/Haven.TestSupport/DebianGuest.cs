@@ -86,6 +86,47 @@ public static class DebianGuest
         return r.StdoutText;
     }
 
+    /// <summary>The root file system's superblock fields a crash-consistency check needs (ext4 on partition 2).</summary>
+    public sealed record RootSuperblock(uint IncompatFeatures, ushort State)
+    {
+        /// <summary>EXT4_FEATURE_INCOMPAT_RECOVER: the journal must be replayed at the next mount. Set while ext4 is
+        /// mounted read-write; cleared by a freeze (journal flushed) or an unmount.</summary>
+        public bool NeedsRecovery => (IncompatFeatures & 0x4) != 0;
+    }
+
+    /// <summary>
+    /// Reads the ext4 superblock of the root partition (GPT entry 2) of a Debian guest image from the host,
+    /// through <c>qemu-img dd</c> (which follows backing files): for a copy, before it boots.
+    /// </summary>
+    public static async Task<RootSuperblock> ReadRootSuperblockAsync(string image)
+    {
+        var gpt = await ReadSectorsAsync(image, 0, 34); // protective MBR, GPT header (LBA 1), 128 entries (LBA 2-33)
+        if (System.Text.Encoding.ASCII.GetString(gpt, 512, 8) != "EFI PART") throw new InvalidDataException($"{image}: no GPT header");
+        var entriesLba = BitConverter.ToInt64(gpt, 512 + 72);
+        var entrySize = (int)BitConverter.ToUInt32(gpt, 512 + 84);
+        var entry = entriesLba * 512 + entrySize; // the second entry: the root
+        if (entry + entrySize > gpt.Length) throw new InvalidDataException($"{image}: GPT entries beyond the first 34 sectors");
+        var firstLba = BitConverter.ToInt64(gpt, (int)entry + 32);
+        var sb = await ReadSectorsAsync(image, firstLba + 2, 2); // the superblock is at byte 1024 of the partition
+        if (BitConverter.ToUInt16(sb, 0x38) != 0xEF53) throw new InvalidDataException($"{image}: no ext4 superblock at LBA {firstLba + 2}");
+        return new RootSuperblock(BitConverter.ToUInt32(sb, 0x60), BitConverter.ToUInt16(sb, 0x3A));
+    }
+
+    private static async Task<byte[]> ReadSectorsAsync(string image, long first, int count)
+    {
+        var output = Path.Combine(Path.GetTempPath(), $"haven-sectors-{Guid.NewGuid():N}.raw");
+        try
+        {
+            // QEMU 7.2's dd ends the input at count blocks from the image's start, not from skip: ask for skip + count.
+            await ProcessRunner.RunAsync("qemu-img", ["dd", "-f", "qcow2", "-O", "raw", "bs=512", $"skip={first}", $"count={first + count}", "if=" + image, "of=" + output]);
+            var bytes = new byte[count * 512];
+            await using var f = File.OpenRead(output);
+            await f.ReadExactlyAsync(bytes);
+            return bytes;
+        }
+        finally { File.Delete(output); }
+    }
+
     /// <summary>Polls until PostgreSQL accepts TCP connections in the guest (pg_isready). Returns how long it waited.</summary>
     public static async Task<TimeSpan> WaitForPostgresAsync(string socket, TimeSpan timeout, CancellationToken ct)
     {
