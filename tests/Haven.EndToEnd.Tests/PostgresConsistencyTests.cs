@@ -85,15 +85,17 @@ public sealed class PostgresConsistencyTests
         // 4. Crash-consistent: a Standard VM's backup does not freeze the guest (its disks' state at one instant, as
         // after a power loss). Some commits first, so that the copy's point is well past the last CHECKPOINT.
         await primary.OkAsync("vm", "set", "db", "--checkpoint-type", "Standard");
-        await WaitForIdAsync(agent, await LastLoggedIdAsync(agent, ct) + 100, ct);
+        await WaitForIdAsync(agent, await LastLoggedIdAsync(agent, ct) + 200, ct);
         var hooksBefore = await HookCheckpointsAsync(agent, ct);
         var crashId = await LastLoggedIdAsync(agent, ct);
+        var crashRedo = await RedoLsnAsync(agent, ct);
         var crashBackup = await primary.JsonAsync<BackupResult>(["backup", "db", .. repo]);
         Assert.Equal(Consistency.CrashConsistent, crashBackup.Consistency);
         Assert.Null(crashBackup.FrozenMilliseconds);
         Assert.Equal(hooksBefore, await HookCheckpointsAsync(agent, ct)); // no freeze, no hook
         var crashLive = await WaitForIdAsync(agent, crashId + 1, ct);
-        Log($"crash-consistent backup ({crashBackup.Mode}): id {crashId} logged before it, the loop went on ({crashLive})");
+        Log($"crash-consistent backup ({crashBackup.Mode}): id {crashId} logged before it, the loop went on ({crashLive}); last checkpoint before it: redo {crashRedo}" +
+            (crashRedo == repRedo ? " (the replication cycle's hook)" : ""));
 
         // The original stops (workload first); the copies come up one at a time (2 cores, TCG).
         await DebianGuest.ShOkAsync(agent, "systemctl stop haven-commit-loop", ct);
@@ -113,7 +115,8 @@ public sealed class PostgresConsistencyTests
             new Copy("checkpoint 'app' applied", primary, "db", cpId, cpRedo, Frozen: true),
             new Copy("production backup restored", primary, "db-backup", bkId, bkRedo, Frozen: true),
             new Copy("replica test failover", replica, "db - Test", repId, repRedo, Frozen: true),
-            new Copy("crash-consistent backup restored", primary, "db-crash", crashId, null, Frozen: false),
+            // Its PostgreSQL replays from the last checkpoint before its point: the replication cycle's hook, 200+ commits earlier.
+            new Copy("crash-consistent backup restored", primary, "db-crash", crashId, crashRedo, Frozen: false),
         };
         var results = new List<(Copy Copy, CopyResult Result)>();
         foreach (var copy in copies) results.Add((copy, await CheckCopyAsync(copy, ct)));
@@ -124,7 +127,8 @@ public sealed class PostgresConsistencyTests
         Log($"total {total.Elapsed.TotalMinutes:0.0} min");
     }
 
-    private sealed record Copy(string What, HavenWorld World, string Vm, long RecordedId, string? HookRedoLsn, bool Frozen);
+    /// <param name="RedoLsn">Where the copy's WAL replay must start: the redo point of the last checkpoint before its point in time.</param>
+    private sealed record Copy(string What, HavenWorld World, string Vm, long RecordedId, string RedoLsn, bool Frozen);
 
     private sealed record CopyResult(bool NeedsRecovery, string Redo, long MaxId, long LastLogged, string Boot);
 
@@ -142,12 +146,16 @@ public sealed class PostgresConsistencyTests
         var took = clock.Elapsed;
         Assert.NotNull(frozen);
         Assert.Equal(hooks + 1, await HookCheckpointsAsync(agent, ct));
-        var redo = (await DebianGuest.ShOkAsync(agent, Psql + "'select redo_lsn from pg_control_checkpoint()'", ct)).Trim();
+        var redo = await RedoLsnAsync(agent, ct);
         var after = await WaitForIdAsync(agent, id + 1, ct);
         Log($"{what}: id {id} logged before the request; frozen {(frozen > 0 ? $"{frozen:0} ms" : "(not reported)")}, the hook's CHECKPOINT (redo {redo}) in the hook log; " +
             $"took {took.TotalSeconds:0.0} s; the loop went on (id {after})");
         return (id, redo);
     }
+
+    /// <summary>The redo point of PostgreSQL's latest checkpoint (where a recovery from now would start).</summary>
+    private static async Task<string> RedoLsnAsync(string agent, CancellationToken ct) =>
+        (await DebianGuest.ShOkAsync(agent, Psql + "'select redo_lsn from pg_control_checkpoint()'", ct)).Trim();
 
     private static async Task<int> HookCheckpointsAsync(string agent, CancellationToken ct) =>
         (await DebianGuest.ShOkAsync(agent, "cat /var/log/qga-fsfreeze-hook.log 2>/dev/null || true", ct))
@@ -215,14 +223,15 @@ public sealed class PostgresConsistencyTests
         var from = Lsn(recovery, @"redo starts at ([0-9A-F]+/[0-9A-F]+)");
         var to = Lsn(recovery, @"redo done at ([0-9A-F]+/[0-9A-F]+)");
         var redo = $"{to - from} bytes ({FormatLsn(from)} .. {FormatLsn(to)})";
-        Log($"WAL replayed: {redo}" + (copy.HookRedoLsn is null ? "" : $"; the freeze hook's CHECKPOINT had redo {copy.HookRedoLsn}"));
-        // A frozen copy replays from the CHECKPOINT its freeze hook made just before the freeze.
-        if (copy.HookRedoLsn is not null) Assert.Equal(copy.HookRedoLsn, FormatLsn(from));
+        Log($"WAL replayed: {redo}; the last CHECKPOINT before the copy's point (the {(copy.Frozen ? "freeze hook's, just before the freeze" : "latest when the copy was taken")}) had redo {copy.RedoLsn}");
+        // A frozen copy replays from the CHECKPOINT its freeze hook made just before the freeze; the crash copy from an older one.
+        Assert.Equal(copy.RedoLsn, FormatLsn(from));
 
         // --verbose names every relation it checks: too much for one guest-exec answer, so count them in the guest.
         var amcheck = await DebianGuest.ShAsync(agent, "runuser -u postgres -- pg_amcheck --all --install-missing --heapallindexed --rootdescend --verbose " +
             ">/tmp/amcheck.log 2>&1; rc=$?; echo \"$(grep -c ': checking ' /tmp/amcheck.log) relations checked\"; grep -v ': checking \\|: including ' /tmp/amcheck.log | tail -n 20; exit $rc", ct, TimeSpan.FromSeconds(600));
         Log($"pg_amcheck --all --heapallindexed --rootdescend: exit {amcheck.ExitCode}, " + amcheck.StdoutText.TrimEnd());
+        Assert.True(int.Parse(amcheck.StdoutText.Split(' ')[0], CultureInfo.InvariantCulture) > 0, "pg_amcheck checked nothing:\n" + amcheck.StdoutText);
         Assert.True(amcheck.ExitCode == 0, $"pg_amcheck failed (exit {amcheck.ExitCode}):\n{amcheck.StdoutText}{amcheck.StderrText}");
 
         // Every id logged before the copy's point is committed in it; ids are contiguous from 1.
