@@ -59,13 +59,8 @@ public sealed class BackupDiskExportTests
     [Fact]
     public async Task A_small_read_fetches_only_the_chunk_it_touches()
     {
-        await using var f = await CreateAsync();
-        var chunks = Layout(ChunkSize);
-        var made = await Backups.BackupAsync(f.Repo, "vm", f.Clock.GetUtcNow(), chunks);
-        var manifest = await f.Repo.ReadManifestAsync(made.Id, Ct);
-        var export = new BackupDiskExport(f.Repo, manifest, 0);
-        await using var server = NbdServer.ListenUnix(f.Dir.File("disk0.nbd"), export);
-        await using var client = await NbdClient.ConnectAsync(server.Endpoint, "disk0", [], Ct);
+        await using var s = await ServedAsync();
+        var (f, chunks, made, export, client) = (s.Fixture, s.Chunks, s.Made, s.Export, s.Client);
 
         var buffer = new byte[4096];
         await client.ReadAsync(9L * ChunkSize + 100, buffer, Ct);
@@ -82,13 +77,8 @@ public sealed class BackupDiskExportTests
     [Fact]
     public async Task A_corrupt_chunk_fails_the_reads_that_need_it_naming_it_and_a_missing_one_reads_once_it_is_back()
     {
-        await using var f = await CreateAsync();
-        var chunks = Layout(ChunkSize);
-        var made = await Backups.BackupAsync(f.Repo, "vm", f.Clock.GetUtcNow(), chunks);
-        var manifest = await f.Repo.ReadManifestAsync(made.Id, Ct);
-        var export = new BackupDiskExport(f.Repo, manifest, 0);
-        await using var server = NbdServer.ListenUnix(f.Dir.File("disk0.nbd"), export);
-        await using var client = await NbdClient.ConnectAsync(server.Endpoint, "disk0", [], Ct);
+        await using var s = await ServedAsync();
+        var (f, chunks, made, export, client) = (s.Fixture, s.Chunks, s.Made, s.Export, s.Client);
 
         var corrupt = made.Index[1]!.Value;
         var path = f.ChunkPath(corrupt);
@@ -112,5 +102,25 @@ public sealed class BackupDiskExportTests
         await client.ReadAsync(5L * ChunkSize, buffer, Ct);
         Assert.True(chunks[5].AsSpan().SequenceEqual(buffer));
         Assert.False(client.IsBroken);
+    }
+    /// <summary>A backup of <see cref="Layout"/> in a new repository, its disk served, and a client connected to it.</summary>
+    private sealed record Served(RepoFixture Fixture, byte[]?[] Chunks, Backups.Made Made, BackupDiskExport Export, NbdServer Server, NbdClient Client) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await Client.DisposeAsync();
+            await Server.DisposeAsync();
+            await Fixture.DisposeAsync();
+        }
+    }
+
+    private static async Task<Served> ServedAsync()
+    {
+        var f = await CreateAsync();
+        var chunks = Layout(ChunkSize);
+        var made = await Backups.BackupAsync(f.Repo, "vm", f.Clock.GetUtcNow(), chunks);
+        var export = new BackupDiskExport(f.Repo, await f.Repo.ReadManifestAsync(made.Id, Ct), 0);
+        var server = NbdServer.ListenUnix(f.Dir.File("disk0.nbd"), export);
+        return new Served(f, chunks, made, export, server, await NbdClient.ConnectAsync(server.Endpoint, "disk0", [], Ct));
     }
 }
