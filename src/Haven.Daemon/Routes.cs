@@ -57,6 +57,9 @@ public static class Routes
         v1.MapPost("/repo/copy", (HttpContext ctx, HavenHost h, RepositoryCopyRequest req) =>
             Streaming.RunAsync(ctx, (progress, ct) => h.Repositories.CopyAsync(req, ct, progress)));
         v1.MapPost("/repo/restore", (HavenHost h, RestoreRequest req, CancellationToken ct) => h.Restores.RestoreAsync(req, ct));
+        v1.MapPost("/mounts", (HavenHost h, BackupMountRequest req, CancellationToken ct) => h.Mounts.MountAsync(req, ct));
+        v1.MapGet("/mounts", (HavenHost h, CancellationToken ct) => h.Mounts.ListAsync(ct));
+        v1.MapDelete("/mounts/{id}", (HavenHost h, string id, CancellationToken ct) => h.Mounts.UnmountAsync(id, ct));
         v1.MapPost("/vms/{name}/backup", (HttpContext ctx, HavenHost h, string name, BackupRequest req) =>
             Streaming.RunAsync(ctx, (progress, ct) => h.Backups.BackupAsync(name, req, ct, progress)));
         ReplicationRoutes.Map(v1);

@@ -40,6 +40,7 @@ public sealed class HavenHost : IAsyncDisposable
         Repositories = new RepositoryAccess(this);
         Backups = new BackupService(this);
         Restores = new RestoreService(this);
+        Mounts = new BackupMounts(this);
         Tracking = new Tracking.ChangeTracker(this);
         Jobs = new JobService(this);
         Replicas = new Replication.ReplicaService(this);
@@ -62,6 +63,7 @@ public sealed class HavenHost : IAsyncDisposable
     public RepositoryAccess Repositories { get; }
     public BackupService Backups { get; }
     public RestoreService Restores { get; }
+    public BackupMounts Mounts { get; }
     /// <summary>Change tracking of VM disks for backups and replication alike.</summary>
     public Tracking.ChangeTracker Tracking { get; }
     public JobService Jobs { get; }
@@ -176,6 +178,7 @@ public sealed class HavenHost : IAsyncDisposable
     {
         // VMs keep running: they outlive the daemon by design.
         await Runtimes.DisposeAsync();
+        await Mounts.DisposeAsync();
         Repositories.Dispose();
         Store.Dispose();
     }

@@ -10,6 +10,7 @@ namespace Haven.Host;
 /// vms/&lt;vm&gt;/states/&lt;cp&gt;.state      memory/device state of Standard checkpoints
 /// run/&lt;vm&gt;.{qmp,qga,pid,log}       runtime files of a running VM's QEMU
 /// run/&lt;vm&gt;.{console,vnc}           its serial console and VNC display sockets
+/// run/mount-&lt;id&gt;.nbd               a mounted backup disk's NBD socket
 /// </code>
 /// </summary>
 public sealed class HostPaths(string root)
@@ -32,6 +33,8 @@ public sealed class HostPaths(string root)
     public string SerialLog(string vmId) => Path.Combine(RunDir, vmId + ".log");
     public string ConsoleSocket(string vmId) => Path.Combine(RunDir, vmId + ".console");
     public string VncSocket(string vmId) => Path.Combine(RunDir, vmId + ".vnc");
+    /// <summary>The NBD socket of a mounted backup disk (BackupMounts); swept at start-up like every dead .nbd socket.</summary>
+    public string MountSocket(string mountId) => Path.Combine(RunDir, "mount-" + mountId + ".nbd");
     /// <summary>Where QEMU writes a screenshot before havend reads it (QEMU creates it 0640: inside the 0700 run folder).</summary>
     public string Screendump(string vmId) => Path.Combine(RunDir, vmId + ".screen.png");
 

@@ -7,7 +7,10 @@ public static class BackupsCommand
 {
     public static Command Create(CliContext ctx)
     {
-        var backups = new Command("backups", "List the backups in a repository") { new BackupListCommand(ctx) };
+        var backups = new Command("backups", "List the backups in a repository, and serve their disks over NBD")
+        {
+            new BackupListCommand(ctx), new BackupMountCommand(ctx), new BackupUnmountCommand(ctx), new BackupMountsCommand(ctx),
+        };
         HavenCli.ShowHelpWhenBare(backups);
         return backups;
     }
