@@ -5,6 +5,7 @@ namespace Haven.Repository;
 
 /// <summary>
 /// A lock object (plain JSON, no secrets): a backup writer's shared lock at <c>locks/writer-&lt;id&gt;</c>,
+/// a reader's lock on the backups it serves at <c>locks/reader-&lt;id&gt;</c> (prune keeps those backups),
 /// or the exclusive lock of prune/GC/verify at <c>locks/exclusive</c>. Holders refresh it every few
 /// minutes; one not refreshed for the repository's LockStaleAfter is stale and ignored.
 /// </summary>
@@ -24,6 +25,8 @@ internal sealed record LockRecord
     public required DateTimeOffset RefreshedAt { get; init; }
     /// <summary>Exclusive only: set before the holder deletes or renames its first chunk.</summary>
     public bool Deleting { get; init; }
+    /// <summary>Reader only: the backups it reads (prune keeps them while the lock is live).</summary>
+    public List<string>? Backups { get; init; }
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, RepositoryJson.Indented);
 
@@ -104,6 +107,27 @@ internal sealed class HeldLock : IAsyncDisposable
         if (!await repo.Store.TryCreateAsync(key, record.ToJson(), ct))
             throw new RepositoryLockedException($"writer lock {key} already exists");
         return new HeldLock(repo, key, record).Start();
+    }
+
+    /// <summary>
+    /// A reader's lock on <paramref name="backups"/>. Written first, then the exclusive lock is checked: a prune that
+    /// took it earlier may be deleting these backups now (refused), and one that takes it later reads this lock
+    /// before it deletes anything.
+    /// </summary>
+    public static async Task<HeldLock> AcquireReaderAsync(Repository repo, string host, string operation, IReadOnlyList<string> backups, CancellationToken ct)
+    {
+        var record = NewRecord(repo, LockRecord.Shared, operation, host) with { Backups = [.. backups] };
+        var key = RepoKeys.ReaderLockPrefix + record.OwnerId;
+        if (!await repo.Store.TryCreateAsync(key, record.ToJson(), ct))
+            throw new RepositoryLockedException($"reader lock {key} already exists");
+        var held = new HeldLock(repo, key, record);
+        var (live, other) = await repo.ReadExclusiveLockAsync(ct);
+        if (live && other?.Operation is null or "prune")
+        {
+            await repo.Store.DeleteAsync(key, ct);
+            throw new RepositoryLockedException($"repository is locked by {other?.ToString() ?? "an unreadable exclusive lock"}; cannot {operation} until it ends");
+        }
+        return held.Start();
     }
 
     /// <summary>Takes <c>locks/exclusive</c>, replacing it only when stale; refuses while another holder is live.</summary>

@@ -21,11 +21,15 @@ public sealed partial class Repository
         try
         {
             var backups = await ListBackupsAsync(ct);
+            // Read after the exclusive lock is held: a reader that locks later sees prune's lock and backs off.
+            var inUse = await ReadBackupsInUseAsync(ct);
             var kept = new List<KeptBackup>();
             var doomed = new List<BackupSummary>();
             foreach (var vm in backups.GroupBy(b => b.VmName, StringComparer.Ordinal))
                 foreach (var d in policy.Apply(vm, b => b.CreatedAt, b => b.Id))
-                    if (d.Keep) kept.Add(new KeptBackup(d.Backup, d.Reasons)); else doomed.Add(d.Backup);
+                    if (d.Keep) kept.Add(new KeptBackup(d.Backup, d.Reasons));
+                    else if (inUse.TryGetValue(d.Backup.Id, out var reader)) kept.Add(new KeptBackup(d.Backup, ["in use: " + reader]));
+                    else doomed.Add(d.Backup);
             var removed = new List<BackupSummary>();
             var locked = new List<LockedBackup>();
             var lockStore = Immutability is null ? null : Store as IObjectLockStore;
@@ -157,6 +161,25 @@ public sealed partial class Repository
             // Pruned meanwhile, or unreadable (then in unreadable). Each index object is read once per run.
             if (await VisitReferencesAsync(backupId, id => referenced.Add(id.Prefix), indexes, unreadable, ct, buffer)) marked.Add(backupId);
         }
+    }
+
+    /// <summary>Backups named by live reader locks, each with who reads it; stale reader locks are removed.</summary>
+    private async Task<Dictionary<string, string>> ReadBackupsInUseAsync(CancellationToken ct)
+    {
+        var keys = new List<string>();
+        await foreach (var o in Store.ListAsync(RepoKeys.ReaderLockPrefix, ct)) keys.Add(o.Key);
+        var inUse = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var key in keys)
+        {
+            var record = LockRecord.TryParse(await Store.GetAsync(key, ct));
+            if (await IsStaleAsync(key, record, ct))
+            {
+                await Store.DeleteAsync(key, ct);
+                continue;
+            }
+            foreach (var id in record?.Backups ?? []) inUse.TryAdd(id, record!.ToString());
+        }
+        return inUse;
     }
 
     /// <summary>Start times of live writers; stale writer locks are removed when asked.</summary>

@@ -182,6 +182,24 @@ public sealed partial class Repository : IAsyncDisposable
         finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
+    /// <summary>
+    /// Marks <paramref name="backupIds"/> as being read (a mount, an instant recovery) until the returned handle is
+    /// disposed: prune keeps them meanwhile, so GC keeps their chunks. The lock is refreshed like a writer's and goes
+    /// stale the same way when its holder dies. Refused while a prune holds the repository.
+    /// </summary>
+    public async Task<IAsyncDisposable> HoldBackupsAsync(IReadOnlyList<string> backupIds, string operation, string hostName, CancellationToken ct = default)
+    {
+        // A version-1 repository is never pruned by this Haven (it only reads it): nothing to hold off.
+        if (IsReadOnly) return NoHold.Instance;
+        return await HeldLock.AcquireReaderAsync(this, hostName, operation, backupIds, ct);
+    }
+
+    private sealed class NoHold : IAsyncDisposable
+    {
+        public static readonly NoHold Instance = new();
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
     public ValueTask DisposeAsync()
     {
         _keys.Dispose();

@@ -9,20 +9,25 @@ namespace Haven.Host.Backups;
 /// Backup disks served as read-only NBD exports for external tools (like proxmox-backup-client map): each mount
 /// holds its repository open and serves one disk on a unix socket in the run folder (run/mount-ID.nbd, 0600) until
 /// it is unmounted or havend stops. Mounts live in memory only: after a havend restart they are gone and the
-/// start-up sweep removes their dead sockets.
+/// start-up sweep removes their dead sockets. A mount holds its backup in the repository (a reader lock that prune
+/// honours), so the backup and its chunks stay while it is mounted.
 /// </summary>
 public sealed class BackupMounts(HavenHost host) : IAsyncDisposable
 {
     private readonly Dictionary<string, Mount> _mounts = [];
     private readonly SemaphoreSlim _gate = new(1, 1);
 
-    private sealed record Mount(MountInfo Info, Repository.Repository Repository, BackupDiskExport Export, NbdServer Server);
+    private sealed record Mount(MountInfo Info, Repository.Repository Repository, IAsyncDisposable Hold, BackupDiskExport Export, NbdServer Server);
 
     public async Task<MountInfo> MountAsync(BackupMountRequest req, CancellationToken ct)
     {
         var repo = await host.Repositories.OpenAsync(req, ct);
+        IAsyncDisposable? hold = null;
         try
         {
+            // Held before the backup is read: a prune that starts later keeps it (docs/backup.md "Mounting a backup").
+            try { hold = await repo.HoldBackupsAsync([req.BackupId], "mount", Environment.MachineName, ct); }
+            catch (Repository.RepositoryLockedException e) { throw HavenException.Conflict(e.Message); }
             Repository.BackupManifest manifest;
             try { manifest = await repo.ReadManifestAsync(req.BackupId, ct); }
             catch (Repository.BackupNotFoundException e) { throw HavenException.NotFound(e.Message); }
@@ -40,7 +45,7 @@ public sealed class BackupMounts(HavenHost host) : IAsyncDisposable
                 ChunksReferenced = export.ChunksReferenced,
             };
             await _gate.WaitAsync(ct);
-            try { _mounts[id] = new Mount(info, repo, export, server); }
+            try { _mounts[id] = new Mount(info, repo, hold, export, server); }
             finally { _gate.Release(); }
             host.Log.LogInformation("mounted disk {Disk} ({Export}) of backup {Backup} from {Repository} as {Mount} at {Socket}",
                 req.Disk, export.Name, manifest.Id, RepositoryAccess.Describe(req.Repository), id, socket);
@@ -48,6 +53,7 @@ public sealed class BackupMounts(HavenHost host) : IAsyncDisposable
         }
         catch
         {
+            if (hold is not null) await hold.DisposeAsync();
             await repo.DisposeAsync();
             throw;
         }
@@ -87,6 +93,7 @@ public sealed class BackupMounts(HavenHost host) : IAsyncDisposable
     private static async Task CloseAsync(Mount mount)
     {
         await mount.Server.DisposeAsync();
+        await mount.Hold.DisposeAsync();
         await mount.Repository.DisposeAsync();
     }
 

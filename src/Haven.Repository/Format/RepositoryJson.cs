@@ -29,6 +29,7 @@ internal static class RepoKeys
     public const string BackupsPrefix = "backups/";
     public const string LocksPrefix = "locks/";
     public const string WriterLockPrefix = "locks/writer-";
+    public const string ReaderLockPrefix = "locks/reader-";
     public const string ExclusiveLock = "locks/exclusive";
     public const string ChunkEpoch = "chunk-epoch";
 
