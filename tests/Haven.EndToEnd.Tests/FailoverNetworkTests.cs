@@ -19,10 +19,7 @@ public sealed partial class FailoverNetworkTests
     public async Task Failover_vms_come_up_on_the_mapped_bridge_with_the_primarys_macs_and_a_test_failover_with_links_down()
     {
         var ct = TestContext.Current.CancellationToken;
-        await using var ns = await TestNetNamespace.CreateAsync();
-        await ns.IpAsync("link", "set", "lo", "up"); // the replica server listens on 127.0.0.1 inside the namespace
-        await ns.IpAsync("link", "add", "br-dr", "type", "bridge");
-        await ns.IpAsync("link", "set", "br-dr", "up");
+        await using var ns = await NamespaceAsync();
         await using var primary = new HavenWorld(ct) { NetNamespace = ns.Name };
         await using var replica = new HavenWorld(ct) { NetNamespace = ns.Name };
         var url = await ReplicationSetup.PairAsync(primary, replica);
@@ -122,6 +119,58 @@ public sealed partial class FailoverNetworkTests
         var reversed = await StatusAsync(replica);
         Assert.Equal(("primary", null), (reversed.Role, reversed.FailoverNetwork));
         Assert.Matches(@"Failover network\s+none", await replica.OkAsync("replication", "status", "web"));
+    }
+
+    /// <summary>
+    /// The test guest has no NIC driver: the link state a test-failover VM's guest sees is proven with the Debian guest.
+    /// Only the test VM boots (the primary's VM stays off: its cycle reads the disk with qemu-nbd).
+    /// </summary>
+    [Fact(Timeout = 1_200_000)]
+    public async Task A_debian_test_failover_vm_sees_no_carrier_on_its_nic_until_the_link_is_brought_up()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var log = TestContext.Current.TestOutputHelper;
+        await Haven.TestSupport.DebianGuest.EnsureBuiltAsync();
+        await using var ns = await NamespaceAsync();
+        await using var primary = new HavenWorld(ct) { NetNamespace = ns.Name };
+        await using var replica = new HavenWorld(ct) { NetNamespace = ns.Name };
+        var url = await ReplicationSetup.PairAsync(primary, replica);
+        var disk = primary.Dir.File("debian.qcow2");
+        await Haven.TestSupport.DebianGuest.CopyDiskAsync(disk);
+        var vm = await primary.JsonAsync<VmInfo>("vm", "create", "db", "--disk", disk, "--accel", "tcg", "--memory", "768",
+            "--kernel", Haven.TestSupport.DebianGuest.Kernel, "--initrd", Haven.TestSupport.DebianGuest.Initrd,
+            "--append", Haven.TestSupport.DebianGuest.Append, "--nic", "bridge=br0");
+        var mac = vm.Hardware!.Nics[0].Mac!;
+        await primary.OkAsync("replication", "enable", "db", "--replica", url, "--frequency", "15m",
+            "--start-at", DateTimeOffset.UtcNow.AddDays(1).ToString("O"), "--failover-network", "nic0=br-dr");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await primary.JsonAsync<ReplicationCycleResult>("replication", "run", "db");
+        log?.WriteLine($"initial cycle of the Debian disk: {clock.Elapsed.TotalSeconds:0.0} s");
+
+        var test = await replica.JsonAsync<VmInfo>("replication", "test-failover", "db");
+        Assert.Equal(["br-dr"], [await MasterAsync(ns, test.Id, "nic0")]);
+        var agent = replica.Paths.GuestAgentSocket(test.Id);
+        log?.WriteLine($"test VM's qemu-ga answered after {(await Haven.TestSupport.DebianGuest.WaitForAgentAsync(agent, TimeSpan.FromSeconds(300), ct)).TotalSeconds:0.0} s");
+        // The guest's eth0 is the primary's NIC (its MAC); up on the guest's side, with no carrier: QEMU holds the link down.
+        Assert.Equal(mac, (await Haven.TestSupport.DebianGuest.ShOkAsync(agent, "cat /sys/class/net/eth0/address", ct)).Trim());
+        Assert.Equal("0", await CarrierAsync(agent, ct));
+        await replica.OkAsync("vm", "nic", "db - Test", "nic0", "--link", "up");
+        Assert.Equal("1", await CarrierAsync(agent, ct));
+        await replica.OkAsync("replication", "stop-test-failover", "db");
+    }
+
+    /// <summary>eth0's carrier as the guest's kernel reports it (the interface set up first: a down one has none to read).</summary>
+    private static async Task<string> CarrierAsync(string agent, CancellationToken ct) =>
+        (await Haven.TestSupport.DebianGuest.ShOkAsync(agent, "ip link set eth0 up && sleep 2 && cat /sys/class/net/eth0/carrier", ct)).Trim();
+
+    /// <summary>A network namespace with br0 and br-dr, loopback up (the replica server listens on 127.0.0.1 inside it).</summary>
+    private static async Task<TestNetNamespace> NamespaceAsync()
+    {
+        var ns = await TestNetNamespace.CreateAsync();
+        await ns.IpAsync("link", "set", "lo", "up");
+        await ns.IpAsync("link", "add", "br-dr", "type", "bridge");
+        await ns.IpAsync("link", "set", "br-dr", "up");
+        return ns;
     }
 
     private static Task<ReplicationCycleResult> RunAsync(HavenWorld primary) => primary.JsonAsync<ReplicationCycleResult>("replication", "run", "web");
