@@ -35,6 +35,18 @@ public sealed record ReplicationEnableRequest
     public int? ResyncWindowStartHour { get; init; }
     /// <summary>… until this one (exclusive; may wrap past midnight). Null: any time.</summary>
     public int? ResyncWindowEndHour { get; init; }
+    /// <summary>
+    /// Failover network: NIC name (a bridge NIC of the VM) to the replica host's bridge it uses when failed over (test,
+    /// planned and unplanned failover); NICs not named keep their bridge, MACs are kept. Null or empty: none.
+    /// </summary>
+    public Dictionary<string, string>? FailoverNetwork { get; init; }
+}
+
+/// <summary>PATCH /v1/vms/{name}/replication: changes settings of a replication (primary side). Null fields stay as they are.</summary>
+public sealed record ReplicationSetRequest
+{
+    /// <summary>The failover network (NIC to replica bridge), replacing the current one; empty: none. Sent to the replica with the next cycle.</summary>
+    public Dictionary<string, string>? FailoverNetwork { get; init; }
 }
 
 /// <summary>One recovery point on the replica.</summary>
@@ -77,6 +89,11 @@ public sealed record ReplicationStatusInfo
     public DateTimeOffset? LastSuccess { get; init; }
     public string? LastError { get; init; }
     public DateTimeOffset? LastTestFailover { get; init; }
+    /// <summary>
+    /// The failover network, NIC to bridge: the primary's setting, or (replica role) what the replica last received with a
+    /// cycle. Null: none (failed-over NICs keep their bridges).
+    /// </summary>
+    public Dictionary<string, string>? FailoverNetwork { get; init; }
     public List<RecoveryPointInfo> RecoveryPoints { get; init; } = [];
     /// <summary>Replica role with extended replication: the third host, and the last cycle it committed.</summary>
     public string? ExtendedTo { get; init; }

@@ -57,6 +57,9 @@ public sealed partial class HavenClient
     public Task<ReplicationCycleResult> RunReplicationCycleAsync(string vm, CancellationToken ct, bool resync = false) =>
         SendAsync<ReplicationCycleResult>(HttpMethod.Post, VmPath(vm) + "/replication/" + (resync ? "resync" : "cycle"), null, ct);
 
+    public Task<ReplicationStatusInfo> SetReplicationAsync(string vm, ReplicationSetRequest request, CancellationToken ct) =>
+        SendAsync<ReplicationStatusInfo>(HttpMethod.Patch, VmPath(vm) + "/replication", request, ct);
+
     public Task<ReplicationStatusInfo> RepinReplicationAsync(string vm, ReplicationRepinRequest request, CancellationToken ct) =>
         SendAsync<ReplicationStatusInfo>(HttpMethod.Post, VmPath(vm) + "/replication/repin", request, ct);
 

@@ -106,6 +106,7 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
                 PointInTimeUnixMs = header.PointInTime.ToUnixTimeMilliseconds(),
                 Compression = compression ? Compression.Zstd : Compression.None,
             };
+            begin.FailoverNetwork.Add(Nics(header.FailoverNetwork));
             for (var i = 0; i < header.DiskSizes.Count; i++) begin.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = (uint)i, SizeBytes = (ulong)header.DiskSizes[i] });
             await call.RequestStream.WriteAsync(new CycleMessage { Begin = begin }, ct);
             ulong count = 0, bytes = 0;
@@ -148,6 +149,16 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
 
     public async Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct)
         => await CallAsync(() => _channel.Client.FailoverAsync(new FailoverRequest { VmId = primaryVmId, Start = start }, cancellationToken: ct).ResponseAsync);
+
+    public async Task CheckFailoverAsync(string primaryVmId, IReadOnlyDictionary<string, string>? failoverNetwork, CancellationToken ct)
+    {
+        var request = new FailoverRequest { VmId = primaryVmId, Start = true, CheckOnly = true };
+        request.FailoverNetwork.Add(Nics(failoverNetwork));
+        await CallAsync(() => _channel.Client.FailoverAsync(request, cancellationToken: ct).ResponseAsync);
+    }
+
+    private static IEnumerable<FailoverNic> Nics(IReadOnlyDictionary<string, string>? map)
+        => (map ?? new Dictionary<string, string>()).Select(p => new FailoverNic { Nic = p.Key, Bridge = p.Value });
 
     public async Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
     {

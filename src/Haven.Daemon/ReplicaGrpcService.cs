@@ -57,7 +57,7 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
             throw Invalid($"cycle {begin.CycleNumber} on base {begin.BaseCycleNumber}: a cycle number is positive and after its base");
         if (begin.PointInTimeUnixMs is < 0 or > 253402300799999) throw Invalid($"point in time {begin.PointInTimeUnixMs} ms is out of range");
         var header = new ReplicaCycleHeader((long)begin.CycleNumber, (long)begin.BaseCycleNumber, DiskSizes(begin.Disks),
-            DateTimeOffset.FromUnixTimeMilliseconds(begin.PointInTimeUnixMs), consistency);
+            DateTimeOffset.FromUnixTimeMilliseconds(begin.PointInTimeUnixMs), consistency) { FailoverNetwork = FailoverNetworkOf(begin.FailoverNetwork) };
         try
         {
             var point = await Host.RunOperationAsync("replica cycle " + header.Cycle, Host.Store.FindVm(replica.VmId)?.Name,
@@ -210,6 +210,18 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
 
     const int MaxAppendChars = 4096;
 
+    /// <summary>A peer's failover network: at most 8 entries, each NIC once (names and bridges are checked by FailoverNetworkMap).</summary>
+    static Dictionary<string, string> FailoverNetworkOf(IList<FailoverNic> nics)
+    {
+        if (nics.Count > Haven.Host.Vms.Hardware.MaxNics) throw Invalid($"a failover network maps at most {Haven.Host.Vms.Hardware.MaxNics} NICs, not {nics.Count}");
+        var map = new Dictionary<string, string>();
+        foreach (var n in nics)
+            if (!map.TryAdd(n.Nic, n.Bridge)) throw Invalid($"the failover network names NIC '{Clip(n.Nic)}' twice");
+        try { FailoverNetworkMap.CheckSyntax(map); }
+        catch (HavenException e) { throw Invalid(e.Message); }
+        return map;
+    }
+
     static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
 
     static string Clip(string s) => s.Length <= 64 ? s : s[..64] + "…";
@@ -250,6 +262,11 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         var replica = FindOwned(peer, request.VmId);
         try
         {
+            if (request.CheckOnly)
+            {
+                Host.Replicas.CheckFailover(Host.Store.FindVm(replica.VmId)!.Name, FailoverNetworkOf(request.FailoverNetwork));
+                return State(replica);
+            }
             await Host.Replicas.FailoverForPrimaryAsync(Host.Store.FindVm(replica.VmId)!.Name, request.Start, context.CancellationToken);
             return State(Host.Store.FindReplica(replica.VmId)!);
         }

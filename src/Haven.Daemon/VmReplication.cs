@@ -133,6 +133,11 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             return await h.Replications.StatusAsync(name, ct);
         });
         v1.MapGet("/vms/{name}/replication", (HavenHost h, string name, CancellationToken ct) => h.Replications.StatusAsync(name, ct));
+        v1.MapPatch("/vms/{name}/replication", async (HavenHost h, string name, ReplicationSetRequest req, CancellationToken ct) =>
+        {
+            await h.Replications.SetAsync(name, req, ct);
+            return await h.Replications.StatusAsync(name, ct);
+        });
         v1.MapGet("/replication", (HavenHost h, CancellationToken ct) => h.Replications.StatusOfAllAsync(ct));
         v1.MapPost("/replication/import", async (HavenHost h, ReplicaEndpoint e, ReplicationImportRequest req, CancellationToken ct) =>
         {
@@ -217,6 +222,7 @@ public sealed class VmReplication(HavenHost host, ReplicaEndpoint endpoint) : ID
             InitialByExport = !extended && req.Initial == "export",
             AppConsistentHours = req.AppConsistentHours,
             Extended = extended,
+            FailoverNetwork = req.FailoverNetwork is { Count: > 0 } map ? new Dictionary<string, string>(map) : null,
         };
     }
 

@@ -304,3 +304,37 @@ public sealed class ReplicationParserTests
         Assert.Contains("(no cycle for 1 h [x])", writer.ToString());
     }
 }
+
+/// <summary>--failover-network NIC=BRIDGE on enable and set: the request's mapping; 'none' on set clears it.</summary>
+public sealed class FailoverNetworkParserTests
+{
+    static ParseResult Parse(params string[] args) =>
+        HavenCli.Build(new CliContext(new CliEnvironment { Out = TextWriter.Null, Error = TextWriter.Null, GetEnv = _ => null })).Parse(args);
+
+    [Fact]
+    public void EnableAndSetCarryTheMapping()
+    {
+        var enable = Parse("replication", "enable", "web", "--replica", "https://r:9443", "--failover-network", "nic0=br-dr", "--failover-network", "nic1=br2");
+        Assert.Empty(enable.Errors);
+        var request = Assert.IsType<ReplicationEnableCommand>(enable.CommandResult.Command).BuildRequest(enable);
+        Assert.Equal(new Dictionary<string, string> { ["nic0"] = "br-dr", ["nic1"] = "br2" }, request.FailoverNetwork);
+
+        var set = Parse("replication", "set", "web", "--failover-network", "none");
+        Assert.Empty(set.Errors);
+        Assert.Equal(new Dictionary<string, string>(), set.GetValue(Assert.IsType<ReplicationSetCommand>(set.CommandResult.Command).FailoverNetwork));
+    }
+
+    [Theory]
+    [InlineData("nic0")]
+    [InlineData("=br0")]
+    [InlineData("nic0=")]
+    public void AMappingThatIsNotNicEqualsBridgeIsAParseError(string text)
+    {
+        var result = Parse("replication", "set", "web", "--failover-network", text);
+        Assert.Contains(result.Errors, e => e.Message.Contains("is not NIC=BRIDGE"));
+    }
+
+    [Fact]
+    public void SetWithoutASettingIsAParseError() =>
+        Assert.Contains(Parse("replication", "set", "web").Errors, e => e.Message.Contains("give at least one setting"));
+}

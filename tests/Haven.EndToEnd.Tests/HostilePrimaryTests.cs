@@ -226,6 +226,8 @@ public sealed class HostilePrimaryTests(HostilePrimaryFixture f) : IClassFixture
         "an extent of 0 bytes", "an extent of 5 MiB", "fewer data bytes than the length", "a zero extent with data", "cycle 0", "cycle 2^64-1",
         "a base the replica is not at", "consistency 'x'", "another disk size", "two disks", "a point in time in the year 300000",
         "no CycleEnd", "a CycleEnd with wrong counts", "a message after CycleEnd", "a second CycleBegin",
+        "a failover network of 9 NICs", "a failover network naming nic0 twice", "a failover network NIC 'eth0'", "a failover network bridge '..'",
+        "a failover network bridge of 16 characters",
     ];
 
     [Theory]
@@ -257,6 +259,14 @@ public sealed class HostilePrimaryTests(HostilePrimaryFixture f) : IClassFixture
             "a CycleEnd with wrong counts" => HostilePrimaryFixture.Cycle(begin, good).SkipLast(1).Append(new CycleMessage { End = new CycleEnd { ExtentCount = 2, ByteCount = 65536 } }),
             "a message after CycleEnd" => HostilePrimaryFixture.Cycle(begin, good).Append(new CycleMessage { Extent = good }),
             "a second CycleBegin" => HostilePrimaryFixture.Cycle(begin, good).SkipLast(1).Append(new CycleMessage { Begin = begin }),
+            "a failover network of 9 NICs" => HostilePrimaryFixture.Cycle(Change(begin, b => b.FailoverNetwork.Add(
+                Enumerable.Range(0, 9).Select(i => new FailoverNic { Nic = "nic" + (i % 8), Bridge = "br" + i }))), good),
+            "a failover network naming nic0 twice" => HostilePrimaryFixture.Cycle(Change(begin, b => b.FailoverNetwork.Add(
+                [new FailoverNic { Nic = "nic0", Bridge = "br0" }, new FailoverNic { Nic = "nic0", Bridge = "br1" }])), good),
+            "a failover network NIC 'eth0'" => HostilePrimaryFixture.Cycle(Change(begin, b => b.FailoverNetwork.Add(new FailoverNic { Nic = "eth0", Bridge = "br0" })), good),
+            "a failover network bridge '..'" => HostilePrimaryFixture.Cycle(Change(begin, b => b.FailoverNetwork.Add(new FailoverNic { Nic = "nic0", Bridge = ".." })), good),
+            "a failover network bridge of 16 characters" => HostilePrimaryFixture.Cycle(Change(begin, b => b.FailoverNetwork.Add(
+                new FailoverNic { Nic = "nic0", Bridge = new string('b', 16) })), good),
             _ => throw new ArgumentException(what),
         };
         var files = f.Files();

@@ -28,6 +28,8 @@ public sealed class ReplicationHostileReplicaTests
             return real.SendCycleAsync(primaryVmId, header, extents, ct);
         }
         public Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct) => real.FailoverAsync(primaryVmId, start, ct);
+        public Task CheckFailoverAsync(string primaryVmId, IReadOnlyDictionary<string, string>? failoverNetwork, CancellationToken ct)
+            => real.CheckFailoverAsync(primaryVmId, failoverNetwork, ct);
         public Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
             => real.ReverseAsync(primaryVmId, newReplicaHost, settings, ct);
     }

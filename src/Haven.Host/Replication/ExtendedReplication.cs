@@ -30,6 +30,7 @@ public sealed class ExtendedReplication(HavenHost host)
         settings.Validate(host.Time.GetUtcNow());
         if (settings.FrequencySeconds is not (300 or 900)) throw HavenException.Invalid("extended replication runs every 5 or 15 minutes (300 or 900 s)");
         var vm = host.Vms.Find(vmName);
+        FailoverNetworkMap.Validate(settings.FailoverNetwork, vm.Hardware, vm.Name);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         var replica = Store.FindReplica(vm.Id) ?? throw HavenException.Conflict($"VM '{vm.Name}' is not a replica: extended replication continues a replica to a third host");
         if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"replica VM '{vm.Name}' is already extended");
@@ -81,7 +82,11 @@ public sealed class ExtendedReplication(HavenHost host)
                 servers.Add(await QemuNbdServer.StartAsync(tree.PathOf(tree.LayerOf(latest.CheckpointId, d.Index)), DiskFormat.Qcow2, socket, "point", writable: false, ct: ct));
                 sources.Add((new NbdEndpoint.Unix(socket), "point"));
             }
-            var header = new ReplicaCycleHeader(cycle, thirdLast, disks.ConvertAll(d => d.SizeBytes), latest.PointTime, latest.Consistency);
+            var header = new ReplicaCycleHeader(cycle, thirdLast, disks.ConvertAll(d => d.SizeBytes), latest.PointTime, latest.Consistency)
+            {
+                // The extended replication's own failover network (the third host's bridges), set on this host.
+                FailoverNetwork = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!.FailoverNetwork ?? [],
+            };
             var committed = await third.SendCycleAsync(vm.Id, header, ReadAsync(sources, bits, skipZeroes: thirdLast == 0, (d, z) =>
             {
                 dataBytes += d;

@@ -12,8 +12,10 @@ public sealed partial class ReplicaService
 
     /// <summary>
     /// Test failover (Hyper-V's): a new VM "&lt;name&gt; - Test" from a recovery point (the latest, or
-    /// <paramref name="cycle"/>), with no network, started; the replica VM and its cycles are not touched. One
-    /// at a time: stop the running test first.
+    /// <paramref name="cycle"/>), started; the replica VM and its cycles are not touched. One at a time: stop the
+    /// running test first. Its NICs are the failed-over VM's (failover network applied, same MACs) with every link
+    /// down, as Hyper-V's test VM is not connected: 'haven vm nic VM NIC --link up' connects one. Their bridges must
+    /// exist, or it is refused before anything is made.
     /// </summary>
     public async Task<VmInfo> TestFailoverAsync(string vmName, long? cycle, bool start, CancellationToken ct)
     {
@@ -23,6 +25,8 @@ public sealed partial class ReplicaService
         if (Store.ListVms().Exists(v => v.Name == testName)) throw HavenException.Conflict($"a test failover of '{vm.Name}' is running ('{testName}'); stop it first");
         var point = Point(replica, cycle);
         var checkpoint = Store.ListCheckpoints(vm.Id).Find(c => c.Id == point.CheckpointId)!;
+        var hardware = FailoverHardware(vm.Id, checkpoint.Hardware ?? vm.Hardware);
+        FailoverNetworkMap.CheckBridges(hardware, "test failover", vm.Name);
         var exportBase = Path.Combine(Paths.RunDir, $"{vm.Id}-test-{HostPaths.NewId()}.qcow2");
         var files = (await host.Checkpoints.ExportAsync(vm.Name, checkpoint.Name, new CheckpointExportRequest { Path = exportBase }, ct)).Files;
         try
@@ -39,10 +43,11 @@ public sealed partial class ReplicaService
                 Initrd = info.Initrd,
                 Append = info.Append,
                 GuestAgent = info.GuestAgent,
-                Network = "none", // a test must not meet the production network
+                // A test must not meet the production network: links down until the user connects one.
+                Nics = hardware.Nics.ConvertAll(n => n with { LinkUp = false }),
                 Accelerator = info.Accelerator,
                 CheckpointType = info.CheckpointType,
-            }, ct);
+            }, ct, storageFolder: null, copyOfPrimary: true); // the replica's MACs (the replica VM holds them too); bridges checked above
             await StepAsync("test-failover.after-create");
             Store.Write(w => w.SetReplicaTestFailover(vm.Id, host.Time.GetUtcNow()));
             return start ? await host.Vms.StartAsync(test.Name, ct) : test;
@@ -76,12 +81,19 @@ public sealed partial class ReplicaService
         if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"replica VM '{vm.Name}' is running");
         var point = Point(replica, cycle);
         var checkpoint = Store.ListCheckpoints(vm.Id).Find(c => c.Id == point.CheckpointId)!;
+        // The point's hardware on the failover network's bridges; checked before anything changes when it is to start.
+        var hardware = FailoverHardware(vm.Id, checkpoint.Hardware ?? vm.Hardware);
+        if (start) FailoverNetworkMap.CheckBridges(hardware, "failover", vm.Name);
         await host.Checkpoints.ApplyAsync(vm.Name, checkpoint.Name, new CheckpointApplyRequest(), ct);
         await StepAsync("failover.after-apply");
         await using (await host.LockVmAsync(vm.Id, ct))
         {
             await TrackFromHereAsync(vm.Id, point, ct);
-            Store.Write(w => w.SetReplicaState(vm.Id, ReplicaState.FailedOver));
+            Store.Write(w =>
+            {
+                w.SetHardware(vm.Id, hardware);
+                w.SetReplicaState(vm.Id, ReplicaState.FailedOver);
+            });
         }
         await StepAsync("failover.after-state");
         return start ? await host.Vms.StartAsync(vm.Name, ct) : await host.Vms.DescribeAsync(vm, ct);

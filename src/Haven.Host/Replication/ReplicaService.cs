@@ -189,6 +189,7 @@ public sealed partial class ReplicaService(HavenHost host)
         var vm = Store.FindVm(vmId) ?? throw HavenException.NotFound($"no VM with id {vmId}");
         var replica = Store.FindReplica(vmId) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not a replica");
         if (header.Cycle <= 0 || header.BaseCycle < 0) throw HavenException.Invalid($"cycle numbers are positive (cycle {header.Cycle}, base {header.BaseCycle})");
+        if (header.FailoverNetwork is { } network) FailoverNetworkMap.CheckSyntax(network);
         if (header.BaseCycle != replica.LastCycle) throw new ReplicaOutOfSyncException(vm.Name, replica.LastCycle, header.BaseCycle);
         if (header.Cycle <= replica.LastCycle) throw HavenException.Invalid($"cycle {header.Cycle} is not after the last committed cycle {replica.LastCycle}");
         if (replica.State != ReplicaState.Replicating || host.Runtimes.Get(vmId) is not null)
@@ -225,6 +226,12 @@ public sealed partial class ReplicaService(HavenHost host)
                 w.DeleteOperation(op.Id);
             });
             committed = true;
+            if (header.FailoverNetwork is { } map)
+            {
+                // The cycle stands either way; a mapping not stored now is sent again with the next cycle.
+                try { StoreFailoverNetwork(vmId, map); }
+                catch (IOException e) { host.Log.LogWarning("replica VM {Vm}: failover network not stored: {Error}", vm.Name, e.Message); }
+            }
             await StepAsync("replica.after-commit");
             await PruneLockedAsync(vmId, replica.AdditionalPoints, ct);
             return point;
@@ -451,7 +458,11 @@ public enum BootFile { Kernel, Initrd }
 /// <summary>The replica server's answer to an export folder's signer: refused (why), or where the replica goes and whose it is.</summary>
 public sealed record ImportDecision(bool Allowed, string Reason, string PrimaryHost = "", string Owner = "", string? TrustGroup = null, string? Storage = null);
 
-public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency);
+public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency)
+{
+    /// <summary>The primary's failover network (NIC to bridge) as of this cycle; empty: none; null: not sent (kept as it is).</summary>
+    public Dictionary<string, string>? FailoverNetwork { get; init; }
+}
 
 /// <summary>One changed extent: data, or zeroes when <see cref="Data"/> is null.</summary>
 public readonly record struct ReplicaExtent(int Disk, long Offset, int Length, ReadOnlyMemory<byte>? Data);

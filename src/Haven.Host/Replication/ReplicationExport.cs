@@ -80,6 +80,9 @@ public sealed class FolderReplicaTarget(string folder, X509Certificate2 signer) 
 
     public Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct) => throw HavenException.Invalid("an export folder cannot fail over");
 
+    public Task CheckFailoverAsync(string primaryVmId, IReadOnlyDictionary<string, string>? failoverNetwork, CancellationToken ct)
+        => throw HavenException.Invalid("an export folder cannot fail over");
+
     public Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
         => throw HavenException.Invalid("an export folder cannot replicate back");
 

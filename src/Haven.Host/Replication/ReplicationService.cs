@@ -46,6 +46,7 @@ public sealed class ReplicationService(HavenHost host)
     {
         settings.Validate(host.Time.GetUtcNow());
         var vm = host.Vms.Find(vmName);
+        FailoverNetworkMap.Validate(settings.FailoverNetwork, vm.Hardware, vm.Name);
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (Store.FindReplication(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is already replicated");
         if (Store.FindReplica(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is itself a replica; use extended replication from its host");
@@ -133,7 +134,8 @@ public sealed class ReplicationService(HavenHost host)
                 || host.Time.GetUtcNow() - lastApp >= TimeSpan.FromHours(every);
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, consumer, OperationKind, incremental: tracked, BlockSize, async view =>
             {
-                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency);
+                // Every cycle carries the whole failover network: the replica always has the setting as of its latest point.
+                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency) { FailoverNetwork = settings.FailoverNetwork ?? [] };
                 var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, theirs, (d, z) =>
                 {
                     dataBytes += d;
@@ -192,6 +194,8 @@ public sealed class ReplicationService(HavenHost host)
             }
             else
             {
+                // Before the VM goes down: a replica that could not start it on its failover network refuses now, with nothing changed.
+                await replica.CheckFailoverAsync(vm.Id, JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!.FailoverNetwork ?? [], ct);
                 if (host.Runtimes.Get(vm.Id) is not null) await host.Vms.StopAsync(vm.Name, new VmStopRequest { TimeoutSeconds = shutdownTimeoutSeconds }, ct);
                 last = await RunCycleAsync(vm.Name, replica, ct);
                 plan = new PlannedFailoverPlan(last.Cycle, last.Consistency, reverse, replicaHostName, reverseAddress, ReplicaFailedOver: false);
@@ -269,7 +273,11 @@ public sealed class ReplicationService(HavenHost host)
         {
             w.DeleteReplica(vm.Id);
             // The new replica is the caller: pinned to its certificate, whatever address it named.
-            var reverse = settings with { PrimaryHostName = null, ReplicaName = null, ReplicaThumbprint = callerThumbprint, ReversedFromVmId = replica.PrimaryVmId };
+            // No failover network: failing back puts the old primary's VM on its own bridges, as it had them.
+            var reverse = settings with
+            {
+                PrimaryHostName = null, ReplicaName = null, ReplicaThumbprint = callerThumbprint, ReversedFromVmId = replica.PrimaryVmId, FailoverNetwork = null,
+            };
             w.InsertReplication(new ReplicationRecord(vm.Id, newReplicaHost, JsonSerializer.Serialize(reverse, ApiJson.Options), cycle));
         });
         return vm.Id;
@@ -303,6 +311,7 @@ public sealed class ReplicationService(HavenHost host)
                 AverageBytes = stats.SuccessfulCycles == 0 ? 0 : stats.TotalBytes / stats.SuccessfulCycles, MaxBytes = stats.MaxBytes,
                 AverageSeconds = stats.SuccessfulCycles == 0 ? 0 : stats.TotalSeconds / stats.SuccessfulCycles, MaxSeconds = stats.MaxSeconds,
                 PendingBytes = await PendingBytesAsync(vm.Id, ct), LastSuccess = stats.LastSuccess, LastError = stats.LastError,
+                FailoverNetwork = settings.FailoverNetwork is { Count: > 0 } map ? map : null,
             };
         }
         if (Store.FindReplica(vm.Id) is { } replica)
@@ -317,6 +326,7 @@ public sealed class ReplicationService(HavenHost host)
                 ExtendedTo = extended?.Target,
                 ReplicaThumbprint = extended is null ? null : JsonSerializer.Deserialize<ReplicationSettings>(extended.Settings, ApiJson.Options)!.ReplicaThumbprint,
                 ExtendedLastCycle = extended?.LastCycle,
+                FailoverNetwork = host.Replicas.FailoverNetworkOf(vm.Id),
             };
         }
         throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
@@ -359,6 +369,27 @@ public sealed class ReplicationService(HavenHost host)
         var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
         Store.Write(w => w.SetReplicationSettings(vm.Id, JsonSerializer.Serialize(settings with { ReplicaThumbprint = thumbprint.ToUpperInvariant() }, ApiJson.Options)));
         return settings.ReplicaThumbprint;
+    }
+
+    /// <summary>
+    /// Changes a replication's settings (primary side; an extended replication's on the replica host): the failover network,
+    /// checked against the VM's NICs. The replica gets it with the next cycle.
+    /// </summary>
+    public async Task<ReplicationSettings> SetAsync(string vmName, ReplicationSetRequest req, CancellationToken ct)
+    {
+        var vm = host.Vms.Find(vmName);
+        await using var _ = await host.LockVmAsync(vm.Id, ct);
+        vm = Store.FindVm(vm.Id)!;
+        var record = Store.FindReplication(vm.Id) ?? throw HavenException.NotFound($"VM '{vm.Name}' is not replicated");
+        var settings = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!;
+        if (req.FailoverNetwork is { } map)
+        {
+            FailoverNetworkMap.Validate(map, vm.Hardware, vm.Name);
+            settings = settings with { FailoverNetwork = map.Count == 0 ? null : new Dictionary<string, string>(map) };
+        }
+        Store.Write(w => w.SetReplicationSettings(vm.Id, JsonSerializer.Serialize(settings, ApiJson.Options)));
+        host.Log.LogInformation("replication of VM {Vm}: failover network {Map}", vm.Name, FailoverNetworkMap.Format(settings.FailoverNetwork) ?? "none");
+        return settings;
     }
 
     /// <summary>Why <paramref name="thumbprint"/> is not a SHA-256 certificate thumbprint (64 hex digits), or null.</summary>
@@ -485,6 +516,12 @@ public interface IReplicaTarget
     Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct);
 
     /// <summary>
+    /// Refuses (one line) when the replica could not fail over and start with <paramref name="failoverNetwork"/> (a bridge
+    /// missing on its host); changes nothing. Planned failover asks before it shuts the VM down.
+    /// </summary>
+    Task CheckFailoverAsync(string primaryVmId, IReadOnlyDictionary<string, string>? failoverNetwork, CancellationToken ct);
+
+    /// <summary>
     /// Reverse replication: the failed-over replica becomes the primary, replicating back to
     /// <paramref name="newReplicaHost"/> (this caller) from the cycle both sides hold.
     /// </summary>
@@ -522,6 +559,12 @@ public sealed class LocalReplicaTarget(HavenHost replicaHost, string primaryHost
 
     public async Task FailoverAsync(string primaryVmId, bool start, CancellationToken ct)
         => await replicaHost.Replicas.FailoverForPrimaryAsync(Name(primaryVmId), start, ct);
+
+    public Task CheckFailoverAsync(string primaryVmId, IReadOnlyDictionary<string, string>? failoverNetwork, CancellationToken ct)
+    {
+        replicaHost.Replicas.CheckFailover(Name(primaryVmId), failoverNetwork);
+        return Task.CompletedTask;
+    }
 
     public async Task<string> ReverseAsync(string primaryVmId, string newReplicaHost, ReplicationSettings settings, CancellationToken ct)
         => replicaHost.Replicas.FindByPrimary(primaryHost, primaryVmId) is null && replicaHost.Replications.FindReversed(primaryVmId, null) is { } done
@@ -574,6 +617,11 @@ public sealed record ReplicationSettings
     /// <summary>Automatic resynchronization only between these UTC hours (end exclusive, may wrap); null: any time.</summary>
     public int? ResyncWindowStartHour { get; init; }
     public int? ResyncWindowEndHour { get; init; }
+    /// <summary>
+    /// Failover network (<see cref="FailoverNetworkMap"/>): a bridge NIC's name to the replica host's bridge it
+    /// uses when failed over. Sent with every cycle; null or empty: none.
+    /// </summary>
+    public Dictionary<string, string>? FailoverNetwork { get; init; }
 
     public bool InResyncWindow(DateTimeOffset now)
     {

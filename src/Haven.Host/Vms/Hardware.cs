@@ -75,6 +75,9 @@ public static partial class Hardware
                 throw HavenException.Invalid($"boot order names '{d}', which is not one of this VM's devices ({string.Join(", ", devices.Order())}) or is named twice");
     }
 
+    /// <summary>A name a bridge can have (a Linux interface name, at most 15 characters, never "." or "..").</summary>
+    public static bool IsBridgeName(string name) => BridgeNamePattern().IsMatch(name);
+
     /// <summary>A unicast MAC in lower-case aa:bb:cc:dd:ee:ff form, or an invalid-argument error.</summary>
     public static string NormalizeMac(string mac)
     {

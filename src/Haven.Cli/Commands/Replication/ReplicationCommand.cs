@@ -15,6 +15,7 @@ public static class ReplicationCommand
             new ReplicationStatusCommand(ctx),
             new ReplicationRunCommand(ctx),
             new ReplicationRunCommand(ctx, resync: true),
+            new ReplicationSetCommand(ctx),
             new ReplicationRepinCommand(ctx),
             new ReplicationImportCommand(ctx),
             new ReplicationDisableCommand(ctx),

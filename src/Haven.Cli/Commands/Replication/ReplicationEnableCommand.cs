@@ -82,6 +82,8 @@ public sealed class ReplicationEnableCommand : Command
         HelpName = "START-END",
     };
 
+    public Option<Dictionary<string, string>?> FailoverNetwork { get; } = ReplicationSetCommand.FailoverNetworkOption(allowNone: false);
+
     public ReplicationEnableCommand(CliContext ctx, bool extend = false)
         : base(extend ? "extend" : "enable", extend
             ? "Extended replication: send this replica VM on to a third host (--frequency 5m or 15m)"
@@ -99,6 +101,7 @@ public sealed class ReplicationEnableCommand : Command
         Add(AppConsistentEvery);
         Add(Initial);
         Add(ExportTo);
+        Add(FailoverNetwork);
         Initial.AcceptOnlyFromAmong("network", "export", "existing");
         Validators.Add(result =>
         {
@@ -135,6 +138,7 @@ public sealed class ReplicationEnableCommand : Command
         ExportFolder = parseResult.GetValue(ExportTo) is { } dir ? Path.GetFullPath(dir) : null,
         ResyncWindowStartHour = parseResult.GetValue(ResyncWindow) is { } w ? ParseWindow(w)?.Start : null,
         ResyncWindowEndHour = parseResult.GetValue(ResyncWindow) is { } w2 ? ParseWindow(w2)?.End : null,
+        FailoverNetwork = parseResult.GetValue(FailoverNetwork),
     };
 
     static (int Start, int End)? ParseWindow(string text)

@@ -41,6 +41,7 @@ public static class ReplicationView
         Row("Last success", s.LastSuccess is { } ok ? Human.Time(ok) : "never");
         Row("Last error", s.LastError);
         Row("Last test failover", s.LastTestFailover is { } t ? Human.Time(t) : "never");
+        Row("Failover network", FailoverNetwork(s.FailoverNetwork));
         console.Write(table);
 
         if (s.RecoveryPoints.Count == 0)
@@ -66,6 +67,10 @@ public static class ReplicationView
         var markup = colour is null ? text : $"[{colour}]{text}[/]";
         return new Markup(reason is null ? markup : $"{markup} ({Human.Escape(reason)})");
     }
+
+    /// <summary>"nic0=br-dr, nic1=br2", or "none" (failed-over NICs keep their bridges).</summary>
+    public static string FailoverNetwork(Dictionary<string, string>? map) =>
+        map is null || map.Count == 0 ? "none" : string.Join(", ", map.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={p.Value}"));
 
     /// <summary>300 → "5 min", 30 → "30 s", 90 → "90 s".</summary>
     public static string Frequency(int seconds) =>
