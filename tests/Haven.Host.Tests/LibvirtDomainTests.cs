@@ -211,9 +211,10 @@ public sealed class LibvirtDomainTests
         var q = LibvirtDomain.Parse(Minimal("<memory unit='MiB'>256</memory><vcpu placement='static' current='2'>8</vcpu>"
             + "<cpu mode='custom' match='exact'><model fallback='allow'>Skylake-Client-IBRS</model><feature policy='require' name='vmx'/></cpu>"
             + "<os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type><kernel>/boot/vmlinuz</kernel><initrd>/boot/initrd.img</initrd>"
-            + "<cmdline>root=/dev/vda console=ttyS0</cmdline></os>")).Request;
+            + "<cmdline>root=/dev/vda console=ttyS0</cmdline><boot dev='hd'/></os>")).Request;
         Assert.Equal((2, "Skylake-Client-IBRS"), (q.Vcpus, q.CpuModel));
         Assert.Equal(("/boot/vmlinuz", "/boot/initrd.img", "root=/dev/vda console=ttyS0"), (q.Kernel, q.Initrd, q.Append));
+        Assert.Null(q.BootOrder); // the kernel boots; QEMU's linuxboot ROM holds boot index 0
         Assert.Equal(("bios", null, null), (q.Firmware, q.UefiCode, q.UefiVars));
         Assert.False(q.GuestAgent); // no qemu-ga channel in the domain
         Assert.Equal("auto", LibvirtDomain.Parse(Minimal("<cpu mode='host-model' check='partial'/>")).Request.CpuModel);

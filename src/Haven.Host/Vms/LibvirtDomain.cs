@@ -133,6 +133,8 @@ public static class LibvirtDomain
                 Append = Text(os?.Element("cmdline")),
                 BootOrder = BootOrder(os),
             };
+            // The kernel is what boots (QEMU's linuxboot ROM holds boot index 0, libvirt ignores <boot> then too).
+            if (request.Kernel is not null && request.BootOrder is not null) request = request with { BootOrder = null };
             if (os?.Element("dtb") is { } dtb) Unsupported.Add(Describe(dtb));
             return new Result(request, Unsupported, Notes, Ignored);
         }
