@@ -214,24 +214,17 @@ public sealed class LibvirtImportTests
                   <mac address='52:54:00:4c:11:09'/>
                   <model type='virtio'/>
                 </interface>
-            """ : $"""
+            """ : string.Concat(new[] { Mac0, Mac1 }.Select((mac, i) => $"""
                 <interface type='bridge'>
-                  <mac address='{Mac0}'/>
+                  <mac address='{mac}'/>
                   <source bridge='{bridge}'/>
-                  <target dev='vnet4'/>
+                  <target dev='vnet{4 + i}'/>
                   <model type='virtio'/>
-                  <alias name='net0'/>
-                  <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
+                  <alias name='net{i}'/>
+                  <address type='pci' domain='0x0000' bus='0x0{1 + 7 * i}' slot='0x00' function='0x0'/>
                 </interface>
-                <interface type='bridge'>
-                  <mac address='{Mac1}'/>
-                  <source bridge='{bridge}'/>
-                  <target dev='vnet5'/>
-                  <model type='virtio'/>
-                  <alias name='net1'/>
-                  <address type='pci' domain='0x0000' bus='0x08' slot='0x00' function='0x0'/>
-                </interface>
-            """;
+
+            """));
         return $"""
             <domain type='kvm' id='7'>
               <name>{name}</name>
