@@ -53,7 +53,7 @@ public static class DaemonLogging
         if (HttpMethods.IsGet(request.Method)) return await next(ctx);
         var pattern = (ctx.HttpContext.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? request.Path.ToString();
         var vm = pattern.StartsWith("/v1/vms/{name}", StringComparison.Ordinal) ? ctx.HttpContext.GetRouteValue("name") as string
-            : ctx.Arguments.OfType<VmCreateRequest>().FirstOrDefault()?.Name;
+            : ctx.Arguments.OfType<VmCreateRequest>().FirstOrDefault()?.Name ?? ctx.Arguments.OfType<LibvirtImportRequest>().FirstOrDefault()?.Name;
         var host = ctx.HttpContext.RequestServices.GetRequiredService<HavenHost>();
         return await host.RunOperationAsync(request.Method + " " + pattern, vm, async () => await next(ctx));
     });

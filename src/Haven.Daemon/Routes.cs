@@ -1,6 +1,7 @@
 using Haven.Api;
 using Haven.Host;
 using Haven.Host.Backups;
+using Haven.Host.Vms;
 
 namespace Haven.Daemon;
 
@@ -18,6 +19,7 @@ public static class Routes
 
         v1.MapGet("/vms", (HavenHost h, CancellationToken ct) => h.Vms.ListAsync(ct));
         v1.MapPost("/vms", (HavenHost h, VmCreateRequest req, CancellationToken ct) => h.Vms.CreateAsync(req, ct));
+        v1.MapPost("/vms/import-libvirt", (HavenHost h, LibvirtImportRequest req, CancellationToken ct) => LibvirtImport.RunAsync(h, req, ct));
         v1.MapGet("/vms/{name}", (HavenHost h, string name, CancellationToken ct) => h.Vms.ShowAsync(name, ct));
         v1.MapPatch("/vms/{name}", (HavenHost h, string name, VmUpdateRequest req, CancellationToken ct) => h.Vms.UpdateAsync(name, req, ct));
         v1.MapDelete("/vms/{name}", async (HavenHost h, string name, CancellationToken ct) =>

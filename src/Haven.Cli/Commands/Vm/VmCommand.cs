@@ -9,6 +9,7 @@ public static class VmCommand
         var vm = new Command("vm", "Create, inspect, start, stop and remove VMs")
         {
             new VmCreateCommand(ctx),
+            new VmImportCommand(ctx),
             new VmListCommand(ctx),
             new VmShowCommand(ctx),
             new VmStartCommand(ctx),
