@@ -42,4 +42,12 @@ public sealed class QemuCommandLineTests
         Assert.DoesNotContain("-netdev", plain);
         Assert.DoesNotContain(plain, x => x.StartsWith("ide-cd", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public void With_a_kernel_the_boot_order_starts_after_the_kernel_loader()
+    {
+        // QEMU's kernel-loading option ROM holds bootindex 0; a device asking for it stops QEMU from starting.
+        var a = QemuCommandLine.Build(Spec with { Kernel = "/k/vmlinuz", BootOrder = ["disk0"] });
+        Assert.Equal("virtio-blk-pci,drive=ltop,id=disk0,bootindex=1", a[a.IndexOf("-device") + 1]);
+    }
 }

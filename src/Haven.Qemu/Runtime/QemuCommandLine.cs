@@ -126,7 +126,10 @@ public static class QemuCommandLine
     private static string BootIndex(VmLaunchSpec spec, string deviceId)
     {
         var i = spec.BootOrder.ToList().IndexOf(deviceId);
-        return i < 0 ? "" : $",bootindex={i}";
+        if (i < 0) return "";
+        // With -kernel, QEMU's kernel-loading option ROM holds bootindex 0 ("bootindex 0 has already been used"):
+        // the devices come after it, in their order.
+        return $",bootindex={(spec.Kernel is null ? i : i + 1)}";
     }
 
     /// <summary>A value inside a QEMU option string (key=value,...): QEMU reads ",," as one literal comma.</summary>
