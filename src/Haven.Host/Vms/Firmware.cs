@@ -92,3 +92,48 @@ public static class Firmware
     /// <summary><see cref="WriteVars"/> of another file's bytes.</summary>
     public static void CopyVars(string source, string target) => WriteVars(target, ReadVars(source));
 }
+
+/// <summary>
+/// A variable store inside a JSON document (a backup's VM definition): gzip, base64, its length and SHA-256. The
+/// document may come from anywhere (a repository anyone with the passphrase wrote), so unpacking limits the size
+/// and checks the hash.
+/// </summary>
+public static class PackedVars
+{
+    public const string Property = "uefiVars";
+
+    public static System.Text.Json.Nodes.JsonObject Pack(byte[] vars)
+    {
+        using var packed = new MemoryStream();
+        using (var gz = new System.IO.Compression.GZipStream(packed, System.IO.Compression.CompressionLevel.Optimal, leaveOpen: true)) gz.Write(vars);
+        return new()
+        {
+            ["size"] = vars.Length,
+            ["sha256"] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(vars)),
+            ["gzip"] = Convert.ToBase64String(packed.ToArray()),
+        };
+    }
+
+    /// <summary>The store packed under <see cref="Property"/> of <paramref name="document"/>, or null when it has none (a BIOS VM, an older backup).</summary>
+    public static byte[]? Unpack(System.Text.Json.JsonElement document)
+    {
+        if (document.ValueKind != System.Text.Json.JsonValueKind.Object || !document.TryGetProperty(Property, out var p) || p.ValueKind == System.Text.Json.JsonValueKind.Null) return null;
+        try
+        {
+            var size = p.GetProperty("size").GetInt64();
+            var sha = p.GetProperty("sha256").GetString();
+            if (size < Firmware.MinVarsBytes || size > Firmware.MaxVarsBytes) throw new InvalidDataException($"a variable store of {size} bytes");
+            using var gz = new System.IO.Compression.GZipStream(new MemoryStream(p.GetProperty("gzip").GetBytesFromBase64()), System.IO.Compression.CompressionMode.Decompress);
+            var bytes = new byte[size];
+            gz.ReadExactly(bytes);
+            if (gz.ReadByte() != -1) throw new InvalidDataException("more bytes than its size says");
+            if (!string.Equals(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), sha, StringComparison.Ordinal))
+                throw new InvalidDataException("SHA-256 does not match");
+            return bytes;
+        }
+        catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException or KeyNotFoundException or EndOfStreamException or IOException)
+        {
+            throw HavenException.Invalid($"the UEFI variable store in the backup is damaged: {e.Message}");
+        }
+    }
+}
