@@ -42,6 +42,10 @@ public sealed partial class ReplicaService
                 Network = "none", // a test must not meet the production network
                 Accelerator = info.Accelerator,
                 CheckpointType = info.CheckpointType,
+                // A UEFI VM boots with the point's variable store.
+                Firmware = vm.Hardware.Firmware,
+                UefiCode = vm.Hardware.UefiCode,
+                UefiVars = vm.Hardware.Firmware == Vms.Firmware.Uefi ? Paths.CheckpointVarsFile(vm.Id, checkpoint.Id) : null,
             }, ct);
             await StepAsync("test-failover.after-create");
             Store.Write(w => w.SetReplicaTestFailover(vm.Id, host.Time.GetUtcNow()));

@@ -133,7 +133,7 @@ public sealed class ReplicationService(HavenHost host)
                 || host.Time.GetUtcNow() - lastApp >= TimeSpan.FromHours(every);
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, consumer, OperationKind, incremental: tracked, BlockSize, async view =>
             {
-                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency);
+                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency, view.UefiVars);
                 var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, theirs, (d, z) =>
                 {
                     dataBytes += d;

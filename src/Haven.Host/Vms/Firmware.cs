@@ -40,6 +40,19 @@ public static class Firmware
         return path;
     }
 
+    /// <summary>
+    /// The code image a replica (or an import from another host) uses for <paramref name="primaryCode"/>, a path on
+    /// another host: only its file name counts, and only an OVMF_CODE*.fd in this host's OVMF folder is taken; anything
+    /// else runs the default (a peer never makes this host load a file of its choice).
+    /// </summary>
+    public static string LocalCode(string? primaryCode)
+    {
+        var name = Path.GetFileName(primaryCode ?? "");
+        var folder = Path.GetDirectoryName(DefaultCode)!;
+        return System.Text.RegularExpressions.Regex.IsMatch(name, "^OVMF_CODE[A-Za-z0-9_.-]{0,40}\\.fd$") && File.Exists(Path.Combine(folder, name))
+            ? Path.Combine(folder, name) : DefaultCode;
+    }
+
     /// <summary>A regular file (a link is followed) that can be read, between <paramref name="min"/> and <paramref name="max"/> bytes.</summary>
     public static void CheckFile(string path, string what, long min, long max)
     {
@@ -102,17 +115,12 @@ public static class PackedVars
 {
     public const string Property = "uefiVars";
 
-    public static System.Text.Json.Nodes.JsonObject Pack(byte[] vars)
+    public static System.Text.Json.Nodes.JsonObject Pack(byte[] vars) => new()
     {
-        using var packed = new MemoryStream();
-        using (var gz = new System.IO.Compression.GZipStream(packed, System.IO.Compression.CompressionLevel.Optimal, leaveOpen: true)) gz.Write(vars);
-        return new()
-        {
-            ["size"] = vars.Length,
-            ["sha256"] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(vars)),
-            ["gzip"] = Convert.ToBase64String(packed.ToArray()),
-        };
-    }
+        ["size"] = vars.Length,
+        ["sha256"] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(vars)),
+        ["gzip"] = Convert.ToBase64String(VarsWire.Pack(vars)),
+    };
 
     /// <summary>The store packed under <see cref="Property"/> of <paramref name="document"/>, or null when it has none (a BIOS VM, an older backup).</summary>
     public static byte[]? Unpack(System.Text.Json.JsonElement document)
@@ -123,17 +131,40 @@ public static class PackedVars
             var size = p.GetProperty("size").GetInt64();
             var sha = p.GetProperty("sha256").GetString();
             if (size < Firmware.MinVarsBytes || size > Firmware.MaxVarsBytes) throw new InvalidDataException($"a variable store of {size} bytes");
-            using var gz = new System.IO.Compression.GZipStream(new MemoryStream(p.GetProperty("gzip").GetBytesFromBase64()), System.IO.Compression.CompressionMode.Decompress);
-            var bytes = new byte[size];
-            gz.ReadExactly(bytes);
-            if (gz.ReadByte() != -1) throw new InvalidDataException("more bytes than its size says");
+            var bytes = VarsWire.Unpack(p.GetProperty("gzip").GetBytesFromBase64());
+            if (bytes.Length != size) throw new InvalidDataException($"{bytes.Length} bytes where its size says {size}");
             if (!string.Equals(Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes)), sha, StringComparison.Ordinal))
                 throw new InvalidDataException("SHA-256 does not match");
             return bytes;
         }
-        catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException or KeyNotFoundException or EndOfStreamException or IOException)
+        catch (Exception e) when (e is InvalidDataException or FormatException or InvalidOperationException or KeyNotFoundException or IOException)
         {
             throw HavenException.Invalid($"the UEFI variable store in the backup is damaged: {e.Message}");
         }
+    }
+}
+
+/// <summary>A variable store on the replication wire: gzip; unpacking stops past <see cref="Firmware.MaxVarsBytes"/> (a peer's bytes).</summary>
+public static class VarsWire
+{
+    public static byte[] Pack(byte[] vars)
+    {
+        using var packed = new MemoryStream();
+        using (var gz = new System.IO.Compression.GZipStream(packed, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true)) gz.Write(vars);
+        return packed.ToArray();
+    }
+
+    public static byte[] Unpack(ReadOnlySpan<byte> packed)
+    {
+        using var gz = new System.IO.Compression.GZipStream(new MemoryStream(packed.ToArray()), System.IO.Compression.CompressionMode.Decompress);
+        using var output = new MemoryStream();
+        var buffer = new byte[81920];
+        int n;
+        while ((n = gz.Read(buffer)) > 0)
+        {
+            if (output.Length + n > Firmware.MaxVarsBytes) throw new InvalidDataException($"larger than {Firmware.MaxVarsBytes >> 20} MiB");
+            output.Write(buffer, 0, n);
+        }
+        return output.ToArray();
     }
 }
