@@ -58,7 +58,7 @@ public sealed class UefiTests
 
         var socket = await BootAsync(w, "efi");
         Assert.DoesNotContain(Mark, await BootEntriesAsync(w, socket));
-        await DebianGuest.ShOkAsync(socket, $"efibootmgr -c -d /dev/vda -p 1 -L {Mark} -l '\\EFI\\BOOT\\BOOTX64.EFI'", ct);
+        await AddMarkAsync(w, socket);
         var entries = await BootEntriesAsync(w, socket);
         Log("efibootmgr after adding the entry:\n" + entries);
         Assert.Contains(Mark, entries);
@@ -76,7 +76,7 @@ public sealed class UefiTests
         var varsAtBackup = File.ReadAllBytes(vars);
 
         // The guest deletes the entry; applying the checkpoint brings it back.
-        await DebianGuest.ShOkAsync(socket, $"efibootmgr -b $(efibootmgr | sed -n 's/^Boot\\([0-9A-F]\\{{4\\}}\\).*{Mark}.*/\\1/p') -B", ct);
+        await RemoveMarkAsync(w, socket);
         Assert.DoesNotContain(Mark, await BootEntriesAsync(w, socket));
         var applied = await w.JsonAsync<CheckpointApplyResult>("checkpoint", "apply", "efi", "marked");
         Assert.Equal(VmState.Off, applied.State);
@@ -102,6 +102,61 @@ public sealed class UefiTests
         await w.JsonAsync<RestoreResult>(["restore", backup.BackupId, .. r, "--in-place"]);
         Assert.Equal(varsAtBackup, File.ReadAllBytes(vars));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(vars));
+    }
+
+    /// <summary>A boot entry named HavenMark for the ESP's fallback loader, made in the guest (OVMF stores it in the variable store).</summary>
+    private static Task AddMarkAsync(HavenWorld w, string socket)
+        => DebianGuest.ShOkAsync(socket, $"efibootmgr -c -d /dev/vda -p 1 -L {Mark} -l '\\EFI\\BOOT\\BOOTX64.EFI'", w.Ct);
+
+    private static Task RemoveMarkAsync(HavenWorld w, string socket)
+        => DebianGuest.ShOkAsync(socket, $"efibootmgr -b $(efibootmgr | sed -n 's/^Boot\\([0-9A-F]\\{{4\\}}\\).*{Mark}.*/\\1/p') -B", w.Ct);
+
+    [Fact(Timeout = 1_500_000)]
+    public async Task A_boot_entry_added_in_the_guest_travels_with_replication_to_test_failover_and_failover()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await DebianGuest.EnsureBuiltAsync();
+        await using var primary = new HavenWorld(ct);
+        await using var replica = new HavenWorld(ct);
+        var url = await ReplicationSetup.PairAsync(primary, replica);
+        await CreateUefiVmAsync(primary, "web");
+        var socket = await BootAsync(primary, "web");
+        await AddMarkAsync(primary, socket);
+        Assert.Contains(Mark, await BootEntriesAsync(primary, socket));
+
+        await primary.OkAsync("replication", "enable", "web", "--replica", url, "--replica-name", "replica.test", "--frequency", "15m",
+            "--start-at", DateTimeOffset.UtcNow.AddDays(1).ToString("O"));
+        Assert.Equal(1L, (await primary.JsonAsync<ReplicationCycleResult>("replication", "run", "web")).Cycle);
+        // The guest deletes the entry; the next cycle's point has the store without it.
+        await RemoveMarkAsync(primary, socket);
+        Assert.DoesNotContain(Mark, await BootEntriesAsync(primary, socket));
+        Assert.Equal(2L, (await primary.JsonAsync<ReplicationCycleResult>("replication", "run", "web")).Cycle);
+        await primary.OkAsync("vm", "stop", "web", "--force");
+
+        var onReplica = await replica.ShowAsync("web");
+        Assert.Equal("uefi", onReplica.Hardware!.Firmware);
+        Assert.Equal(DebianGuest.OvmfCode, onReplica.Hardware.UefiCode);
+        var points = await replica.CheckpointsAsync("web");
+        var first = points.Find(c => c.Name == "rp-00000001")!;
+        Assert.True(HoldsMark(File.ReadAllBytes(replica.Paths.CheckpointVarsFile(onReplica.Id, first.Id))), "recovery point 1 lacks the boot entry in its variable store");
+
+        // Test failover of the latest point: the entry is gone there, as on the primary at cycle 2.
+        var test = await replica.JsonAsync<VmInfo>("replication", "test-failover", "web");
+        var testSocket = replica.Paths.GuestAgentSocket(test.Id);
+        Log($"test failover: qemu-ga after {(await DebianGuest.WaitForAgentAsync(testSocket, BootTimeout, ct)).TotalSeconds:0.0} s");
+        var entries = await BootEntriesAsync(replica, testSocket);
+        Log("efibootmgr in the test failover VM (latest point):\n" + entries);
+        Assert.DoesNotContain(Mark, entries);
+        await replica.OkAsync("replication", "stop-test-failover", "web");
+
+        // Failover to point 1: the replica boots with that point's store, entry included.
+        var failed = await replica.JsonAsync<VmInfo>("replication", "failover", "web", "--point", "1");
+        Assert.Equal(VmState.Running, failed.State);
+        var failedSocket = replica.Paths.GuestAgentSocket(failed.Id);
+        Log($"failover: qemu-ga after {(await DebianGuest.WaitForAgentAsync(failedSocket, BootTimeout, ct)).TotalSeconds:0.0} s");
+        entries = await BootEntriesAsync(replica, failedSocket);
+        Log("efibootmgr in the failed-over VM (point 1):\n" + entries);
+        Assert.Contains(Mark, entries);
     }
 
     /// <summary>The data folder's files (names and sizes) and the VM list: what a refused create must leave as it was.</summary>
