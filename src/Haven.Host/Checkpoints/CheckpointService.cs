@@ -151,9 +151,10 @@ public sealed class CheckpointService(HavenHost host)
                     if (agent is not null) await agent.FreezeFileSystemsAsync(FreezeTimeout, ct);
                     CrashPoints.Hit("create.while-frozen");
                     if (agent is not null && WhileFrozen is not null) await WhileFrozen(agent);
-                    await BlockOperations.SnapshotAsync(qemu.Qmp, actions, ct);
-                    // The variable store at the disks' instant (the guest writes it rarely: boot entries, settings).
+                    // The variable store just before the disks' instant, inside the freeze (the guest writes it rarely:
+                    // boot entries, settings); before the snapshot, so a failure here still rolls back cleanly.
                     SaveVars(vm, plan.CheckpointId);
+                    await BlockOperations.SnapshotAsync(qemu.Qmp, actions, ct);
                 }
                 finally
                 {
