@@ -38,6 +38,8 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
             request.CpuModel = hw.CpuModel;
             request.DiskBus = hw.DiskBus;
             request.BootOrder.Add(hw.BootOrder);
+            request.Firmware = hw.Firmware;
+            request.UefiCodeName = Path.GetFileName(hw.UefiCode ?? "");
             foreach (var n in hw.Nics)
                 request.Nics.Add(new NicInfo { Name = n.Name, Mode = n.Mode, Bridge = n.Bridge ?? "", Mac = n.Mac ?? "", Model = n.Model, LinkUp = n.LinkUp });
         }
@@ -107,6 +109,7 @@ public sealed class GrpcReplicaTarget(ReplicaEndpoint endpoint, string address, 
                 Compression = compression ? Compression.Zstd : Compression.None,
             };
             begin.FailoverNetwork.Add(Nics(header.FailoverNetwork));
+            if (header.UefiVars is { } vars) begin.UefiVarsGzip = ByteString.CopyFrom(Haven.Host.Vms.VarsWire.Pack(vars));
             for (var i = 0; i < header.DiskSizes.Count; i++) begin.Disks.Add(new Haven.Replication.V1.DiskInfo { Index = (uint)i, SizeBytes = (ulong)header.DiskSizes[i] });
             await call.RequestStream.WriteAsync(new CycleMessage { Begin = begin }, ct);
             ulong count = 0, bytes = 0;

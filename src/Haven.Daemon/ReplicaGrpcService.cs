@@ -56,8 +56,11 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
         if (begin.CycleNumber is 0 or > long.MaxValue || begin.BaseCycleNumber >= begin.CycleNumber)
             throw Invalid($"cycle {begin.CycleNumber} on base {begin.BaseCycleNumber}: a cycle number is positive and after its base");
         if (begin.PointInTimeUnixMs is < 0 or > 253402300799999) throw Invalid($"point in time {begin.PointInTimeUnixMs} ms is out of range");
+        byte[]? vars;
+        try { vars = begin.UefiVarsGzip.IsEmpty ? null : Haven.Host.Vms.VarsWire.Unpack(begin.UefiVarsGzip.Span); }
+        catch (InvalidDataException e) { throw Invalid("the UEFI variable store does not unpack: " + e.Message); }
         var header = new ReplicaCycleHeader((long)begin.CycleNumber, (long)begin.BaseCycleNumber, DiskSizes(begin.Disks),
-            DateTimeOffset.FromUnixTimeMilliseconds(begin.PointInTimeUnixMs), consistency) { FailoverNetwork = FailoverNetworkOf(begin.FailoverNetwork) };
+            DateTimeOffset.FromUnixTimeMilliseconds(begin.PointInTimeUnixMs), consistency, vars) { FailoverNetwork = FailoverNetworkOf(begin.FailoverNetwork) };
         try
         {
             var point = await Host.RunOperationAsync("replica cycle " + header.Cycle, Host.Store.FindVm(replica.VmId)?.Name,
@@ -159,6 +162,9 @@ public sealed class ReplicaGrpcService(ReplicaEndpoint endpoint) : Replica.Repli
                 Hardware = new VmHardware
                 {
                     CpuModel = request.CpuModel.Length == 0 ? "auto" : request.CpuModel,
+                    // Only a file name: ReplicaService picks the code image in this host's OVMF folder (Firmware.LocalCode).
+                    Firmware = request.Firmware.Length == 0 ? "bios" : request.Firmware,
+                    UefiCode = request.Firmware == "uefi" ? request.UefiCodeName : null,
                     DiskBus = request.DiskBus.Length == 0 ? "virtio-blk" : request.DiskBus,
                     BootOrder = [.. request.BootOrder],
                     Nics = [.. request.Nics.Select(n => new NicSpec

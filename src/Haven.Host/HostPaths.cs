@@ -8,6 +8,8 @@ namespace Haven.Host;
 /// havend.sock                    API unix socket
 /// vms/&lt;vm&gt;/disks/&lt;layer&gt;.qcow2   one file per qcow2 layer
 /// vms/&lt;vm&gt;/states/&lt;cp&gt;.state      memory/device state of Standard checkpoints
+/// vms/&lt;vm&gt;/uefi-vars.fd             a UEFI VM's own variable store (0600)
+/// vms/&lt;vm&gt;/states/&lt;cp&gt;.vars       the variable store as a checkpoint took it
 /// run/&lt;vm&gt;.{qmp,qga,pid,log}       runtime files of a running VM's QEMU
 /// run/&lt;vm&gt;.{console,vnc}           its serial console and VNC display sockets
 /// run/mount-&lt;id&gt;.nbd               a mounted backup disk's NBD socket
@@ -27,6 +29,8 @@ public sealed class HostPaths(string root)
     public string StatesDir(string vmId) => Path.Combine(VmDir(vmId), "states");
     public string LayerFile(string vmId, string layerId) => Path.Combine(DisksDir(vmId), layerId + ".qcow2");
     public string StateFile(string vmId, string checkpointId) => Path.Combine(StatesDir(vmId), checkpointId + ".state");
+    public string UefiVarsFile(string vmId) => Path.Combine(VmDir(vmId), "uefi-vars.fd");
+    public string CheckpointVarsFile(string vmId, string checkpointId) => Path.Combine(StatesDir(vmId), checkpointId + ".vars");
     public string QmpSocket(string vmId) => Path.Combine(RunDir, vmId + ".qmp");
     public string GuestAgentSocket(string vmId) => Path.Combine(RunDir, vmId + ".qga");
     public string PidFile(string vmId) => Path.Combine(RunDir, vmId + ".pid");

@@ -281,7 +281,9 @@ public sealed class Reconciler(HavenHost host)
         var states = host.Store.ListCheckpoints(vmId).Where(c => c.HasState).Select(c => c.Id).ToHashSet();
         // Also what a crash between a removal's commit and its file deletions left (CheckpointRemoval).
         report.OrphanLayersRemoved += Sweep(host.Paths.DisksDir(vmId), f => f.EndsWith(".qcow2", StringComparison.Ordinal) && layerIds.Contains(Path.GetFileNameWithoutExtension(f)), report);
-        report.OrphanStatesRemoved += Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f)), report);
+        var checkpoints = host.Store.ListCheckpoints(vmId).Select(c => c.Id).ToHashSet();
+        report.OrphanStatesRemoved += Sweep(host.Paths.StatesDir(vmId), f => f.EndsWith(".state", StringComparison.Ordinal) && states.Contains(Path.GetFileNameWithoutExtension(f))
+            || f.EndsWith(".vars", StringComparison.Ordinal) && checkpoints.Contains(Path.GetFileNameWithoutExtension(f)), report);
     }
 
     /// <summary>A running VM's QEMU NBD server socket stays (it may serve another client); the rest are leftovers.</summary>

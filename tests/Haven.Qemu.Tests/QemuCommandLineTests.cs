@@ -51,3 +51,30 @@ public sealed class QemuCommandLineTests
         Assert.Equal("virtio-blk-pci,drive=ltop,id=disk0,bootindex=1", a[a.IndexOf("-device") + 1]);
     }
 }
+
+/// <summary>UEFI: OVMF as two pflash drives; a BIOS VM's command line has none of it.</summary>
+public sealed class QemuCommandLineFirmwareTests
+{
+    private static VmLaunchSpec Spec => new()
+    {
+        Name = "t", Vcpus = 1, MemoryMiB = 64, Accelerator = Accelerator.Tcg,
+        Disks = [new DiskLaunch("disk0", [new LayerRef("ltop", "/d/top.qcow2")])],
+        QmpSocket = "/r/q.qmp", PidFile = "/r/q.pid", SerialLog = "/r/s.log",
+    };
+
+    [Fact]
+    public void Uefi_adds_read_only_code_and_writable_vars_flash_and_bios_adds_nothing()
+    {
+        var a = QemuCommandLine.Build(Spec with { UefiCode = "/usr/share/OVMF/OVMF_CODE_4M.fd", UefiVars = "/data/vms/x/uefi-vars.fd", BootOrder = ["disk0"] });
+        Assert.Equal("q35,pflash0=uefi-code,pflash1=uefi-vars", a[a.IndexOf("-machine") + 1]);
+        Assert.Contains("""{"driver":"file","filename":"/usr/share/OVMF/OVMF_CODE_4M.fd","node-name":"uefi-code","read-only":true}""", a);
+        Assert.Contains("""{"driver":"file","filename":"/data/vms/x/uefi-vars.fd","node-name":"uefi-vars","read-only":false}""", a);
+        Assert.Contains("virtio-blk-pci,drive=ltop,id=disk0,bootindex=0", a);
+        Assert.DoesNotContain("-kernel", a);
+
+        var bios = QemuCommandLine.Build(Spec);
+        Assert.Equal("q35", bios[bios.IndexOf("-machine") + 1]);
+        Assert.DoesNotContain(bios, x => x.Contains("uefi", StringComparison.Ordinal) || x.Contains("pflash", StringComparison.Ordinal));
+        Assert.Throws<ArgumentException>(() => QemuCommandLine.Build(Spec with { UefiCode = "/c.fd" }));
+    }
+}

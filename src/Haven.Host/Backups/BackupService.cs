@@ -92,7 +92,7 @@ public sealed class BackupService(HavenHost host)
             var id = await writer.CommitAsync(new BackupManifest
             {
                 VmName = vm.Name,
-                VmDefinition = JsonSerializer.SerializeToElement(await host.Vms.DescribeAsync(vm, ct), ApiJson.Options),
+                VmDefinition = Definition(await host.Vms.DescribeAsync(vm, ct), view.UefiVars),
                 HostName = Environment.MachineName,
                 CreatedAt = host.Time.GetUtcNow(),
                 ParentBackupId = previous?.Id,
@@ -121,6 +121,14 @@ public sealed class BackupService(HavenHost host)
             FrozenMilliseconds = view.FrozenMilliseconds,
             WallMilliseconds = clock.Elapsed.TotalMilliseconds,
         };
+    }
+
+    /// <summary>The VM definition a backup carries: the VM as `vm show` describes it, with a UEFI VM's variable store packed in (docs/repository-format.md).</summary>
+    private static JsonElement Definition(VmInfo info, byte[]? uefiVars)
+    {
+        var doc = JsonSerializer.SerializeToNode(info, ApiJson.Options)!.AsObject();
+        if (uefiVars is not null) doc[PackedVars.Property] = PackedVars.Pack(uefiVars);
+        return JsonSerializer.SerializeToElement(doc, ApiJson.Options);
     }
 
     /// <summary>
@@ -189,8 +197,10 @@ public sealed class BackupService(HavenHost host)
                     views.Add(new PointInTimeDisk(d.Disk, new NbdEndpoint.Unix(socket), d.ExportName, d.OldBitmap is null ? null : "qemu:dirty-bitmap:" + d.OldBitmap));
                 }
             }
+            // A UEFI VM's variable store, read just after the disks' point in time (the guest rarely writes it).
+            var vars = vm.Hardware.Firmware == Firmware.Uefi ? Firmware.ReadVars(Paths.UefiVarsFile(vm.Id)) : null;
             await StepAsync(operationKind + ".after-point-in-time");
-            var view = new PointInTimeView(views, consistency, frozenMs);
+            var view = new PointInTimeView(views, consistency, frozenMs, vars);
             var point = await read(view);
             succeeded = true;
             await FinishAsync(vm, plan, op, point, consistency, servers, [], ct);
@@ -353,4 +363,5 @@ public sealed class BackupService(HavenHost host)
 /// <summary>One disk of a point in time: where to read it over NBD, and the dirty-bitmap context since the last point (null: read everything).</summary>
 internal sealed record PointInTimeDisk(int Disk, NbdEndpoint Endpoint, string Export, string? DirtyContext);
 
-internal sealed record PointInTimeView(List<PointInTimeDisk> Disks, Consistency Consistency, double? FrozenMilliseconds);
+/// <summary>The disks of a point in time, how consistent it is, and a UEFI VM's variable store (null for BIOS).</summary>
+internal sealed record PointInTimeView(List<PointInTimeDisk> Disks, Consistency Consistency, double? FrozenMilliseconds, byte[]? UefiVars = null);

@@ -51,12 +51,14 @@ public sealed class RestoreService(HavenHost host)
         if (host.Store.FindVmByName(name) is not null) throw HavenException.Conflict($"a VM named '{name}' already exists");
         // A new VM gets new MACs: it may run next to the original on one network (docs/architecture.md "VM hardware").
         var hardware = Vms.Hardware.WithNewMacs(HardwareOf(definition, manifest.Disks.Count), host.Vms.MacsInUse(exceptVmId: null));
+        var vars = VarsOf(manifest, hardware);
         var vmId = HostPaths.NewId();
         Qemu.OwnerOnly.CreateFolder(host.Paths.DisksDir(vmId));
         Qemu.OwnerOnly.CreateFolder(host.Paths.StatesDir(vmId));
         var layers = new List<LayerRecord>();
         try
         {
+            if (vars is not null) Vms.Firmware.WriteVars(host.Paths.UefiVarsFile(vmId), vars);
             for (var i = 0; i < manifest.Disks.Count; i++)
             {
                 var layer = new LayerRecord(HostPaths.NewId(), vmId, i, null, null);
@@ -87,6 +89,7 @@ public sealed class RestoreService(HavenHost host)
         await using var _ = await host.LockVmAsync(vm.Id, ct);
         if (host.Runtimes.Get(vm.Id) is not null) throw HavenException.Conflict($"VM '{vm.Name}' is running; stop it before restoring over it");
         var hardware = HardwareOf(definition, manifest.Disks.Count);
+        var vars = VarsOf(manifest, hardware);
         var newLayers = new List<LayerRecord>();
         try
         {
@@ -115,8 +118,14 @@ public sealed class RestoreService(HavenHost host)
             if (definition.Hardware is not null) w.SetHardware(vm.Id, hardware);
             foreach (var l in newLayers) { w.InsertLayer(l); w.SetActiveLayer(vm.Id, l.DiskIndex, l.Id); }
         });
+        // The store follows the disks (a crash in between leaves the old store with the restored disks: restore again).
+        if (vars is not null) Vms.Firmware.WriteVars(host.Paths.UefiVarsFile(vm.Id), vars);
         foreach (var l in oldLayers) File.Delete(host.Paths.LayerFile(vm.Id, l.Id));
-        foreach (var c in oldCheckpoints) File.Delete(host.Paths.StateFile(vm.Id, c.Id));
+        foreach (var c in oldCheckpoints)
+        {
+            File.Delete(host.Paths.StateFile(vm.Id, c.Id));
+            File.Delete(host.Paths.CheckpointVarsFile(vm.Id, c.Id));
+        }
         return new RestoreResult { Vm = vm.Name, BytesWritten = Total(manifest), WallMilliseconds = clock.Elapsed.TotalMilliseconds };
     }
 
@@ -126,6 +135,17 @@ public sealed class RestoreService(HavenHost host)
         var hw = d.Hardware ?? Vms.Hardware.FromLegacy(d.Vcpus, d.MemoryMiB, d.Network, "52:54:00:12:34:56");
         Vms.Hardware.Validate(hw, diskCount);
         return hw;
+    }
+
+    /// <summary>
+    /// A UEFI backup's variable store (size and SHA-256 checked); a UEFI definition without one (it should not
+    /// happen) gets the empty template that goes with its code image. Null for BIOS.
+    /// </summary>
+    private static byte[]? VarsOf(Repository.BackupManifest manifest, VmHardware hw)
+    {
+        if (hw.Firmware != Vms.Firmware.Uefi) return null;
+        return Vms.PackedVars.Unpack(manifest.VmDefinition)
+            ?? Vms.Firmware.ReadVars(Vms.Firmware.ResolveVarsSource(hw.UefiCode!, null));
     }
 
     private static long Total(Repository.BackupManifest m)

@@ -136,6 +136,7 @@ public sealed class CheckpointRemoval(HavenHost host)
         CrashPoints.Hit("remove.after-commit");
         foreach (var f in deadFiles) File.Delete(f);
         File.Delete(Paths.StateFile(vmId, cp.Id));
+        File.Delete(Paths.CheckpointVarsFile(vmId, cp.Id));
     }
 
     private async Task MergeDiskAsync(string vmId, DiskRemovalPlan d, CancellationToken ct)

@@ -123,6 +123,7 @@ public sealed class CheckpointService(HavenHost host)
         {
             if (qemu is null)
             {
+                SaveVars(vm, plan.CheckpointId);
                 foreach (var l in plan.NewLayers)
                     await QemuImg.CreateOverlayAsync(NewLayerPath(vm.Id, l), Paths.LayerFile(vm.Id, l.ParentLayerId), ct);
                 CrashPoints.Hit("create.after-overlays");
@@ -150,6 +151,9 @@ public sealed class CheckpointService(HavenHost host)
                     if (agent is not null) await agent.FreezeFileSystemsAsync(FreezeTimeout, ct);
                     CrashPoints.Hit("create.while-frozen");
                     if (agent is not null && WhileFrozen is not null) await WhileFrozen(agent);
+                    // The variable store just before the disks' instant, inside the freeze (the guest writes it rarely:
+                    // boot entries, settings); before the snapshot, so a failure here still rolls back cleanly.
+                    SaveVars(vm, plan.CheckpointId);
                     await BlockOperations.SnapshotAsync(qemu.Qmp, actions, ct);
                 }
                 finally
@@ -198,11 +202,20 @@ public sealed class CheckpointService(HavenHost host)
 
     private string NewLayerPath(string vmId, NewLayerPlan l) => Paths.LayerFile(vmId, l.LayerId);
 
+    /// <summary>A UEFI VM's checkpoint keeps a copy of the variable store (states/&lt;cp&gt;.vars), written before the journal says the snapshot is done.</summary>
+    private void SaveVars(VmRecord vm, string checkpointId)
+    {
+        if (vm.Hardware.Firmware != Firmware.Uefi) return;
+        Firmware.CopyVars(Paths.UefiVarsFile(vm.Id), Paths.CheckpointVarsFile(vm.Id, checkpointId));
+    }
+
     private void Journal<T>(OperationRecord op, T plan) => Store.Write(w => w.UpdateOperation(op.Id, PlanJson.Write(plan)));
 
     /// <summary>Records the checkpoint: old writable layers become its layers, the new overlays become writable.</summary>
     internal void FinishCreate(string vmId, string operationId, CreatePlan plan, bool hasState)
     {
+        // Rolled forward after a crash between the snapshot and the copy: the store as it is now.
+        if (!File.Exists(Paths.CheckpointVarsFile(vmId, plan.CheckpointId))) SaveVars(Store.FindVm(vmId)!, plan.CheckpointId);
         Store.Write(w =>
         {
             w.InsertCheckpoint(new CheckpointRecord
@@ -240,6 +253,7 @@ public sealed class CheckpointService(HavenHost host)
         }
         foreach (var l in plan.NewLayers) File.Delete(NewLayerPath(vmId, l));
         File.Delete(Paths.StateFile(vmId, plan.CheckpointId) + ".partial");
+        File.Delete(Paths.CheckpointVarsFile(vmId, plan.CheckpointId));
         Store.Write(w => w.DeleteOperation(op.Id));
     }
 
@@ -307,6 +321,10 @@ public sealed class CheckpointService(HavenHost host)
                 await QemuImg.CreateOverlayAsync(tmp, Paths.LayerFile(vmId, l.ParentLayerId), ct);
                 File.Move(tmp, NewLayerPath(vmId, l));
             }
+        // The variable store comes back with the disks (a checkpoint without a copy, e.g. of a BIOS VM, keeps the current one).
+        var vars = Paths.CheckpointVarsFile(vmId, plan.CheckpointId);
+        if ((plan.Hardware ?? Store.FindVm(vmId)!.Hardware).Firmware == Firmware.Uefi && File.Exists(vars))
+            Firmware.CopyVars(vars, Paths.UefiVarsFile(vmId));
         CrashPoints.Hit("apply.after-overlays");
         Store.Write(w =>
         {

@@ -82,7 +82,9 @@ public sealed class ExtendedReplication(HavenHost host)
                 servers.Add(await QemuNbdServer.StartAsync(tree.PathOf(tree.LayerOf(latest.CheckpointId, d.Index)), DiskFormat.Qcow2, socket, "point", writable: false, ct: ct));
                 sources.Add((new NbdEndpoint.Unix(socket), "point"));
             }
-            var header = new ReplicaCycleHeader(cycle, thirdLast, disks.ConvertAll(d => d.SizeBytes), latest.PointTime, latest.Consistency)
+            var vars = host.Paths.CheckpointVarsFile(vm.Id, latest.CheckpointId);
+            var header = new ReplicaCycleHeader(cycle, thirdLast, disks.ConvertAll(d => d.SizeBytes), latest.PointTime, latest.Consistency,
+                File.Exists(vars) ? Vms.Firmware.ReadVars(vars) : null)
             {
                 // The extended replication's own failover network (the third host's bridges), set on this host.
                 FailoverNetwork = JsonSerializer.Deserialize<ReplicationSettings>(record.Settings, ApiJson.Options)!.FailoverNetwork ?? [],

@@ -47,6 +47,10 @@ public sealed partial class ReplicaService
                 Nics = hardware.Nics.ConvertAll(n => n with { LinkUp = false }),
                 Accelerator = info.Accelerator,
                 CheckpointType = info.CheckpointType,
+                // A UEFI VM boots with the point's variable store.
+                Firmware = vm.Hardware.Firmware,
+                UefiCode = vm.Hardware.UefiCode,
+                UefiVars = vm.Hardware.Firmware == Vms.Firmware.Uefi ? Paths.CheckpointVarsFile(vm.Id, checkpoint.Id) : null,
             }, ct, storageFolder: null, copyOfPrimary: true); // the replica's MACs (the replica VM holds them too); bridges checked above
             await StepAsync("test-failover.after-create");
             Store.Write(w => w.SetReplicaTestFailover(vm.Id, host.Time.GetUtcNow()));

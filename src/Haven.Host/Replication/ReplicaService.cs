@@ -59,6 +59,8 @@ public sealed partial class ReplicaService(HavenHost host)
             CpuModel = spec.Hardware?.CpuModel ?? "auto",
             DiskBus = spec.Hardware?.DiskBus ?? "virtio-blk",
             BootOrder = spec.Hardware?.BootOrder.Where(d => d != Vms.Hardware.CdromId).ToList(),
+            Firmware = spec.Hardware?.Firmware ?? Vms.Firmware.Bios,
+            UefiCode = spec.Hardware?.Firmware == Vms.Firmware.Uefi ? Vms.Firmware.LocalCode(spec.Hardware.UefiCode) : null,
         }, ct, string.IsNullOrEmpty(spec.StorageLocation) ? null : spec.StorageLocation, copyOfPrimary: true);
         var record = new ReplicaRecord(info.Id, spec.PrimaryHost, spec.PrimaryVmId, spec.TrustGroup, 0, spec.AdditionalPoints, host.Time.GetUtcNow(),
             PrimaryIdentity: spec.PrimaryIdentity);
@@ -194,6 +196,8 @@ public sealed partial class ReplicaService(HavenHost host)
         if (header.Cycle <= replica.LastCycle) throw HavenException.Invalid($"cycle {header.Cycle} is not after the last committed cycle {replica.LastCycle}");
         if (replica.State != ReplicaState.Replicating || host.Runtimes.Get(vmId) is not null)
             throw HavenException.Conflict($"replica VM '{vm.Name}' is failed over; it takes no cycles until the failover is cancelled");
+        if (header.UefiVars is { } sentVars && (vm.Hardware.Firmware != Vms.Firmware.Uefi || sentVars.Length < Vms.Firmware.MinVarsBytes || sentVars.Length > Vms.Firmware.MaxVarsBytes))
+            throw HavenException.Invalid($"the cycle carries a UEFI variable store of {sentVars.Length} bytes for {(vm.Hardware.Firmware == Vms.Firmware.Uefi ? "a" : "a BIOS")} replica that cannot take it");
         var disks = Store.ListDisks(vmId);
         if (header.DiskSizes.Count != disks.Count) throw HavenException.Invalid($"the cycle has {header.DiskSizes.Count} disk(s), the replica {disks.Count}");
         for (var i = 0; i < disks.Count; i++)
@@ -215,6 +219,8 @@ public sealed partial class ReplicaService(HavenHost host)
             await WriteExtentsAsync(vmId, disks, op, plan, extents, ranges, ct);
             await StepAsync("replica.after-data");
             host.Extended.Mark(vmId, disks, ranges); // before the commit: an extended cycle must never miss these blocks
+            // Into the VM's own folder only; the recovery point's checkpoint keeps its copy (states/<cp>.vars).
+            if (header.UefiVars is { } vars) Vms.Firmware.WriteVars(Paths.UefiVarsFile(vmId), vars);
             await host.Checkpoints.CreateLockedAsync(vm, plan.CheckpointName, ct);
             var cp = Store.ListCheckpoints(vmId).Find(c => c.Name == plan.CheckpointName)!;
             await StepAsync("replica.after-checkpoint");
@@ -335,6 +341,9 @@ public sealed partial class ReplicaService(HavenHost host)
             await host.Removal.RemoveOneAsync(vmId, cp.Id, ct);
         }
         foreach (var d in Store.ListDisks(vmId)) await RecreateEmptyAsync(vmId, d, ct);
+        // The variable store goes back to the latest point's too (the next cycle without one copies it into its point).
+        if (Store.ListReplicaPoints(vmId) is { Count: > 0 } points && Paths.CheckpointVarsFile(vmId, points[^1].CheckpointId) is var kept && File.Exists(kept))
+            Vms.Firmware.CopyVars(kept, Paths.UefiVarsFile(vmId));
         Store.Write(w => w.DeleteOperation(op.Id));
     }
 
@@ -458,7 +467,8 @@ public enum BootFile { Kernel, Initrd }
 /// <summary>The replica server's answer to an export folder's signer: refused (why), or where the replica goes and whose it is.</summary>
 public sealed record ImportDecision(bool Allowed, string Reason, string PrimaryHost = "", string Owner = "", string? TrustGroup = null, string? Storage = null);
 
-public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency)
+/// <param name="UefiVars">A UEFI VM's variable store at the point in time (kept with the recovery point); null: none sent.</param>
+public sealed record ReplicaCycleHeader(long Cycle, long BaseCycle, List<long> DiskSizes, DateTimeOffset PointInTime, Consistency Consistency, byte[]? UefiVars = null)
 {
     /// <summary>The primary's failover network (NIC to bridge) as of this cycle; empty: none; null: not sent (kept as it is).</summary>
     public Dictionary<string, string>? FailoverNetwork { get; init; }

@@ -68,7 +68,8 @@ public sealed class FolderReplicaTarget(string folder, X509Certificate2 signer) 
         {
             PrimaryHost = name0,
             Spec = spec with { PrimaryHost = name0, Kernel = null, Initrd = null },
-            Header = header,
+            // An export folder carries no variable store: the first network cycle sends it (docs/replication.md).
+            Header = header with { UefiVars = null },
             Files = files,
             Certificate = signer.ExportCertificatePem(),
         };

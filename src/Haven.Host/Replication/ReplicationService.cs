@@ -135,7 +135,10 @@ public sealed class ReplicationService(HavenHost host)
             var (_, view) = await host.Backups.ReadPointInTimeAsync(vm, consumer, OperationKind, incremental: tracked, BlockSize, async view =>
             {
                 // Every cycle carries the whole failover network: the replica always has the setting as of its latest point.
-                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency) { FailoverNetwork = settings.FailoverNetwork ?? [] };
+                var header = new ReplicaCycleHeader(cycle, baseCycle, diskSizes, host.Time.GetUtcNow(), view.Consistency, view.UefiVars)
+                {
+                    FailoverNetwork = settings.FailoverNetwork ?? [],
+                };
                 var committed = await replica.SendCycleAsync(vm.Id, header, ReadChangesAsync(view, skipZeroes, theirs, (d, z) =>
                 {
                     dataBytes += d;

@@ -44,6 +44,15 @@ public static partial class Hardware
         if (hw.CpuModel != "auto" && !CpuModelPattern().IsMatch(hw.CpuModel))
             throw HavenException.Invalid($"cpu model must be 'auto' or a QEMU CPU model name (letters, digits, '-', '_', '.'), not '{hw.CpuModel}'");
         if (!DiskBuses.Contains(hw.DiskBus)) throw HavenException.Invalid($"disk bus must be virtio-blk or virtio-scsi, not '{hw.DiskBus}'");
+        switch (hw.Firmware)
+        {
+            case Vms.Firmware.Bios when hw.UefiCode is not null: throw HavenException.Invalid("a BIOS VM has no UEFI code image");
+            case Vms.Firmware.Bios: break;
+            case Vms.Firmware.Uefi when hw.UefiCode is not { Length: > 0 } code || !Path.IsPathFullyQualified(code):
+                throw HavenException.Invalid($"a UEFI VM needs the absolute path of its UEFI code image, not '{hw.UefiCode}'");
+            case Vms.Firmware.Uefi: break;
+            default: throw HavenException.Invalid($"firmware must be bios or uefi, not '{hw.Firmware}'");
+        }
         if (hw.Nics.Count > MaxNics) throw HavenException.Invalid($"a VM has at most {MaxNics} NICs");
         if (hw.CdromIso is not null && !hw.CdromDrive) throw HavenException.Invalid("an ISO needs a CD-ROM drive");
         if (hw.CdromIso is { } iso && (iso.Length == 0 || !Path.IsPathFullyQualified(iso)))

@@ -46,7 +46,18 @@ public sealed class VmService(HavenHost host)
             CdromDrive = req.Cdrom is not null,
             CdromIso = req.Cdrom is null ? null : CheckIso(req.Cdrom),
             BootOrder = req.BootOrder ?? [],
+            Firmware = req.Firmware,
         };
+        // The firmware files are checked before anything is written; the variable store is copied into the VM's folder below.
+        string? varsSource = null;
+        if (req.Firmware is not (Firmware.Bios or Firmware.Uefi)) throw HavenException.Invalid($"firmware must be bios or uefi, not '{req.Firmware}'");
+        if (req.Firmware == Firmware.Uefi)
+        {
+            requested = requested with { UefiCode = Firmware.ResolveCode(req.UefiCode) };
+            varsSource = Firmware.ResolveVarsSource(requested.UefiCode!, req.UefiVars);
+        }
+        else if (req.UefiCode is not null || req.UefiVars is not null)
+            throw HavenException.Invalid("a UEFI code image or variable store needs --firmware uefi");
         ParseAccelerator(req.Accelerator);
         foreach (var f in new[] { req.Kernel, req.Initrd })
         {
@@ -85,6 +96,7 @@ public sealed class VmService(HavenHost host)
         var disks = new List<(DiskRecord Disk, LayerRecord Layer)>();
         try
         {
+            if (varsSource is not null) Firmware.CopyVars(varsSource, Paths.UefiVarsFile(vmId));
             for (var i = 0; i < sources.Count; i++)
             {
                 var layer = new LayerRecord(HostPaths.NewId(), vmId, i, null, null);
@@ -304,6 +316,12 @@ public sealed class VmService(HavenHost host)
         var disks = Store.ListDisks(vm.Id).ConvertAll(d => new DiskLaunch(d.DeviceId, tree.LaunchChain(d.ActiveLayerId)));
         var hw = vm.Hardware;
         if (hw.CdromIso is { } iso && !File.Exists(iso)) throw HavenException.Invalid($"ISO image not found: {iso} (eject it or insert another)");
+        if (hw.Firmware == Firmware.Uefi)
+        {
+            // The code image is the host's (a restored or failed-over VM may name one this host lacks).
+            Firmware.CheckFile(hw.UefiCode!, "UEFI code image", Firmware.MinCodeBytes, Firmware.MaxCodeBytes);
+            if (!File.Exists(Paths.UefiVarsFile(vm.Id))) throw HavenException.Invalid($"VM '{vm.Name}' has no UEFI variable store ({Paths.UefiVarsFile(vm.Id)} is missing)");
+        }
         var nics = new List<NicLaunch>();
         try
         {
@@ -334,6 +352,8 @@ public sealed class VmService(HavenHost host)
             CdromDrive = hw.CdromDrive,
             CdromIso = hw.CdromIso,
             BootOrder = hw.BootOrder,
+            UefiCode = hw.Firmware == Firmware.Uefi ? hw.UefiCode : null,
+            UefiVars = hw.Firmware == Firmware.Uefi ? Paths.UefiVarsFile(vm.Id) : null,
             Disks = disks,
             Accelerator = await host.ResolveAcceleratorAsync(ParseAccelerator(vm.Accelerator), ct),
             QmpSocket = Paths.QmpSocket(vm.Id),

@@ -12,7 +12,7 @@ public static class QemuCommandLine
         var a = new List<string>
         {
             "-name", Escape(spec.Name),
-            "-machine", "q35",
+            "-machine", spec.UefiCode is null ? "q35" : $"q35,pflash0={UefiCodeNode},pflash1={UefiVarsNode}",
             "-accel", spec.Accelerator == Accelerator.Kvm ? "kvm" : "tcg",
             // -cpu host is what the KVM probe vouched for; TCG's richest model is max.
             "-cpu", spec.CpuModel ?? (spec.Accelerator == Accelerator.Kvm ? "host" : "max"),
@@ -35,6 +35,15 @@ public static class QemuCommandLine
             "-pidfile", spec.PidFile,
             "-daemonize",
         ]);
+        if (spec.UefiCode is not null)
+        {
+            // OVMF as two flash chips (what libvirt does): the shared code read-only, the VM's variable store writable.
+            var vars = spec.UefiVars ?? throw new ArgumentException("a UEFI VM needs its variable store");
+            a.Add("-blockdev");
+            a.Add(new JsonObject { ["driver"] = "file", ["filename"] = spec.UefiCode, ["node-name"] = UefiCodeNode, ["read-only"] = true }.ToJsonString());
+            a.Add("-blockdev");
+            a.Add(new JsonObject { ["driver"] = "file", ["filename"] = vars, ["node-name"] = UefiVarsNode, ["read-only"] = false }.ToJsonString());
+        }
         if (spec.Kernel is not null) { a.Add("-kernel"); a.Add(NoComma(spec.Kernel, "kernel")); }
         if (spec.Initrd is not null) { a.Add("-initrd"); a.Add(NoComma(spec.Initrd, "initrd")); }
         if (spec.Append is not null) { a.Add("-append"); a.Add(spec.Append); }
@@ -91,6 +100,9 @@ public static class QemuCommandLine
             below = layer.NodeName;
         }
     }
+
+    /// <summary>Node names of the UEFI flash images.</summary>
+    public const string UefiCodeNode = "uefi-code", UefiVarsNode = "uefi-vars";
 
     public static string FileNodeName(string formatNode) => "f" + formatNode;
 

@@ -50,6 +50,9 @@ public sealed record VmLaunchSpec
     public string? CdromIso { get; init; }
     /// <summary>Device ids (disk0, cdrom, nic0 ...) in boot order; empty: the firmware's default.</summary>
     public IReadOnlyList<string> BootOrder { get; init; } = [];
+    /// <summary>UEFI: the OVMF code image (opened read-only) and the VM's own variable store (read-write); null: BIOS.</summary>
+    public string? UefiCode { get; init; }
+    public string? UefiVars { get; init; }
     /// <summary>A saved device/memory state to load at start (Standard checkpoints); QEMU waits paused for it.</summary>
     public bool WaitForIncomingState { get; init; }
 }

@@ -94,6 +94,24 @@ public sealed class VmCreateCommand : Command
         HelpName = "DEVICES",
     };
 
+    public Option<string> Firmware { get; } = new("--firmware")
+    {
+        Description = "Firmware: bios (SeaBIOS) or uefi (OVMF, with the VM's own variable store); cannot change later",
+        DefaultValueFactory = _ => "bios",
+    };
+
+    public Option<string?> UefiCode { get; } = new("--uefi-code")
+    {
+        Description = "UEFI: the OVMF code image (default /usr/share/OVMF/OVMF_CODE_4M.fd)",
+        HelpName = "PATH",
+    };
+
+    public Option<string?> UefiVars { get; } = new("--uefi-vars")
+    {
+        Description = "UEFI: a variable store to copy as the VM's own (default: the empty template that goes with the code image)",
+        HelpName = "PATH",
+    };
+
     public Option<string> Accel { get; } = new("--accel")
     {
         Description = "Accelerator: auto, kvm or tcg",
@@ -112,6 +130,7 @@ public sealed class VmCreateCommand : Command
         Accel.AcceptOnlyFromAmong("auto", "kvm", "tcg");
         DiskFormat.AcceptOnlyFromAmong("qcow2", "raw", "vhdx");
         DiskBus.AcceptOnlyFromAmong("virtio-blk", "virtio-scsi");
+        Firmware.AcceptOnlyFromAmong("bios", "uefi");
         Add(VmName);
         Add(Vcpus);
         Add(Memory);
@@ -128,6 +147,9 @@ public sealed class VmCreateCommand : Command
         Add(DiskBus);
         Add(Cdrom);
         Add(BootOrder);
+        Add(Firmware);
+        Add(UefiCode);
+        Add(UefiVars);
         Add(Accel);
         Add(CheckpointType);
         Add(Autostart);
@@ -163,6 +185,9 @@ public sealed class VmCreateCommand : Command
         DiskBus = parseResult.GetValue(DiskBus) ?? Defaults.DiskBus,
         Cdrom = FullPathOrNull(parseResult.GetValue(Cdrom)),
         BootOrder = VmCommand.SplitList(parseResult.GetValue(BootOrder)),
+        Firmware = parseResult.GetValue(Firmware) ?? "bios",
+        UefiCode = FullPathOrNull(parseResult.GetValue(UefiCode)),
+        UefiVars = FullPathOrNull(parseResult.GetValue(UefiVars)),
     };
 
     /// <summary>--disk and --disk-size values, interleaved in the order they appear on the command line.</summary>

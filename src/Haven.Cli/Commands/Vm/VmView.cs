@@ -44,6 +44,7 @@ public static class VmView
             ("CPU model", vm.Hardware?.CpuModel),
             ("Network", vm.Network),
             ("Autostart", vm.Autostart ? "on" : "off"),
+            ("Firmware", vm.Hardware is { } fw ? (fw.UefiCode is { } code ? $"{fw.Firmware} ({code})" : fw.Firmware) : null),
             ("Disk bus", vm.Hardware?.DiskBus),
             ("CD-ROM", vm.Hardware is { CdromDrive: true } h ? h.CdromIso ?? "(empty)" : null),
             ("Boot order", vm.Hardware is { BootOrder.Count: > 0 } b ? string.Join(", ", b.BootOrder) : null),
